@@ -1,0 +1,103 @@
+from pathlib import Path
+
+import pytest
+from conftest import CONFIGS
+
+from translator.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_validates(path: Path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+    assert cfg.model.d_model % cfg.model.n_heads == 0
+
+
+def test_default_config_is_multi30k():
+    assert load_config(None).name == "multi30k"
+
+
+def test_overrides_are_parsed_as_yaml_scalars():
+    cfg = load_config(
+        CONFIGS / "tiny.yaml",
+        [
+            "model.d_model=64",
+            "train.lr=3e-4",
+            "data.lowercase=true",
+            "train.max_minutes=null",
+            "train.betas=[0.9, 0.99]",
+            "data.dir=/some/where",
+        ],
+    )
+    assert cfg.model.d_model == 64
+    assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.data.lowercase is True
+    assert cfg.train.max_minutes is None
+    assert cfg.train.betas == (0.9, 0.99)
+    assert cfg.data.dir == "/some/where"
+
+
+def test_override_wins_over_file_and_file_over_default():
+    assert load_config(CONFIGS / "tiny.yaml").model.d_model == 32  # file beats default 256
+    assert load_config(CONFIGS / "tiny.yaml", ["model.d_model=48"]).model.d_model == 48
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.d_modl=128", "unknown key model.d_modl"),
+        ("modle.d_model=128", "unknown key modle"),
+        ("model.d_model=big", "model.d_model must be int"),
+        ("model.d_model=1.5", "model.d_model must be int"),
+        ("data.lowercase=3", "data.lowercase must be bool"),
+        ("model.d_model=-8", "model.d_model must be > 0"),
+        ("model.d_model=130", "model.d_model (130) must be divisible by model.n_heads"),
+        ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+        ("model.norm=middle", "model.norm must be one of post, pre"),
+        ("train.precision=fp8", "train.precision must be one of"),
+        ("data.max_len=500", "exceeds model.max_positions"),
+        ("model.d_model", "--set expects KEY=VALUE"),
+        ("=3", "--set expects KEY=VALUE"),
+        ("model.d_model.x=3", "is not a section"),
+    ],
+)
+def test_bad_values_give_one_error_naming_the_key_and_file(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "multi30k.yaml", [override])
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text
+    if not text.startswith("--set"):
+        assert "multi30k.yaml" in text
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  d_model: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*invalid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(scalar)
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config(CONFIGS / "seed.yaml", ["train.lr=1e-3"])
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_an_empty_config_takes_every_default():
+    assert config_from_dict({}) == Config()

@@ -1,0 +1,54 @@
+import numpy as np
+from conftest import CONFIGS, REAL_DATA, requires_real_data, toy_overrides
+
+from translator.config import load_config
+from translator.corpus import IdArray, ParallelIds, prepare, summarize
+from translator.tokenization import Tokenizer
+
+
+def test_prepare_builds_then_reuses_the_cache(toy_config):
+    first = prepare(toy_config)
+    second = prepare(toy_config)
+    assert not first.cached and second.cached
+    assert first.path == second.path
+    assert set(first.splits) == {"train", "val", "test2016"}
+    assert second.src_vocab == first.src_vocab
+    assert np.array_equal(second.splits["train"].tgt.ids, first.splits["train"].tgt.ids)
+
+
+def test_a_changed_setting_gets_a_new_cache(toy_data, toy_config):
+    base = prepare(toy_config)
+    other = prepare(
+        load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data, "vocab.min_freq=150"))
+    )
+    assert other.path != base.path and not other.cached
+    assert len(other.src_vocab) < len(base.src_vocab)
+
+
+def test_ids_are_the_vocab_ids_of_the_spacy_tokens(toy_data, toy_config):
+    from translator.data import read_parallel
+
+    corpus = prepare(toy_config)
+    src, tgt = read_parallel("val", "en", "de", str(toy_data), verify=False)
+    (tokens,) = Tokenizer("de").tokenize(tgt[:1])
+    assert corpus.tgt_vocab.decode(corpus.splits["val"].tgt[0].tolist()) == tokens
+
+
+def test_filter_length_drops_long_and_empty_pairs():
+    pairs = ParallelIds(
+        IdArray.from_lists([[1] * 3, [1] * 9, [], [1] * 2]),
+        IdArray.from_lists([[2] * 3, [2] * 2, [2], [2] * 8]),
+    )
+    kept, dropped = pairs.filter_length(5)
+    assert dropped == 3 and len(kept) == 1 and kept.src[0].tolist() == [1, 1, 1]
+
+
+@requires_real_data
+def test_prepare_on_real_multi30k():
+    cfg = load_config(CONFIGS / "multi30k.yaml", [f"data.dir={REAL_DATA}"])
+    corpus = prepare(cfg)
+    stats = summarize(corpus)
+    assert stats["train"]["pairs"] == 29000 and stats["test2016"]["pairs"] == 1000
+    assert 5000 < len(corpus.src_vocab) < 8000 and 6000 < len(corpus.tgt_vocab) < 10000
+    assert stats["val"]["tgt_oov"] < 0.06
+    assert prepare(cfg).cached

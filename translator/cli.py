@@ -1,0 +1,314 @@
+"""The `translator` command line: one short function per stage, no model code.
+
+    translator prepare                  # find/download Multi30k, tokenize, build vocab (cached)
+    translator train --set train.max_minutes=30
+    translator translate "A dog runs through the snow."
+    translator evaluate --bleu --split test2016
+
+User errors (bad config, missing data, bad run dir, unreadable input) print one line on stderr
+and exit non-zero: 2 for a bad config or argument, 1 for the rest. torch and spaCy are imported
+inside the commands so that `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    help="Train, run and score an English→German Transformer on Multi30k.",
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config [default: configs/multi30k.yaml]."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a config key, e.g. `--set model.d_model=128` (repeatable).",
+    ),
+]
+RunOpt = Annotated[
+    Path | None,
+    typer.Option("--run", "-r", help="Run dir to use [default: the most recent run in runs/]."),
+]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def user_errors(command):
+    """Turn the errors a user can cause into one line on stderr and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from translator.config import ConfigError
+        from translator.data import DataError
+        from translator.run_dir import RunError
+
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as err:
+            raise _fail(str(err), 2) from None
+        except (DataError, RunError, OSError, ValueError, RuntimeError) as err:
+            raise _fail(str(err).splitlines()[0] if str(err) else repr(err), 1) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+
+    return wrapper
+
+
+def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, markup=False)],
+        force=True,
+    )
+
+
+@app.command(epilog="Example: `translator prepare --set vocab.min_freq=3`")
+@user_errors
+def prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Locate (or download) Multi30k, tokenize it with spaCy and build the vocabularies.
+
+    The result is cached; a second run with the same settings only loads it. Prints a summary:
+    pairs, tokens, vocabulary sizes, out-of-vocabulary rates and batch padding.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from translator.batching import padding_ratio, sampler_for
+    from translator.config import load_config
+    from translator.corpus import prepare as prepare_corpus
+    from translator.corpus import summarize
+
+    started = time.perf_counter()
+    cfg = load_config(config, set_ or [])
+    corpus = prepare_corpus(cfg)
+    stats = summarize(corpus)
+    train, dropped = corpus.splits[cfg.data.train_split].filter_length(cfg.data.max_len)
+    sampler = sampler_for(
+        train, cfg.data.max_tokens, cfg.data.max_sentences, cfg.train.seed, cfg.data.pool_batches
+    )
+    seconds = time.perf_counter() - started
+
+    src, tgt = cfg.data.src_lang, cfg.data.tgt_lang
+    table = Table(title=f"Multi30k {src}→{tgt} ({'cached' if corpus.cached else 'built'})")
+    for column in ("split", "pairs", f"{src} tokens", f"{tgt} tokens", f"{src} OOV", f"{tgt} OOV"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for name, s in stats.items():
+        table.add_row(
+            name,
+            f"{s['pairs']:,}",
+            f"{s['src_tokens']:,}",
+            f"{s['tgt_tokens']:,}",
+            f"{s['src_oov']:.2%}",
+            f"{s['tgt_oov']:.2%}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"vocabulary: {src} {len(corpus.src_vocab):,}, {tgt} {len(corpus.tgt_vocab):,} "
+        f"(min_freq {cfg.vocab.min_freq}, train only)\n"
+        f"training batches at {cfg.data.max_tokens:,} tokens: {len(sampler.epoch(0)):,} per "
+        f"epoch, {padding_ratio(sampler):.1%} padding; {dropped} pairs over "
+        f"{cfg.data.max_len} tokens dropped\n"
+        f"cache: {corpus.path}\ntime: {seconds:.1f} s"
+    )
+
+
+@app.command(
+    epilog="Examples: `translator train`, `translator train -c configs/tiny.yaml`, "
+    "`translator train --resume --run-dir runs/multi30k-20261125-120000`"
+)
+@user_errors
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the run [default: runs/<config-name>-<timestamp>]."),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --run-dir (default: the latest) where it stopped. "
+            "Only train.* budget and logging keys may be changed with --set.",
+        ),
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a Transformer; prepares the data first when its cache is missing.
+
+    Stops at train.max_steps, train.max_epochs or train.max_minutes, whichever comes first.
+    Ctrl-C saves a checkpoint that `--resume` continues from.
+    """
+    from translator.config import load_config
+    from translator.run_dir import latest_run
+    from translator.train import Trainer, resume_config
+
+    _setup_logging()
+    if resume:
+        run_dir = run_dir or latest_run()
+        if config is not None:
+            raise _fail("--resume takes the config from the run dir; drop --config", 2)
+        cfg = resume_config(run_dir, set_ or [])
+    else:
+        cfg = load_config(config, set_ or [])
+    Trainer(cfg, run_dir=run_dir, resume=resume, progress=progress).train()
+
+
+@app.command(
+    epilog='Examples: `translator translate "A man rides a bike."`, '
+    "`translator translate --input in.en --output out.de --beam 5`"
+)
+@user_errors
+def translate(
+    text: Annotated[list[str] | None, typer.Argument(help="Sentence(s) to translate.")] = None,
+    run: RunOpt = None,
+    input_: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Translate this file line by line (`-` for stdin)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write translations here (`-` or default: stdout)."),
+    ] = None,
+    beam: Annotated[
+        int | None,
+        typer.Option(
+            "--beam", "-b", min=1, help="Beam size [default: the run's decode.beam_size]."
+        ),
+    ] = None,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Greedy search (= --beam 1).")] = False,
+) -> None:
+    """Translate English sentences with a trained run (the latest one by default)."""
+    from translator.translate import Translator
+
+    if text and input_:
+        raise _fail("give sentences or --input, not both", 2)
+    lines = list(text) if text else _read_input(input_)
+    translator = Translator.load(run)
+    outputs = translator.translate(
+        lines, beam_size=1 if greedy else beam, progress=len(lines) > 100
+    )
+    _write_output(output, outputs)
+
+
+@app.command(
+    epilog="Examples: `translator evaluate --bleu`, "
+    "`translator evaluate --bleu --split val --json`, "
+    "`translator evaluate --bleu --src in.en --ref ref.de`"
+)
+@user_errors
+def evaluate(
+    bleu: Annotated[bool, typer.Option("--bleu", help="Score BLEU and chrF (sacreBLEU).")] = True,
+    run: RunOpt = None,
+    split: Annotated[
+        str, typer.Option(help="Multi30k split: test2016, val, test2017, mscoco, test2018.")
+    ] = "test2016",
+    src: Annotated[Path | None, typer.Option(help="Score this source file instead.")] = None,
+    ref: Annotated[Path | None, typer.Option(help="Reference translations for --src.")] = None,
+    beam: Annotated[
+        int | None,
+        typer.Option(
+            "--beam", "-b", min=1, help="Beam size [default: the run's decode.beam_size]."
+        ),
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Save the hypotheses here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Translate a test set with a trained run and score it with sacreBLEU (cased, detokenized)."""
+    from translator.data import read_lines, read_parallel
+    from translator.evaluate import score
+    from translator.translate import Translator
+
+    translator = Translator.load(run)
+    d = translator.cfg.data
+    if (src is None) != (ref is None):
+        raise _fail("--src and --ref go together", 2)
+    if src is not None:
+        sources, refs = read_lines(src), read_lines(ref)
+        if len(sources) != len(refs):
+            raise _fail(f"{src} has {len(sources)} lines but {ref} has {len(refs)}", 1)
+        name = str(src)
+    else:
+        sources, refs = read_parallel(split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
+        name = split
+    started = time.perf_counter()
+    hyps = translator.translate(sources, beam_size=beam, progress=not as_json)
+    seconds = time.perf_counter() - started
+    result = score(hyps, refs, d.tgt_lang)
+    result.update(
+        seconds=round(seconds, 2),
+        sentences_per_s=round(len(hyps) / seconds, 1),
+        split=name,
+        beam=beam or translator.cfg.decode.beam_size,
+    )
+    if output:
+        _write_output(output, hyps)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(
+        f"{name}: {len(hyps)} sentences, beam {result['beam']}, {seconds:.1f} s "
+        f"({result['sentences_per_s']} sentences/s)"
+    )
+    typer.echo(f"BLEU  {result['bleu']:6.2f}   {result['signature']}")
+    typer.echo(f"chrF  {result['chrf']:6.2f}   {result['chrf_signature']}")
+    typer.echo(
+        f"BLEU  {result['bleu_tok_lc']:6.2f}   tokenized, lowercased (Moses; the "
+        "convention of the Multi30k papers, not comparable with the line above)"
+    )
+
+
+def _read_input(path: Path | None) -> list[str]:
+    from translator.data import read_lines
+
+    if path is None or str(path) == "-":
+        if path is None and sys.stdin.isatty():
+            raise _fail("nothing to translate: give a sentence, --input FILE or pipe text in", 2)
+        data = sys.stdin.buffer.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise _fail(f"stdin is not valid UTF-8 (byte {err.start})", 1) from None
+        lines = text.split("\n")
+        return lines[:-1] if lines and lines[-1] == "" else lines
+    if path.is_dir():
+        raise _fail(f"{path} is a directory, not a text file", 1)
+    if not path.exists():
+        raise _fail(f"input file {path} does not exist", 1)
+    return read_lines(path)
+
+
+def _write_output(path: Path | None, lines: list[str]) -> None:
+    text = "".join(line + "\n" for line in lines)
+    if path is None or str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    from translator.files import atomic_write_text
+
+    atomic_write_text(path, text)

@@ -1,0 +1,319 @@
+"""Typed, validated configuration: YAML file + `--set key=value` overrides -> `Config`.
+
+    cfg = load_config("configs/multi30k.yaml", ["model.d_model=128", "train.max_minutes=5"])
+
+Loading takes three steps: read the YAML into a dict, apply the dotted overrides to that dict
+(values parsed as YAML scalars, so `true`, `3e-4` and `null` mean what they mean in a file), then
+build the frozen dataclasses below, checking every key and type. Any problem raises one
+`ConfigError` whose message names the file and the full dotted key. The defaults in the classes are
+the documentation; a YAML file lists only what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix: bad key, bad type, impossible value, unreadable file."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: str | None = (
+        None  # folder with {split}.{lang}.gz; None: $TRANSLATOR_DATA_DIR or user cache
+    )
+    cache_dir: str | None = None  # prepared corpora; None: $TRANSLATOR_CACHE_DIR or user cache
+    verify_checksums: bool = True  # check official files against their pinned sha256
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    train_split: str = "train"
+    valid_split: str = "val"
+    test_split: str = "test2016"
+    lowercase: bool = False  # German capitalises nouns and sacreBLEU scores cased text
+    max_len: int = 100  # tokens per side; longer training pairs are dropped (and counted)
+    max_tokens: int = 4096  # batch budget: sentences x longest side, padding included
+    max_sentences: int | None = None  # optional cap on sentences per batch
+    pool_batches: int = 100  # length-sort pools of about this many batches (more: less padding)
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    kind: str = "word"  # word: one id per spaCy token
+    min_freq: int = 2  # tokens seen fewer times in train become <unk>
+    max_size: int | None = None  # keep at most this many tokens (specials excluded)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int = 256
+    n_heads: int = 4
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    d_ff: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    positions: str = "sinusoidal"  # sinusoidal | learned
+    max_positions: int = 256  # longest sequence the model accepts (tokens incl. <sos>/<eos>)
+    norm: str = "post"  # post (the paper) | pre
+    tie_target_embeddings: bool = True  # target embedding = output projection
+    share_all_embeddings: bool = False  # source embedding too (needs equal vocab sizes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    compile: bool = False  # torch.compile the model
+    threads: int | None = None  # CPU threads; None: all cores
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 5e-4  # peak learning rate, reached at the end of warmup
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0
+    warmup_steps: int = 4000
+    schedule: str = "inverse_sqrt"  # inverse_sqrt | constant (both after linear warmup)
+    label_smoothing: float = 0.1
+    clip_norm: float | None = 1.0  # max gradient norm; None: no clipping
+    accumulate: int = 1  # batches per optimizer step
+    max_steps: int | None = None  # optimizer steps; None: no limit
+    max_epochs: int | None = 30
+    max_minutes: float | None = None  # wall-clock budget for training
+    log_every: int = 50  # steps between metrics.jsonl lines
+    valid_every: int | None = None  # steps between validations; None: every epoch
+    valid_max_sentences: int | None = None  # validate BLEU on a prefix of val; None: all
+    patience: int | None = None  # stop after this many validations without a better BLEU
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    beam_size: int = 5
+    length_penalty: float = 0.6  # GNMT alpha
+    max_len_a: float = 1.5  # output length limit = a * source length + b
+    max_len_b: int = 10
+    batch_size: int = 128  # sentences per decoding batch
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "multi30k"
+    data: DataConfig = field(default_factory=DataConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "multi30k.yaml"
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Read a YAML config, apply `a.b=value` overrides, build and validate a `Config`."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw.setdefault("name", path.stem)
+    apply_overrides(raw, overrides)
+    return config_from_dict(raw, source=str(path))
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> None:
+    """Set dotted keys in `raw` from `key=value` strings, values parsed as YAML scalars."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set expects KEY=VALUE such as model.d_model=256, got {item!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: {part!r} is not a section")
+            node = child
+        node[leaf] = value
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
+    cfg = _build(Config, raw, "", source)
+    validate(cfg, source)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain dict (tuples as lists) that `config_from_dict` turns back into the same Config."""
+
+    def plain(value):
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def _build(cls, raw, prefix: str, source: str):
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]} "
+            f"(known in {where}: {', '.join(sorted(names))})"
+        )
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value or {}, f"{prefix}{name}.", source)
+        else:
+            values[name] = _coerce(value, hint, f"{prefix}{name}", source)
+    return cls(**values)
+
+
+def _coerce(value, hint, key: str, source: str):
+    """Return `value` as type `hint` or raise a ConfigError naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, source)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(
+                f"{source}: {key} must be a list of {len(args)} values, got {value!r}"
+            )
+        return tuple(
+            _coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args))
+        )
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML reads "5e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r}")
+
+
+def _choice(value, options: tuple[str, ...], key: str) -> str | None:
+    return None if value in options else f"{key} must be one of {', '.join(options)}, got {value!r}"
+
+
+def validate(cfg: Config, source: str = "<dict>") -> None:
+    """Check ranges and cross-field rules; raise one ConfigError for the first problem found."""
+    d, v, m, t, dec = cfg.data, cfg.vocab, cfg.model, cfg.train, cfg.decode
+    positive = {
+        "data.max_len": d.max_len,
+        "data.max_tokens": d.max_tokens,
+        "data.max_sentences": d.max_sentences,
+        "data.pool_batches": d.pool_batches,
+        "vocab.min_freq": v.min_freq,
+        "vocab.max_size": v.max_size,
+        "model.d_model": m.d_model,
+        "model.n_heads": m.n_heads,
+        "model.encoder_layers": m.encoder_layers,
+        "model.decoder_layers": m.decoder_layers,
+        "model.d_ff": m.d_ff,
+        "model.max_positions": m.max_positions,
+        "train.lr": t.lr,
+        "train.accumulate": t.accumulate,
+        "train.max_steps": t.max_steps,
+        "train.max_epochs": t.max_epochs,
+        "train.max_minutes": t.max_minutes,
+        "train.log_every": t.log_every,
+        "train.valid_every": t.valid_every,
+        "train.valid_max_sentences": t.valid_max_sentences,
+        "train.patience": t.patience,
+        "train.threads": t.threads,
+        "train.clip_norm": t.clip_norm,
+        "decode.beam_size": dec.beam_size,
+        "decode.batch_size": dec.batch_size,
+    }
+    problems = [
+        f"{k} must be > 0, got {x}" for k, x in positive.items() if x is not None and x <= 0
+    ]
+    problems += [
+        _choice(v.kind, ("word",), "vocab.kind"),
+        _choice(m.positions, ("sinusoidal", "learned"), "model.positions"),
+        _choice(m.norm, ("post", "pre"), "model.norm"),
+        _choice(t.device, ("auto", "cpu", "cuda", "mps"), "train.device"),
+        _choice(t.precision, ("auto", "fp32", "bf16", "fp16"), "train.precision"),
+        _choice(t.optimizer, ("adam", "adamw"), "train.optimizer"),
+        _choice(t.schedule, ("inverse_sqrt", "constant"), "train.schedule"),
+    ]
+    if m.d_model % m.n_heads:
+        problems.append(
+            f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})"
+        )
+    for key, x in [
+        ("model.dropout", m.dropout),
+        ("model.attention_dropout", m.attention_dropout),
+        ("train.label_smoothing", t.label_smoothing),
+    ]:
+        if not 0.0 <= x < 1.0:
+            problems.append(f"{key} must be in [0, 1), got {x}")
+    if not all(0.0 <= b < 1.0 for b in t.betas):
+        problems.append(f"train.betas must both be in [0, 1), got {list(t.betas)}")
+    for key, x in [
+        ("train.warmup_steps", t.warmup_steps),
+        ("train.weight_decay", t.weight_decay),
+        ("decode.length_penalty", dec.length_penalty),
+        ("decode.max_len_a", dec.max_len_a),
+        ("decode.max_len_b", dec.max_len_b),
+    ]:
+        if x < 0:
+            problems.append(f"{key} must be >= 0, got {x}")
+    if d.src_lang == d.tgt_lang:
+        problems.append(f"data.src_lang and data.tgt_lang must differ, both are {d.src_lang!r}")
+    if d.max_len + 2 > m.max_positions:
+        problems.append(
+            f"data.max_len ({d.max_len}) + 2 specials exceeds "
+            f"model.max_positions ({m.max_positions})"
+        )
+    if d.max_tokens < d.max_len + 2:
+        problems.append(
+            f"data.max_tokens ({d.max_tokens}) must fit one sentence of data.max_len + 2"
+        )
+    if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
+        problems.append("set at least one of train.max_steps, train.max_epochs, train.max_minutes")
+    problems = [p for p in problems if p]
+    if problems:
+        raise ConfigError(f"{source}: {problems[0]}")

@@ -1,0 +1,206 @@
+"""The prepared corpus: tokenized, numericalized splits and their vocabularies, cached on disk.
+
+    corpus = prepare(cfg)              # cold: read, tokenize, build vocab, save; warm: load
+    corpus.splits["train"].src[0]      # np.int32 ids of the first source sentence
+    corpus.src_vocab, corpus.tgt_vocab
+
+The cache folder is keyed by a hash of the input files and every setting that changes the ids
+(languages, lowercasing, vocabulary options, spaCy version), so a changed setting never reuses stale
+ids and a second `prepare` with the same settings only loads a few flat numpy arrays. Each side of a
+split is stored as one flat int32 array of ids plus int64 offsets: loading is a memory copy, and
+batching slices it without any per-token Python work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from translator.config import Config
+from translator.data import canonical_split, data_dir, read_parallel, sha256_of, user_cache_dir
+from translator.vocab import Vocab, build_vocab
+
+FORMAT_VERSION = 1  # bump when the cached layout or the tokenization scheme changes
+
+
+@dataclass(frozen=True)
+class IdArray:
+    """Variable-length id sequences stored flat: sentence i is ids[offsets[i]:offsets[i+1]]."""
+
+    ids: np.ndarray  # (total_tokens,) int32
+    offsets: np.ndarray  # (n + 1,) int64
+
+    @classmethod
+    def from_lists(cls, sequences: list[list[int]]) -> IdArray:
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = np.fromiter((i for s in sequences for i in s), dtype=np.int32, count=int(offsets[-1]))
+        return cls(ids, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def select(self, indices: np.ndarray) -> IdArray:
+        return IdArray.from_lists([self[i].tolist() for i in indices])
+
+
+@dataclass(frozen=True)
+class ParallelIds:
+    src: IdArray
+    tgt: IdArray
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def filter_length(self, max_len: int) -> tuple[ParallelIds, int]:
+        """Drop pairs with an empty side or a side longer than `max_len`; return kept, dropped."""
+        src_len, tgt_len = self.src.lengths(), self.tgt.lengths()
+        keep = (src_len > 0) & (tgt_len > 0) & (src_len <= max_len) & (tgt_len <= max_len)
+        if keep.all():
+            return self, 0
+        indices = np.flatnonzero(keep)
+        return ParallelIds(self.src.select(indices), self.tgt.select(indices)), int((~keep).sum())
+
+
+@dataclass
+class Corpus:
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    splits: dict[str, ParallelIds]  # keyed by the names used in the config (train, val, ...)
+    path: Path
+    cached: bool  # True when loaded from an existing cache
+
+
+def cache_root(cfg: Config) -> Path:
+    chosen = cfg.data.cache_dir or os.environ.get("TRANSLATOR_CACHE_DIR")
+    return Path(chosen).expanduser() if chosen else user_cache_dir() / "prepared"
+
+
+def split_names(cfg: Config) -> dict[str, str]:
+    """Config name -> official split name, for the splits `prepare` handles."""
+    d = cfg.data
+    return {
+        name: canonical_split(name)
+        for name in dict.fromkeys([d.train_split, d.valid_split, d.test_split])
+    }
+
+
+def prepare(cfg: Config) -> Corpus:
+    """Load the cached corpus for `cfg`, building it first when missing."""
+    d = cfg.data
+    texts = {
+        name: read_parallel(split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
+        for name, split in split_names(cfg).items()
+    }
+    folder = cache_root(cfg) / _cache_key(cfg)
+    if (folder / "meta.json").exists():
+        return _load(folder, cached=True)
+    _build(cfg, texts, folder)
+    return _load(folder, cached=False)
+
+
+def _cache_key(cfg: Config) -> str:
+    d, v = cfg.data, cfg.vocab
+    folder = data_dir(d.dir)
+    files = {
+        f"{split}.{lang}": sha256_of(folder / f"{split}.{lang}.gz")
+        for split in split_names(cfg).values()
+        for lang in (d.src_lang, d.tgt_lang)
+    }
+    settings = {
+        "format": FORMAT_VERSION,
+        "spacy": importlib.metadata.version("spacy"),
+        "splits": split_names(cfg),
+        "langs": [d.src_lang, d.tgt_lang],
+        "lowercase": d.lowercase,
+        "vocab": [v.kind, v.min_freq, v.max_size],
+        "files": files,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _build(cfg: Config, texts: dict[str, tuple[list[str], list[str]]], folder: Path) -> None:
+    from translator.tokenization import Tokenizer
+
+    d, v = cfg.data, cfg.vocab
+    src_tok, tgt_tok = Tokenizer(d.src_lang, d.lowercase), Tokenizer(d.tgt_lang, d.lowercase)
+    tokens = {
+        name: (src_tok.tokenize(src), tgt_tok.tokenize(tgt)) for name, (src, tgt) in texts.items()
+    }
+    train_src, train_tgt = tokens[d.train_split]
+    src_vocab = build_vocab(train_src, v.min_freq, v.max_size)
+    tgt_vocab = build_vocab(train_tgt, v.min_freq, v.max_size)
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        src_vocab.to_file(tmp / "vocab.src.json")
+        tgt_vocab.to_file(tmp / "vocab.tgt.json")
+        for name, (src, tgt) in tokens.items():
+            src_ids = IdArray.from_lists([src_vocab.encode(t) for t in src])
+            tgt_ids = IdArray.from_lists([tgt_vocab.encode(t) for t in tgt])
+            np.savez(
+                tmp / f"{name}.npz",
+                src_ids=src_ids.ids,
+                src_offsets=src_ids.offsets,
+                tgt_ids=tgt_ids.ids,
+                tgt_offsets=tgt_ids.offsets,
+            )
+        meta = {"format": FORMAT_VERSION, "splits": list(tokens), "created": time.time()}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            os.replace(tmp, folder)  # the folder appears complete or not at all
+        except OSError:
+            if not (folder / "meta.json").exists():  # not a concurrent prepare that won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(folder: Path, cached: bool) -> Corpus:
+    meta = json.loads((folder / "meta.json").read_text())
+    splits = {}
+    for name in meta["splits"]:
+        with np.load(folder / f"{name}.npz") as arrays:
+            splits[name] = ParallelIds(
+                IdArray(arrays["src_ids"], arrays["src_offsets"]),
+                IdArray(arrays["tgt_ids"], arrays["tgt_offsets"]),
+            )
+    return Corpus(
+        src_vocab=Vocab.from_file(folder / "vocab.src.json"),
+        tgt_vocab=Vocab.from_file(folder / "vocab.tgt.json"),
+        splits=splits,
+        path=folder,
+        cached=cached,
+    )
+
+
+def summarize(corpus: Corpus) -> dict[str, dict]:
+    """Per split: pairs, tokens per side, and the share of tokens the vocabulary maps to <unk>."""
+    unk_src, unk_tgt = corpus.src_vocab.unk_id, corpus.tgt_vocab.unk_id
+    return {
+        name: {
+            "pairs": len(pairs),
+            "src_tokens": len(pairs.src.ids),
+            "tgt_tokens": len(pairs.tgt.ids),
+            "src_oov": float(np.mean(pairs.src.ids == unk_src)) if len(pairs.src.ids) else 0.0,
+            "tgt_oov": float(np.mean(pairs.tgt.ids == unk_tgt)) if len(pairs.tgt.ids) else 0.0,
+        }
+        for name, pairs in corpus.splits.items()
+    }
