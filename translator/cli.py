@@ -47,6 +47,11 @@ RunOpt = Annotated[
     typer.Option("--run", "-r", help="Run dir to use [default: the most recent run in runs/]."),
 ]
 
+BeamOpt = Annotated[
+    int | None,
+    typer.Option("--beam", "-b", help="Beam size [default: the run's decode.beam_size]."),
+]
+
 
 def _fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
@@ -64,6 +69,8 @@ def user_errors(command):
 
         try:
             return command(*args, **kwargs)
+        except typer.Exit:  # already reported (click's Exit is a RuntimeError)
+            raise
         except ConfigError as err:
             raise _fail(str(err), 2) from None
         except (DataError, RunError, OSError, ValueError, RuntimeError) as err:
@@ -181,7 +188,8 @@ def train(
 
 @app.command(
     epilog='Examples: `translator translate "A man rides a bike."`, '
-    "`translator translate --input in.en --output out.de --beam 5`"
+    "`translator translate --input in.en --output out.de --beam 5`, "
+    '`translator translate "A dog runs." --plot-attention attention.png`'
 )
 @user_errors
 def translate(
@@ -189,31 +197,60 @@ def translate(
     run: RunOpt = None,
     input_: Annotated[
         Path | None,
-        typer.Option("--input", "-i", help="Translate this file line by line (`-` for stdin)."),
+        typer.Option("--input", "-i", help="Translate this file line by line (`-`: stdin)."),
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write translations here (`-` or default: stdout)."),
+        typer.Option("--output", "-o", help="Write translations here [default: stdout]."),
     ] = None,
-    beam: Annotated[
-        int | None,
-        typer.Option(
-            "--beam", "-b", min=1, help="Beam size [default: the run's decode.beam_size]."
-        ),
-    ] = None,
+    beam: BeamOpt = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Greedy search (= --beam 1).")] = False,
+    nbest: Annotated[
+        int,
+        typer.Option(
+            help="Print the N best translations of each input with their scores "
+            "(tab-separated), then a blank line."
+        ),
+    ] = 1,
+    max_len: Annotated[
+        int | None,
+        typer.Option(help="At most this many output tokens [default: 1.5 x source + 10]."),
+    ] = None,
+    plot_attention: Annotated[
+        Path | None,
+        typer.Option(help="Save a cross-attention heatmap (PNG) of the first sentence."),
+    ] = None,
 ) -> None:
-    """Translate English sentences with a trained run (the latest one by default)."""
+    """Translate English sentences with a trained run (the latest one by default).
+
+    Sentences come from the arguments, from `--input FILE`, or from stdin. Files are read and
+    written line by line: an empty line gives an empty line.
+    """
     from translator.translate import Translator
 
+    _check_at_least_one(beam=beam, nbest=nbest, max_len=max_len)
     if text and input_:
         raise _fail("give sentences or --input, not both", 2)
+    if greedy and nbest > 1:
+        raise _fail("--nbest needs beam search; drop --greedy", 2)
     lines = list(text) if text else _read_input(input_)
     translator = Translator.load(run)
-    outputs = translator.translate(
-        lines, beam_size=1 if greedy else beam, progress=len(lines) > 100
-    )
-    _write_output(output, outputs)
+    beam = 1 if greedy else beam
+    if plot_attention is not None:
+        from translator.plots import plot_attention as plot
+
+        first = next((line for line in lines if line.strip()), "")
+        plot(*translator.attention(first, beam_size=beam), plot_attention)
+        typer.echo(f"attention heatmap saved to {plot_attention}", err=True)
+    progress = len(lines) > 100
+    if nbest > 1:
+        results = translator.translate_nbest(
+            lines, nbest, beam_size=beam, max_len=max_len, progress=progress
+        )
+        _write_output(output, ["".join(f"{h}\t{sc:.4f}\n" for h, sc in r) + "\n" for r in results])
+        return
+    hyps = translator.translate(lines, beam_size=beam, max_len=max_len, progress=progress)
+    _write_output(output, hyps)
 
 
 @app.command(
@@ -230,12 +267,10 @@ def evaluate(
     ] = "test2016",
     src: Annotated[Path | None, typer.Option(help="Score this source file instead.")] = None,
     ref: Annotated[Path | None, typer.Option(help="Reference translations for --src.")] = None,
-    beam: Annotated[
-        int | None,
-        typer.Option(
-            "--beam", "-b", min=1, help="Beam size [default: the run's decode.beam_size]."
-        ),
-    ] = None,
+    beam: BeamOpt = None,
+    lowercase: Annotated[
+        bool, typer.Option("--lowercase", help="Also report case-insensitive BLEU.")
+    ] = False,
     output: Annotated[Path | None, typer.Option(help="Save the hypotheses here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -244,10 +279,11 @@ def evaluate(
     from translator.evaluate import score
     from translator.translate import Translator
 
-    translator = Translator.load(run)
-    d = translator.cfg.data
+    _check_at_least_one(beam=beam)
     if (src is None) != (ref is None):
         raise _fail("--src and --ref go together", 2)
+    translator = Translator.load(run)
+    d = translator.cfg.data
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)
         if len(sources) != len(refs):
@@ -259,7 +295,7 @@ def evaluate(
     started = time.perf_counter()
     hyps = translator.translate(sources, beam_size=beam, progress=not as_json)
     seconds = time.perf_counter() - started
-    result = score(hyps, refs, d.tgt_lang)
+    result = score(hyps, refs, d.tgt_lang, lowercase=lowercase)
     result.update(
         seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),
@@ -276,11 +312,19 @@ def evaluate(
         f"({result['sentences_per_s']} sentences/s)"
     )
     typer.echo(f"BLEU  {result['bleu']:6.2f}   {result['signature']}")
+    if lowercase:
+        typer.echo(f"BLEU  {result['bleu_lc']:6.2f}   {result['bleu_lc_signature']}")
     typer.echo(f"chrF  {result['chrf']:6.2f}   {result['chrf_signature']}")
     typer.echo(
         f"BLEU  {result['bleu_tok_lc']:6.2f}   tokenized, lowercased (Moses; the "
         "convention of the Multi30k papers, not comparable with the line above)"
     )
+
+
+def _check_at_least_one(**options: int | None) -> None:
+    for name, value in options.items():
+        if value is not None and value < 1:
+            raise _fail(f"--{name.replace('_', '-')} must be at least 1, got {value}", 2)
 
 
 def _read_input(path: Path | None) -> list[str]:
@@ -304,7 +348,8 @@ def _read_input(path: Path | None) -> list[str]:
 
 
 def _write_output(path: Path | None, lines: list[str]) -> None:
-    text = "".join(line + "\n" for line in lines)
+    """One line per item (an n-best item holds several lines and ends with a newline)."""
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
     if path is None or str(path) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

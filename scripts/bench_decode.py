@@ -1,0 +1,111 @@
+"""Decoding speed and quality on a Multi30k split: greedy and beam, cached and uncached.
+
+    python scripts/bench_decode.py                      # latest run, test2016
+    python scripts/bench_decode.py --run runs/X --split val --beams 1 5 --alphas 0.6 1.0
+
+Prints, for each mode, seconds, sentences/s, output tokens/s, cased sacreBLEU and chrF. The
+uncached greedy search re-feeds the whole prefix at every step (as JoeyNMT does); comparing it
+with the cached one in the same run shows what the key/value cache buys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from translator import decode, translate
+from translator.data import read_parallel
+from translator.evaluate import score
+from translator.tokenization import Tokenizer
+from translator.translate import Translator
+
+
+def uncached_search(
+    model, src, *, beam_size, sos_id, eos_id, alpha, max_len_a, max_len_b, max_len=None
+):
+    return decode.greedy_search_uncached(
+        model,
+        src,
+        sos_id=sos_id,
+        eos_id=eos_id,
+        max_len_a=max_len_a,
+        max_len_b=max_len_b,
+        max_len=max_len,
+    )
+
+
+def timed(
+    translator: Translator,
+    sources: list[str],
+    refs: list[str],
+    beam: int,
+    alpha: float | None = None,
+) -> dict:
+    """Translate all sources once; tok/s counts output tokens including <eos>."""
+    started = time.perf_counter()
+    hyps = translator.translate(sources, beam_size=beam, length_penalty=alpha)
+    seconds = time.perf_counter() - started
+    tokens = sum(len(t) + 1 for t in Tokenizer(translator.cfg.data.tgt_lang).tokenize(hyps))
+    result = score(hyps, refs, translator.cfg.data.tgt_lang)
+    return {
+        "seconds": seconds,
+        "sent_s": len(sources) / seconds,
+        "tok_s": tokens / seconds,
+        "bleu": result["bleu"],
+        "bleu_tok_lc": result["bleu_tok_lc"],
+        "chrf": result["chrf"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=None, help="run dir (default: latest)")
+    parser.add_argument("--split", default="test2016")
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])
+    parser.add_argument(
+        "--alphas",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also sweep these length penalties at the largest beam",
+    )
+    parser.add_argument("--uncached", action="store_true", help="also time uncached greedy")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    translator = Translator.load(args.run)
+    d = translator.cfg.data
+    sources, refs = read_parallel(args.split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
+    translator.translate(sources[:64], beam_size=1)  # warm-up: allocator, oneDNN kernels
+
+    rows = [
+        (f"beam {b}" if b > 1 else "greedy", timed(translator, sources, refs, b))
+        for b in args.beams
+    ]
+    for alpha in args.alphas:
+        beam = max(args.beams)
+        rows.append((f"beam {beam} alpha {alpha}", timed(translator, sources, refs, beam, alpha)))
+    if args.uncached:
+        cached = translate.search
+        translate.search = uncached_search  # swap the search the Translator calls
+        try:
+            rows.append(("greedy, no cache", timed(translator, sources, refs, 1)))
+        finally:
+            translate.search = cached
+
+    print(f"{args.split}: {len(sources)} sentences, {torch.get_num_threads()} threads")
+    print(f"{'mode':<22}{'seconds':>9}{'sent/s':>9}{'tok/s':>9}{'BLEU':>8}{'tok-lc':>8}{'chrF':>8}")
+    for name, r in rows:
+        print(
+            f"{name:<22}{r['seconds']:>9.2f}{r['sent_s']:>9.1f}{r['tok_s']:>9.0f}"
+            f"{r['bleu']:>8.2f}{r['bleu_tok_lc']:>8.2f}{r['chrf']:>8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The command line as a user meets it: help, one-line errors, exit codes, a tiny full pipeline."""
+
+import json
+
+import pytest
+from conftest import REAL_DATA, requires_real_data, toy_overrides
+from typer.testing import CliRunner
+
+from translator.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def sets(data_dir, *extra):
+    return [x for pair in toy_overrides(data_dir, *extra) for x in ("--set", pair)]
+
+
+def assert_one_line_error(result, code, text):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], lines
+    assert "Traceback" not in result.output
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("prepare", "train", "translate", "evaluate"):
+        assert command in result.output
+        sub = invoke(command, "--help")
+        assert sub.exit_code == 0 and "Usage" in sub.output
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["prepare", "--config", "nope.yaml"], "config file not found: nope.yaml"),
+        (["prepare", "--set", "model.heads=3"], "unknown key model.heads"),
+        (["prepare", "--set", "model.d_model=abc"], "model.d_model must be int"),
+        (["prepare", "--set", "oops"], "--set expects KEY=VALUE"),
+        (["train", "--set", "model.n_heads=7"], "must be divisible by model.n_heads"),
+    ],
+)
+def test_config_errors_exit_2_with_one_line(args, text):
+    assert_one_line_error(invoke(*args), 2, text)
+
+
+def test_missing_data_is_one_line(tmp_path, monkeypatch):
+    import urllib.error
+
+    from translator import data
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    result = invoke("prepare", "--set", f"data.dir={tmp_path}")
+    assert_one_line_error(result, 1, "Multi30k file train.en.gz is missing")
+
+
+def test_translate_without_any_run(tmp_path):
+    assert_one_line_error(invoke("translate", "A dog."), 1, "no trained run found")
+    assert_one_line_error(
+        invoke("translate", "--run", tmp_path / "x", "A dog."), 1, "does not exist"
+    )
+
+
+def test_the_whole_pipeline_on_a_toy_corpus(toy_data, tmp_path):
+    result = invoke("prepare", "-c", "configs/tiny.yaml", *sets(toy_data))
+    assert result.exit_code == 0, result.output
+    assert "train" in result.output and "400" in result.output and "padding" in result.output
+
+    result = invoke(
+        "train",
+        "-c",
+        "configs/tiny.yaml",
+        "--no-progress",
+        *sets(toy_data, "train.max_steps=60", "model.d_model=64", "model.d_ff=128"),
+    )
+    assert result.exit_code == 0, result.output
+
+    result = invoke("translate", "A dog runs in the park.", "Two girls sleep at the beach.")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(line.strip() for line in lines)
+
+    source = tmp_path / "in.en"
+    source.write_text("A man waits.\n\nThe cat plays on the street.\n", encoding="utf-8")
+    out = tmp_path / "out.de"
+    result = invoke("translate", "--input", source, "--output", out, "--greedy")
+    assert result.exit_code == 0, result.output
+    translated = out.read_text(encoding="utf-8").split("\n")
+    assert len(translated) == 4 and translated[1] == "" and translated[0] and translated[2]
+
+    result = invoke("translate", "--input", "-", input="A dog sleeps.\n")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
+
+    result = invoke("evaluate", "--bleu", "--split", "val", "--json")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"bleu", "chrf", "signature", "n", "seconds", "bleu_tok_lc"} <= set(scores)
+    assert scores["n"] == 40 and 0 <= scores["bleu"] <= 100
+
+    result = invoke("translate", "A dog runs.", "", "--nbest", "2", "--beam", "3")
+    assert result.exit_code == 0, result.output
+    blocks = result.stdout.split("\n\n")
+    best, second = (line.split("\t") for line in blocks[0].splitlines())
+    assert float(best[1]) >= float(second[1]) and best[0] != second[0]
+    assert len(blocks) == 2 and blocks[1].strip() == ""  # the empty input gives an empty block
+
+    plot = tmp_path / "attention.png"
+    result = invoke("translate", "A woman plays in the snow.", "--plot-attention", plot)
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    result = invoke("evaluate", "--split", "val", "--lowercase", "--beam", "1")
+    assert result.exit_code == 0, result.output
+    assert "case:lc" in result.stdout and "tokenized, lowercased" in result.stdout
+
+    assert_one_line_error(
+        invoke("translate", "A dog.", "--beam", "0"), 2, "--beam must be at least 1, got 0"
+    )
+    assert_one_line_error(
+        invoke("translate", "A dog.", "--max-len", "0"), 2, "--max-len must be at least 1"
+    )
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9\n".encode("latin-1"))
+    assert_one_line_error(invoke("translate", "--input", bad), 1, "not valid UTF-8")
+    assert_one_line_error(invoke("evaluate", "--src", source), 2, "--src and --ref go together")
+    assert_one_line_error(invoke("translate", "--input", tmp_path), 1, "is a directory")
+    assert_one_line_error(
+        invoke("translate", "--input", tmp_path / "none.txt"), 1, "does not exist"
+    )
+
+
+@requires_real_data
+def test_prepare_on_the_real_data():
+    result = invoke("prepare", "--set", f"data.dir={REAL_DATA}")
+    assert result.exit_code == 0, result.output
+    assert "29,000" in result.output and "1,014" in result.output and "OOV" in result.output

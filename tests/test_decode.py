@@ -1,0 +1,197 @@
+"""Tests for translator.decode: cache vs no cache, beam vs greedy, limits, and a copy task."""
+
+from dataclasses import dataclass, replace
+
+import pytest
+import torch
+
+from translator.decode import (
+    beam_search,
+    beam_step,
+    greedy_search,
+    greedy_search_uncached,
+    length_penalty,
+    search,
+)
+from translator.model import Transformer, build_model
+
+PAD, UNK, SOS, EOS = 0, 1, 2, 3
+VOCAB = 20
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:  # the fields of translator.config.ModelConfig, tiny values
+    d_model: int = 32
+    n_heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    d_ff: int = 64
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    positions: str = "sinusoidal"
+    max_positions: int = 64
+    norm: str = "post"
+    tie_target_embeddings: bool = True
+    share_all_embeddings: bool = False
+
+
+def random_model(**overrides) -> Transformer:
+    """An untrained model whose hypotheses vary in length: with tied embeddings an untrained
+    model keeps repeating its input token, and the EOS row is scaled up so that some, not all,
+    hypotheses end before the length limit."""
+    torch.manual_seed(0)
+    cfg = replace(TinyModelConfig(), norm="pre", tie_target_embeddings=False, **overrides)
+    model = build_model(cfg, VOCAB, VOCAB, pad_id=PAD)
+    with torch.no_grad():
+        model.generator.weight[EOS] *= 1.5
+    return model.eval()
+
+
+def random_src(lengths: list[int], seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, VOCAB, (len(lengths), max(lengths)), generator=gen)
+    for row, n in enumerate(lengths):
+        src[row, n:] = PAD
+    return src
+
+
+LENGTHS = [9, 4, 7, 1, 12, 5, 8, 3]
+
+
+def hypothesis_score(model: Transformer, src_row: torch.Tensor, ids: list[int], alpha: float):
+    """Sum of log p(y_t | y_<t, x) over ids + [EOS], divided by the GNMT length penalty."""
+    tgt = torch.tensor([[SOS, *ids, EOS]])
+    src_row = src_row[src_row != PAD].unsqueeze(0)
+    with torch.no_grad():
+        lprobs = model(src_row, tgt[:, :-1]).log_softmax(-1)[0]  # (T, V)
+    total = lprobs.gather(1, tgt[0, 1:].unsqueeze(1)).sum().item()
+    return total / length_penalty(len(ids) + 1, alpha)
+
+
+def test_cached_greedy_equals_uncached():
+    model, src = random_model(), random_src(LENGTHS)
+    cached = greedy_search(model, src, sos_id=SOS, eos_id=EOS)
+    uncached = greedy_search_uncached(model, src, sos_id=SOS, eos_id=EOS)
+    assert cached == uncached
+    limits = [int(1.5 * n + 10) for n in LENGTHS]
+    # Both ways of stopping are exercised: by EOS (rows leave the batch) and by the limit.
+    assert any(len(h) < m for h, m in zip(cached, limits, strict=True))
+    assert any(len(h) == m for h, m in zip(cached, limits, strict=True))
+    assert all(SOS not in h and EOS not in h and PAD not in h for h in cached)
+
+
+def test_beam_size_one_equals_greedy():
+    model, src = random_model(), random_src(LENGTHS, seed=1)
+    greedy = greedy_search(model, src, sos_id=SOS, eos_id=EOS)
+    beam = beam_search(model, src, beam_size=1, sos_id=SOS, eos_id=EOS)
+    assert [nbest[0][0] for nbest in beam] == greedy
+    assert search(model, src, beam_size=1, sos_id=SOS, eos_id=EOS) == greedy
+
+
+def test_beam_scores_are_consistent_and_beat_greedy():
+    alpha = 0.6
+    model, src = random_model(), random_src(LENGTHS, seed=2)
+    greedy = greedy_search(model, src, sos_id=SOS, eos_id=EOS)
+    beam = beam_search(model, src, beam_size=4, sos_id=SOS, eos_id=EOS, alpha=alpha)
+    assert search(model, src, beam_size=4, sos_id=SOS, eos_id=EOS) == [b[0][0] for b in beam]
+    for row, ((best, score), *_) in enumerate(x for x in beam):
+        # The reported score is what teacher forcing gives for the same hypothesis ...
+        assert score == pytest.approx(hypothesis_score(model, src[row], best, alpha), abs=1e-4)
+        # ... and no worse than the greedy hypothesis under the same scoring.
+        assert score >= hypothesis_score(model, src[row], greedy[row], alpha) - 1e-4
+
+
+def test_batched_beam_equals_one_sentence_at_a_time():
+    model, src = random_model(), random_src(LENGTHS, seed=3)
+    batched = beam_search(model, src, beam_size=3, sos_id=SOS, eos_id=EOS, nbest=3)
+    for row, n in enumerate(LENGTHS):
+        alone = beam_search(
+            model, src[row : row + 1, :n], beam_size=3, sos_id=SOS, eos_id=EOS, nbest=3
+        )[0]
+        assert [ids for ids, _ in alone] == [ids for ids, _ in batched[row]]
+        assert [s for _, s in alone] == pytest.approx([s for _, s in batched[row]], abs=1e-5)
+
+
+def test_output_length_limits():
+    src = random_src(LENGTHS, seed=4)
+    model = random_model()
+    for decode in (greedy_search, greedy_search_uncached):
+        assert all(len(h) <= 3 for h in decode(model, src, sos_id=SOS, eos_id=EOS, max_len=3))
+    hyps = beam_search(model, src, beam_size=3, sos_id=SOS, eos_id=EOS, max_len=3, nbest=3)
+    assert all(len(ids) <= 3 for nbest in hyps for ids, _ in nbest)
+    relative = greedy_search(model, src, sos_id=SOS, eos_id=EOS, max_len_a=0.5, max_len_b=1)
+    assert all(len(h) <= int(0.5 * n + 1) for h, n in zip(relative, LENGTHS, strict=True))
+    assert greedy_search(model, src, sos_id=SOS, eos_id=EOS, max_len=0) == [[]] * len(LENGTHS)
+    # The default limit (1.5 * 12 + 10 = 28) is capped by the model's positions, not an error.
+    short, src = random_model(max_positions=8), src[:, :8]
+    assert max(len(h) for h in greedy_search(short, src, sos_id=SOS, eos_id=EOS)) <= 7
+    beams = beam_search(short, src, beam_size=2, sos_id=SOS, eos_id=EOS, max_len=100)
+    assert max(len(nbest[0][0]) for nbest in beams) <= 7
+
+
+def test_nbest_is_sorted_and_distinct():
+    model, src = random_model(), random_src(LENGTHS, seed=5)
+    for nbest in beam_search(model, src, beam_size=5, sos_id=SOS, eos_id=EOS, nbest=4):
+        assert len(nbest) == 4
+        scores = [score for _, score in nbest]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(ids) for ids, _ in nbest}) == 4
+    with pytest.raises(ValueError, match="nbest"):
+        beam_search(model, src, beam_size=2, sos_id=SOS, eos_id=EOS, nbest=3)
+
+
+def test_beam_step_keeps_enough_candidates_when_eos_is_best():
+    k, vocab = 3, 10
+    gen = torch.Generator().manual_seed(0)
+    lprobs = torch.randn(2, k, vocab, generator=gen).log_softmax(-1) - 2.0
+    lprobs[:, :, EOS] = -0.1  # every beam's best continuation is EOS, by a wide margin
+    scores = torch.tensor([[-1.0, -1.1, -1.2], [-0.5, -0.6, -0.7]])
+    cand_scores, beams, tokens = beam_step(lprobs, scores, k)
+    assert cand_scores.shape == beams.shape == tokens.shape == (2, 2 * k)
+    assert (tokens[:, :k] == EOS).all()  # EOS fills the top k ...
+    assert ((tokens != EOS).sum(dim=1) >= k).all()  # ... yet k live candidates remain
+    expected = scores.gather(1, beams) + lprobs[torch.arange(2)[:, None], beams, tokens]
+    torch.testing.assert_close(cand_scores, expected)
+    assert (cand_scores[:, :-1] >= cand_scores[:, 1:]).all()
+
+
+def copy_batch(n: int, gen: torch.Generator, max_len: int = 6) -> tuple[torch.Tensor, ...]:
+    """Random sequences of ids 4..15 (lengths 2..max_len); target = SOS + sequence + EOS."""
+    lens = torch.randint(2, max_len + 1, (n,), generator=gen)
+    seq = torch.randint(4, 16, (n, max_len), generator=gen)
+    seq = seq.masked_fill(torch.arange(max_len) >= lens[:, None], PAD)
+    tgt = torch.nn.functional.pad(seq, (1, 1), value=PAD)
+    tgt[:, 0] = SOS
+    tgt[torch.arange(n), lens + 1] = EOS
+    return seq, tgt
+
+
+def test_copy_task_is_learned_and_decoded_exactly():
+    steps = 300
+    torch.manual_seed(0)
+    cfg = replace(TinyModelConfig(), max_positions=16)
+    model = build_model(cfg, 16, 16, pad_id=PAD)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3, betas=(0.9, 0.98))
+    # Short warmup, then linear decay: enough to fit the task in a few seconds.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: min(1.0, (step + 1) / 30) * (1 - step / steps)
+    )
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        src, tgt = copy_batch(64, gen)
+        logits = model(src, tgt[:, :-1])
+        loss = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), tgt[:, 1:], ignore_index=PAD
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    assert loss.item() < 0.1
+
+    model.eval()
+    src, _ = copy_batch(40, torch.Generator().manual_seed(12345))
+    expected = [row[row != PAD].tolist() for row in src]
+    assert greedy_search(model, src, sos_id=SOS, eos_id=EOS) == expected
+    beams = beam_search(model, src, beam_size=4, sos_id=SOS, eos_id=EOS)
+    assert [nbest[0][0] for nbest in beams] == expected

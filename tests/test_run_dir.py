@@ -1,0 +1,80 @@
+import pytest
+import torch
+from conftest import CONFIGS, toy_overrides
+
+from translator import run_dir as rd
+from translator.config import load_config
+from translator.files import atomic_write_text
+from translator.model import build_model
+from translator.vocab import build_vocab
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    cfg = load_config(CONFIGS / "tiny.yaml", toy_overrides(tmp_path))
+    src, tgt = build_vocab([["a", "dog", "runs"]]), build_vocab([["ein", "Hund", "läuft", "."]])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, len(src), len(tgt), src.pad_id).eval()
+    path = tmp_path / "run"
+    rd.write_bundle_files(path, cfg, src, tgt)
+    rd.save_weights(model, path / rd.BEST)
+    return path, cfg, model
+
+
+def test_save_then_load_gives_identical_outputs(bundle):
+    path, cfg, model = bundle
+    run = rd.load_run(path)
+    assert run.cfg == cfg
+    src = torch.tensor([[4, 5, 6, 3]])
+    tgt = torch.tensor([[2, 4, 5]])
+    with torch.no_grad():
+        assert torch.equal(model(src, tgt), run.model(src, tgt))
+
+
+def test_tied_weights_stay_tied_after_loading(bundle):
+    run = rd.load_run(bundle[0])
+    assert run.model.generator.weight is run.model.tgt_embed.lut.weight
+
+
+def test_not_a_run_dir(tmp_path):
+    with pytest.raises(rd.RunError, match="does not exist"):
+        rd.load_run(tmp_path / "missing")
+    with pytest.raises(rd.RunError, match="is not a run dir"):
+        rd.load_run(tmp_path)
+
+
+def test_truncated_weights_are_a_clear_error(bundle):
+    path = bundle[0]
+    weights = path / rd.BEST
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(rd.RunError, match="cannot load weights"):
+        rd.load_run(path)
+
+
+def test_vocabulary_that_does_not_match_the_weights(bundle):
+    path = bundle[0]
+    build_vocab([["many", "more", "tokens", "than", "before"]]).to_file(path / rd.SRC_VOCAB)
+    with pytest.raises(rd.RunError, match="cannot load weights|do not match"):
+        rd.load_run(path)
+
+
+def test_config_from_another_version(bundle):
+    path = bundle[0]
+    atomic_write_text(path / rd.CONFIG, "model:\n  n_layers: 3\n")
+    with pytest.raises(rd.RunError, match="unknown key model.n_layers.*another version"):
+        rd.load_run(path)
+
+
+def test_latest_run_is_the_newest_complete_bundle(tmp_path, bundle):
+    import os
+
+    path = bundle[0]
+    older = tmp_path / "older"
+    older.mkdir()
+    for name in (rd.CONFIG, rd.BEST):
+        (older / name).write_bytes((path / name).read_bytes())
+    os.utime(older / rd.BEST, (1, 1))
+    (tmp_path / "incomplete").mkdir()
+    assert rd.latest_run(tmp_path) == path
+    with pytest.raises(rd.RunError, match="no trained run found"):
+        rd.latest_run(tmp_path / "nothing-here")

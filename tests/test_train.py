@@ -1,0 +1,129 @@
+import json
+import math
+
+import pytest
+import torch
+from conftest import CONFIGS, toy_overrides, toy_pairs, write_split
+from safetensors.torch import load_file
+
+from translator import run_dir as rd
+from translator.config import ConfigError, load_config
+from translator.train import Trainer, learning_rate, resolve_precision, resume_config, sequence_loss
+
+
+def tiny(toy_data, *extra):
+    return load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data, *extra))
+
+
+def test_learning_rate_warms_up_linearly_then_decays_as_inverse_sqrt():
+    cfg = load_config(CONFIGS / "multi30k.yaml", ["train.lr=1e-3", "train.warmup_steps=100"]).train
+    assert learning_rate(50, cfg) == pytest.approx(5e-4)
+    assert learning_rate(100, cfg) == pytest.approx(1e-3)
+    assert learning_rate(400, cfg) == pytest.approx(5e-4)  # sqrt(100 / 400) = 1/2
+
+
+def test_pad_labels_contribute_no_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 7)
+    labels = torch.tensor([[4, 5, 6, 0], [4, 0, 0, 0]])
+    changed = logits.clone()
+    changed[labels == 0] = torch.randn(4, 7) * 100  # whatever the model says at pad positions
+    for smoothing in (0.0, 0.1):
+        assert torch.allclose(
+            sequence_loss(logits, labels, 0, smoothing),
+            sequence_loss(changed, labels, 0, smoothing),
+        )
+    real = sequence_loss(logits[labels != 0][None], labels[labels != 0][None], 0, 0.0)
+    assert torch.allclose(sequence_loss(logits, labels, 0, 0.0), real)
+
+
+def test_precision_choices_fall_back_where_unsupported():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    assert resolve_precision("fp16", cpu) is None  # fp16 autocast is not offered on CPU
+
+
+def test_a_tiny_model_learns_twenty_pairs_by_heart(tmp_path):
+    pairs = toy_pairs(20, seed=5)
+    folder = tmp_path / "twenty"
+    folder.mkdir()
+    for split in ("train", "val", "test_2016_flickr"):
+        write_split(folder, split, pairs)
+    cfg = tiny(
+        folder,
+        "vocab.min_freq=1",
+        "model.d_model=64",
+        "model.d_ff=128",
+        "train.max_steps=150",
+        "train.warmup_steps=10",
+        "train.label_smoothing=0",
+        "train.log_every=50",
+    )
+    run = Trainer(cfg, progress=False).train()
+    from translator.translate import Translator
+
+    outputs = Translator.load(run).translate([en for en, _ in pairs], beam_size=1)
+    assert outputs == [de for _, de in pairs]
+    records = [json.loads(line) for line in (run / rd.METRICS).read_text().splitlines()]
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    assert losses[-1] < losses[0] / 5
+    assert records[-1]["val_bleu"] == 100.0
+
+
+def test_a_run_dir_holds_everything_to_translate_again(toy_data):
+    run = Trainer(tiny(toy_data, "train.max_steps=10"), progress=False).train()
+    names = {p.name for p in run.iterdir()}
+    assert {
+        rd.CONFIG,
+        rd.SRC_VOCAB,
+        rd.TGT_VOCAB,
+        rd.BEST,
+        rd.LAST,
+        rd.STATE,
+        rd.METRICS,
+        rd.CURVES,
+    } <= names
+    assert not [n for n in names if n.endswith(".tmp")]  # no temp files left behind
+    records = [json.loads(x) for x in (run / rd.METRICS).read_text().splitlines()]
+    record = next(r for r in records if "train_loss" in r)
+    assert {"step", "epoch", "train_loss", "lr", "tokens_per_s", "elapsed_s"} <= set(record)
+    assert rd.read_config(run) == tiny(toy_data, "train.max_steps=10")
+    assert rd.latest_run() == run
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(toy_data, tmp_path):
+    cfg = tiny(toy_data, "model.dropout=0.1", "train.max_steps=16", "train.log_every=4")
+    straight = Trainer(cfg, run_dir=tmp_path / "straight", progress=False).train()
+
+    half = tiny(toy_data, "model.dropout=0.1", "train.max_steps=8", "train.log_every=4")
+    split = Trainer(half, run_dir=tmp_path / "split", progress=False).train()
+    resumed_cfg = resume_config(split, ["train.max_steps=16"])
+    Trainer(resumed_cfg, run_dir=split, resume=True, progress=False).train()
+
+    a, b = load_file(straight / rd.LAST), load_file(split / rd.LAST)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    steps = [json.loads(x)["step"] for x in (split / rd.METRICS).read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 16
+
+
+def test_a_resumed_run_may_not_change_its_model(toy_data, tmp_path):
+    run = Trainer(
+        tiny(toy_data, "train.max_steps=2"), run_dir=tmp_path / "r", progress=False
+    ).train()
+    with pytest.raises(ConfigError, match="a resumed run keeps its model"):
+        resume_config(run, ["model.d_model=64"])
+    assert resume_config(run, ["train.max_minutes=5"]).train.max_minutes == 5
+
+
+def test_validation_bleu_and_loss_are_recorded(toy_data):
+    run = Trainer(
+        tiny(toy_data, "train.max_steps=20", "train.valid_every=10", "train.max_epochs=100"),
+        progress=False,
+    ).train()
+    valid = [json.loads(x) for x in (run / rd.METRICS).read_text().splitlines()]
+    valid = [r for r in valid if "val_bleu" in r]
+    assert [r["step"] for r in valid] == [10, 20]
+    assert all(0 <= r["val_bleu"] <= 100 and math.isfinite(r["val_loss"]) for r in valid)

@@ -1,0 +1,251 @@
+"""Greedy and beam search over token ids, with the model's key/value cache.
+
+    model.eval()  # the caller's job: search never changes the model's mode
+    best = search(model, src, beam_size=5, sos_id=vocab.sos_id, eos_id=vocab.eos_id)
+    nbest = beam_search(model, src, beam_size=5, sos_id=..., eos_id=..., nbest=3)
+
+`src` is a LongTensor (B, S) right-padded with `model.pad_id`. Hypotheses are lists of token ids
+without SOS and EOS. Each sentence's output is at most min(a * src_len + b, max_positions - 1)
+tokens long (src_len counts non-pad tokens), or min(max_len, max_positions - 1) when `max_len`
+is given. Beam scores are sum of log-probs / lp(Y), with GNMT's lp(Y) = ((5 + |Y|) / 6)^alpha
+and |Y| counting the EOS. Text in and out (vocab, detokenization) lives elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from translator.model import Transformer
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty ((5 + |Y|) / 6)^alpha (Wu et al., 2016)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def max_output_lengths(
+    model: Transformer,
+    src_pad_mask: Tensor,
+    max_len_a: float,
+    max_len_b: int,
+    max_len: int | None,
+) -> list[int]:
+    """Per-sentence limit on output tokens (EOS excluded), capped so positions fit the model."""
+    cap = model.max_positions - 1  # position 0 is SOS
+    if max_len is not None:
+        return [min(max_len, cap)] * src_pad_mask.size(0)
+    src_lens = (~src_pad_mask).sum(dim=1).tolist()
+    return [min(int(max_len_a * n + max_len_b), cap) for n in src_lens]
+
+
+def _banned_ids(model: Transformer, sos_id: int) -> list[int]:
+    # Padding and SOS are never outputs; banning them keeps a weak model's hypotheses clean.
+    return sorted({model.pad_id, sos_id})
+
+
+def beam_step(lprobs: Tensor, scores: Tensor, beam_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One beam expansion: the best 2k continuations of each sentence's live beams.
+
+    lprobs (N, b, V) next-token log-probs of b live beams; scores (N, b) their summed log-probs.
+    Returns (cand_scores, cand_beams, cand_tokens), each (N, min(2k, b*V)), best first.
+    Taking 2k, not k, is fairseq's trick: each beam contributes at most one EOS, so at least k
+    candidates are not EOS and the beam never runs dry when hypotheses finish.
+    """
+    n, b, v = lprobs.shape
+    width = min(2 * beam_size, v)
+    # The sentence's best 2k are among each beam's best 2k: pick those first, which is much
+    # cheaper than adding the scores to, and ranking, all b*V continuations.
+    top_lprobs, top_tokens = lprobs.topk(width, dim=-1)  # (N, b, 2k)
+    total = (scores.unsqueeze(-1) + top_lprobs).view(n, b * width)
+    cand_scores, flat = total.topk(min(2 * beam_size, b * width), dim=1)  # (N, 2k)
+    cand_tokens = top_tokens.view(n, b * width).gather(1, flat)
+    return cand_scores, flat // width, cand_tokens
+
+
+@torch.inference_mode()
+def greedy_search(
+    model: Transformer,
+    src: Tensor,
+    *,
+    sos_id: int,
+    eos_id: int,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    max_len: int | None = None,
+) -> list[list[int]]:
+    """Batched greedy decoding with the key/value cache; finished rows leave the batch."""
+    memory, src_pad_mask = model.encode(src)
+    max_lens = max_output_lengths(model, src_pad_mask, max_len_a, max_len_b, max_len)
+    return _greedy(model, memory, src_pad_mask, max_lens, sos_id, eos_id)
+
+
+def _greedy(
+    model: Transformer,
+    memory: Tensor,
+    src_pad_mask: Tensor,
+    max_lens: list[int],
+    sos_id: int,
+    eos_id: int,
+) -> list[list[int]]:
+    batch, device = memory.size(0), memory.device
+    banned = _banned_ids(model, sos_id)
+    # Unwritten slots stay EOS, so every row can be cut at its first EOS at the end.
+    out = torch.full((batch, max(max_lens, default=0)), eos_id, dtype=torch.long, device=device)
+    rows = torch.arange(batch, device=device)  # sentence of each live row
+    limits = torch.tensor(max_lens, device=device)  # (N,) of live rows
+    tok = torch.full((batch, 1), sos_id, dtype=torch.long, device=device)
+    cache = model.new_cache()
+    for t in range(out.size(1)):
+        logits = model.decode(tok, memory, src_pad_mask, cache)[:, -1]  # (N, V)
+        logits[:, banned] = float("-inf")
+        nxt = logits.argmax(dim=-1)  # (N,)
+        out[rows, t] = nxt
+        done = (nxt == eos_id) | (limits <= t + 1)
+        if done.any():
+            keep = (~done).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            cache.reorder(keep)
+            rows, nxt, limits = rows[keep], nxt[keep], limits[keep]
+        tok = nxt.unsqueeze(1)
+    return [_cut(ids[:n], eos_id) for ids, n in zip(out.tolist(), max_lens, strict=True)]
+
+
+def _cut(ids: list[int], eos_id: int) -> list[int]:
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+
+
+@torch.inference_mode()
+def greedy_search_uncached(
+    model: Transformer,
+    src: Tensor,
+    *,
+    sos_id: int,
+    eos_id: int,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    max_len: int | None = None,
+) -> list[list[int]]:
+    """Greedy decoding that re-feeds the whole prefix every step: the slow reference that
+    the cached version must match (tests) and beat (benchmarks)."""
+    memory, src_pad_mask = model.encode(src)
+    max_lens = max_output_lengths(model, src_pad_mask, max_len_a, max_len_b, max_len)
+    banned = _banned_ids(model, sos_id)
+    prefix = torch.full((src.size(0), 1), sos_id, dtype=torch.long, device=src.device)
+    for _ in range(max(max_lens, default=0)):
+        logits = model.decode(prefix, memory, src_pad_mask)[:, -1]  # (B, V)
+        logits[:, banned] = float("-inf")
+        prefix = torch.cat([prefix, logits.argmax(dim=-1, keepdim=True)], dim=1)
+    rows = zip(prefix.tolist(), max_lens, strict=True)
+    return [_cut(ids[1 : 1 + n], eos_id) for ids, n in rows]
+
+
+@torch.inference_mode()
+def beam_search(
+    model: Transformer,
+    src: Tensor,
+    *,
+    beam_size: int,
+    sos_id: int,
+    eos_id: int,
+    alpha: float = 0.6,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    max_len: int | None = None,
+    nbest: int = 1,
+) -> list[list[tuple[list[int], float]]]:
+    """Batched beam search; per sentence the `nbest` (ids, score) pairs, best first."""
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be between 1 and beam_size={beam_size}, got {nbest}")
+    memory, src_pad_mask = model.encode(src)
+    max_lens = max_output_lengths(model, src_pad_mask, max_len_a, max_len_b, max_len)
+    return _beam(model, memory, src_pad_mask, max_lens, beam_size, sos_id, eos_id, alpha, nbest)
+
+
+def _beam(
+    model: Transformer,
+    memory: Tensor,
+    src_pad_mask: Tensor,
+    max_lens: list[int],
+    k: int,
+    sos_id: int,
+    eos_id: int,
+    alpha: float,
+    nbest: int,
+) -> list[list[tuple[list[int], float]]]:
+    batch, device = memory.size(0), memory.device
+    banned = _banned_ids(model, sos_id)
+    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(batch)]
+    active = torch.arange(batch, device=device)  # sentence of each live sentence slot
+    limits = torch.tensor(max_lens, device=device)  # (N,)
+    n_done = torch.zeros(batch, dtype=torch.long, device=device)  # finished hyps per sentence
+    scores = torch.zeros(batch, 1, device=device)  # (N, b) summed log-probs of live beams
+    tokens = torch.empty(batch, 0, dtype=torch.long, device=device)  # (N*b, t) without SOS
+    tok = torch.full((batch, 1), sos_id, dtype=torch.long, device=device)
+    cache = model.new_cache()
+    b = 1  # the first step runs once per sentence; its top candidates then fill the k beams
+    for t in range(max(max_lens, default=0) + 1):
+        n = active.size(0)
+        logits = model.decode(tok, memory, src_pad_mask, cache)[:, -1]  # (N*b, V)
+        lprobs = logits.float().log_softmax(dim=-1)
+        lprobs[:, banned] = float("-inf")
+        lprobs = lprobs.view(n, b, -1)  # (N, b, V)
+        at_limit = limits == t  # these sentences may only end now
+        if at_limit.any():
+            not_eos = torch.ones(lprobs.size(-1), dtype=torch.bool, device=device)
+            not_eos[eos_id] = False
+            lprobs = lprobs.masked_fill(at_limit[:, None, None] & not_eos, float("-inf"))
+        cand_scores, cand_beams, cand_tokens = beam_step(lprobs, scores, k)
+
+        # An EOS among the top k candidates finishes a hypothesis (fairseq): keep at most
+        # k finished per sentence, best first.
+        is_eos = cand_tokens == eos_id
+        ends = is_eos[:, :k] & cand_scores[:, :k].isfinite()
+        ends &= ends.cumsum(dim=1) <= (k - n_done).unsqueeze(1)
+        if ends.any():
+            sent, pos = ends.nonzero(as_tuple=True)
+            prefixes = tokens[sent * b + cand_beams[sent, pos]].tolist()
+            final = (cand_scores[sent, pos] / length_penalty(t + 1, alpha)).tolist()
+            for s, ids, score in zip(active[sent].tolist(), prefixes, final, strict=True):
+                finished[s].append((ids, score))
+            n_done += ends.sum(dim=1)
+
+        # The k best candidates that are not EOS live on.
+        scores, pos = cand_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=1)  # (N, k)
+        index = torch.arange(n, device=device).unsqueeze(1) * b + cand_beams.gather(1, pos)
+        nxt = cand_tokens.gather(1, pos)  # (N, k)
+        done = (n_done >= k) | at_limit
+        if done.any():
+            keep = (~done).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            index, nxt, scores = index[keep], nxt[keep], scores[keep]
+            active, limits, n_done = active[keep], limits[keep], n_done[keep]
+        index = index.view(-1)  # (N*k,) rows of the cache each new beam continues
+        cache.reorder(index)
+        tokens = torch.cat([tokens.index_select(0, index), nxt.view(-1, 1)], dim=1)
+        tok, b = nxt.view(-1, 1), k
+    return [sorted(hyps, key=lambda h: -h[1])[:nbest] for hyps in finished]
+
+
+@torch.inference_mode()
+def search(
+    model: Transformer,
+    src: Tensor,
+    *,
+    beam_size: int = 1,
+    sos_id: int,
+    eos_id: int,
+    alpha: float = 0.6,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    max_len: int | None = None,
+) -> list[list[int]]:
+    """Encode once, then greedy (beam_size 1) or beam search; the best ids per sentence."""
+    memory, src_pad_mask = model.encode(src)
+    max_lens = max_output_lengths(model, src_pad_mask, max_len_a, max_len_b, max_len)
+    if beam_size == 1:
+        return _greedy(model, memory, src_pad_mask, max_lens, sos_id, eos_id)
+    nbest = _beam(model, memory, src_pad_mask, max_lens, beam_size, sos_id, eos_id, alpha, 1)
+    return [hyps[0][0] for hyps in nbest]

@@ -1,0 +1,146 @@
+"""Run directories: everything needed to translate again, and to resume training.
+
+    runs/<config-name>-<YYYYmmdd-HHMMSS>/
+      config.yaml                      the resolved config
+      vocab.src.json  vocab.tgt.json   vocabularies
+      model.safetensors                best weights (by validation BLEU)
+      last.safetensors                 latest weights
+      state.pt                         optimizer, step, epoch, position, RNG (tensors only)
+      metrics.jsonl  curves.png        training history
+
+    run = load_run(latest_run())       # config, vocabularies and the best model, ready to decode
+
+Nothing here unpickles arbitrary objects: weights are safetensors, metadata YAML/JSON, and the
+trainer state is read with `torch.load(weights_only=True)`. "The latest run" is found by scanning
+the runs folder for the newest complete bundle, so there is no pointer that can go stale.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from translator.config import Config, ConfigError, config_from_dict, dump_config
+from translator.files import atomic_write, atomic_write_text
+from translator.vocab import Vocab
+
+CONFIG, SRC_VOCAB, TGT_VOCAB = "config.yaml", "vocab.src.json", "vocab.tgt.json"
+BEST, LAST, STATE, METRICS, CURVES = (
+    "model.safetensors",
+    "last.safetensors",
+    "state.pt",
+    "metrics.jsonl",
+    "curves.png",
+)
+
+
+class RunError(RuntimeError):
+    """A run dir that is missing, incomplete or inconsistent."""
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("TRANSLATOR_RUNS_DIR", "runs"))
+
+
+def new_run_dir(cfg: Config, root: Path | None = None) -> Path:
+    root = root or runs_root()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = root / f"{cfg.name}-{stamp}"
+    suffix = 1
+    while path.exists():  # two runs started in the same second
+        suffix += 1
+        path = root / f"{cfg.name}-{stamp}-{suffix}"
+    return path
+
+
+def latest_run(root: Path | None = None) -> Path:
+    """The run whose best weights were written most recently."""
+    root = root or runs_root()
+    candidates = [p.parent for p in root.glob(f"*/{BEST}") if (p.parent / CONFIG).exists()]
+    if not candidates:
+        raise RunError(
+            f"no trained run found in {root}/ (train one with `translator train`, "
+            "or pass --run DIR)"
+        )
+    return max(candidates, key=lambda p: (p / BEST).stat().st_mtime)
+
+
+def write_bundle_files(path: Path, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab) -> None:
+    """Config and vocabularies: what a run needs besides weights."""
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path / CONFIG, dump_config(cfg))
+    src_vocab.to_file(path / SRC_VOCAB)
+    tgt_vocab.to_file(path / TGT_VOCAB)
+
+
+def read_config(path: Path) -> Config:
+    try:
+        raw = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise RunError(f"{path} has no readable {CONFIG}: {err}") from None
+    try:
+        return config_from_dict(raw or {}, source=str(path / CONFIG))
+    except ConfigError as err:
+        raise RunError(f"{err} (was this run made by another version of translator?)") from None
+
+
+def save_weights(model, path: Path) -> None:
+    from safetensors.torch import save_model
+
+    atomic_write(path, lambda tmp: save_model(_unwrap(model), tmp))
+
+
+def load_weights(model, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    if not path.exists():
+        raise RunError(f"weights file {path} is missing")
+    try:
+        missing, unexpected = load_model(_unwrap(model), path, strict=False)
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise RunError(f"cannot load weights {path}: {str(err).splitlines()[0]}") from None
+    if missing or unexpected:
+        raise RunError(
+            f"weights {path} do not match the model in its config.yaml "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
+
+
+def _unwrap(model):
+    """The plain module inside torch.compile / DDP wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+@dataclass
+class Run:
+    path: Path
+    cfg: Config
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    model: object  # translator.model.Transformer, in eval mode
+
+
+def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
+    """Rebuild the model of a run dir from the bundle alone."""
+    from translator.model import build_model
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run dir {path} does not exist")
+    if not (path / CONFIG).exists():
+        raise RunError(f"{path} is not a run dir (no {CONFIG})")
+    cfg = read_config(path)
+    try:
+        src_vocab = Vocab.from_file(path / SRC_VOCAB)
+        tgt_vocab = Vocab.from_file(path / TGT_VOCAB)
+    except (OSError, ValueError, KeyError) as err:
+        raise RunError(f"{path} has a missing or damaged vocabulary: {err}") from None
+    model = build_model(cfg.model, len(src_vocab), len(tgt_vocab), src_vocab.pad_id)
+    load_weights(model, path / weights)
+    return Run(path, cfg, src_vocab, tgt_vocab, model.to(device).eval())

@@ -1,0 +1,517 @@
+"""The training loop: teacher forcing, label smoothing, warmup + inverse-sqrt, AMP, checkpoints.
+
+    run_dir = Trainer(cfg).train()                          # a new run under runs/
+    run_dir = Trainer(cfg, run_dir=path, resume=True).train()  # continue where it stopped
+
+Reads top to bottom: set the learning rate, forward, backward, clip, step, log, validate,
+checkpoint, stop on the step, epoch or time budget. Validation measures the loss and the BLEU of
+greedy translations of the validation split; the best-BLEU weights are kept as model.safetensors.
+Every save is atomic, and state.pt holds all a resumed run needs to continue exactly (on CPU the
+continued run matches an uninterrupted one bit for bit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from translator import run_dir as rd
+from translator.batching import make_batch, sampler_for
+from translator.config import Config
+from translator.corpus import prepare
+from translator.data import read_parallel
+from translator.evaluate import score
+from translator.files import atomic_write, atomic_write_text
+from translator.model import build_model
+from translator.plots import plot_curves
+from translator.translate import Translator
+
+log = logging.getLogger("translator")
+
+# Keys a resumed run may change: budgets, logging and hardware, never model, data or optimizer.
+RESUMABLE_KEYS = (
+    "max_steps",
+    "max_epochs",
+    "max_minutes",
+    "log_every",
+    "valid_every",
+    "valid_max_sentences",
+    "patience",
+    "threads",
+    "device",
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is cuda but no CUDA GPU is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("train.device is mps but Apple MPS is not available")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """AVX-512 BF16 or AMX: the CPU runs bf16 matmuls natively."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: fp32). Unsupported choices fall back with a warning."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and cpu_has_bf16():
+            return torch.bfloat16
+        return None
+    if precision == "fp32":
+        return None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type == "cpu" and dtype == torch.float16:
+        log.warning("fp16 is not supported on CPU; training in fp32")
+        return None
+    return dtype
+
+
+def learning_rate(step: int, cfg) -> float:
+    """Linear warmup to cfg.lr over warmup_steps, then constant or lr * sqrt(warmup / step)."""
+    step = max(step, 1)
+    warmup = cfg.warmup_steps
+    if warmup and step < warmup:
+        return cfg.lr * step / warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
+    return cfg.lr * math.sqrt(max(warmup, 1) / step)
+
+
+def sequence_loss(
+    logits: torch.Tensor, labels: torch.Tensor, pad_id: int, smoothing: float
+) -> torch.Tensor:
+    """Summed label-smoothed cross-entropy over the non-pad *target* labels (fp32)."""
+    return F.cross_entropy(
+        logits.float().flatten(0, 1),
+        labels.flatten(),
+        ignore_index=pad_id,
+        label_smoothing=smoothing,
+        reduction="sum",
+    )
+
+
+def resume_config(path: Path, overrides: list[str]) -> Config:
+    """The run's own config, with only `train.<budget/logging/hardware>` keys overridable."""
+    from translator.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
+
+    raw = config_to_dict(rd.read_config(path))
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        section, _, name = key.partition(".")
+        if section != "train" or name not in RESUMABLE_KEYS:
+            raise ConfigError(
+                f"--set {key}: a resumed run keeps its model, data and optimizer; "
+                f"only train.{{{','.join(RESUMABLE_KEYS)}}} may change"
+            )
+    apply_overrides(raw, overrides)
+    return config_from_dict(raw, source=str(path / rd.CONFIG))
+
+
+class StopTraining(Exception):
+    pass
+
+
+class Trainer:
+    def __init__(
+        self, cfg: Config, run_dir: Path | None = None, resume: bool = False, progress: bool = True
+    ):
+        self.cfg, self.resume, self.progress = cfg, resume, progress
+        self.run_dir = Path(run_dir) if run_dir else rd.new_run_dir(cfg)
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.best_bleu, self.bad_validations, self.elapsed_s = -1.0, 0, 0.0
+        self.history: list[dict] = []
+        self._stop_signal: str | None = None
+        self._validated_step = -1
+        self._epoch_batches = 1
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        torch.manual_seed(t.seed)
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        self.amp_dtype = resolve_precision(t.precision, self.device)
+        self._setup_data()
+        self._setup_model()
+        if self.resume:
+            self._load_state()
+        else:
+            rd.write_bundle_files(self.run_dir, cfg, self.src_vocab, self.tgt_vocab)
+
+    def _setup_data(self) -> None:
+        d = self.cfg.data
+        corpus = prepare(self.cfg)
+        self.src_vocab, self.tgt_vocab = corpus.src_vocab, corpus.tgt_vocab
+        if self.resume:
+            saved = (
+                rd.Vocab.from_file(self.run_dir / rd.SRC_VOCAB),
+                rd.Vocab.from_file(self.run_dir / rd.TGT_VOCAB),
+            )
+            if saved != (self.src_vocab, self.tgt_vocab):
+                raise rd.RunError(
+                    f"the data now gives other vocabularies than {self.run_dir} "
+                    "was trained with; cannot resume"
+                )
+        self.train_pairs, dropped = corpus.splits[d.train_split].filter_length(d.max_len)
+        if dropped:
+            log.info(
+                "dropped %d training pairs with an empty side or over %d tokens", dropped, d.max_len
+            )
+        self.valid_pairs, _ = corpus.splits[d.valid_split].filter_length(
+            self.cfg.model.max_positions - 2
+        )
+        self.sampler = sampler_for(
+            self.train_pairs, d.max_tokens, d.max_sentences, self.cfg.train.seed, d.pool_batches
+        )
+        src, refs = read_parallel(d.valid_split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
+        limit = self.cfg.train.valid_max_sentences
+        self.valid_src, self.valid_refs = src[:limit], refs[:limit]
+
+    def _setup_model(self) -> None:
+        t = self.cfg.train
+        self.model = build_model(
+            self.cfg.model, len(self.src_vocab), len(self.tgt_vocab), self.src_vocab.pad_id
+        ).to(self.device)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.translator = Translator(self.model, self.cfg, self.src_vocab, self.tgt_vocab)
+        optimizer = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer(
+            self.model.parameters(),
+            lr=learning_rate(1, t),
+            betas=t.betas,
+            weight_decay=t.weight_decay,
+        )
+        # A grad scaler only for fp16 on CUDA; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(
+            enabled=self.device.type == "cuda" and self.amp_dtype == torch.float16
+        )
+        self.forward = torch.compile(self.model) if t.compile else self.model
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def train(self) -> Path:
+        self._setup()
+        t = self.cfg.train
+        log.info(
+            "training %s: %.2fM parameters on %s (%s), run dir %s",
+            self.cfg.name,
+            self.n_params / 1e6,
+            self.device,
+            _dtype_name(self.amp_dtype),
+            self.run_dir,
+        )
+        self.model.train()
+        started = time.perf_counter() - self.elapsed_s
+        window = {
+            "loss": torch.zeros((), device=self.device),
+            "tokens": 0,
+            "src_tokens": 0,
+            "since": time.perf_counter(),
+        }
+        bar = self._progress_bar()
+        stop_reason = None
+        with self._signals():
+            try:
+                while stop_reason is None:
+                    batches = self.sampler.epoch(self.epoch)
+                    self._epoch_batches = len(batches)
+                    while self.batch_in_epoch < len(batches) and stop_reason is None:
+                        group = batches[self.batch_in_epoch : self.batch_in_epoch + t.accumulate]
+                        self.batch_in_epoch += len(group)
+                        self._train_step(group, window)
+                        self.elapsed_s = time.perf_counter() - started
+                        bar.update(1)
+                        if self.step % t.log_every == 0:
+                            self._log_train(window, bar)
+                        if t.valid_every and self.step % t.valid_every == 0:
+                            self._validate_and_save()
+                        stop_reason = self._budget_reached()
+                    if self.batch_in_epoch >= len(batches):
+                        self.epoch += 1
+                        self.batch_in_epoch = 0
+                        if not t.valid_every:
+                            self._validate_and_save()
+                        stop_reason = stop_reason or self._budget_reached()
+            except StopTraining as err:
+                stop_reason = str(err)
+            finally:
+                bar.close()
+            if self._stop_signal:
+                self.save_checkpoint(best=False)
+                log.warning(
+                    "%s. Continue with: translator train --resume --run-dir %s",
+                    stop_reason,
+                    self.run_dir,
+                )
+                return self.run_dir
+            if self._validated_step != self.step:
+                self._validate_and_save()
+        log.info(
+            "stopped: %s. Best validation BLEU %.2f. Run dir: %s",
+            stop_reason,
+            self.best_bleu,
+            self.run_dir,
+        )
+        return self.run_dir
+
+    def _train_step(self, group: list[list[int]], window: dict) -> None:
+        t, pad = self.cfg.train, self.tgt_vocab.pad_id
+        self.step += 1
+        lr = learning_rate(self.step, t)
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = lr
+        for indices in group:
+            batch = make_batch(
+                self.train_pairs, indices, pad, self.tgt_vocab.sos_id, self.tgt_vocab.eos_id
+            ).to(self.device, non_blocking=True)
+            with self._autocast():
+                logits = self.forward(batch.src, batch.tgt_in)
+            loss = sequence_loss(logits, batch.tgt_out, pad, t.label_smoothing)
+            self.scaler.scale(loss / (batch.n_tokens * len(group))).backward()
+            window["loss"] += loss.detach()
+            window["tokens"] += batch.n_tokens
+            window["src_tokens"] += batch.n_src_tokens
+        if t.clip_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _budget_reached(self) -> str | None:
+        t = self.cfg.train
+        if self._stop_signal:
+            return f"interrupted by {self._stop_signal}"
+        if t.max_steps and self.step >= t.max_steps:
+            return f"reached train.max_steps={t.max_steps}"
+        if t.max_epochs and self.epoch >= t.max_epochs:
+            return f"reached train.max_epochs={t.max_epochs}"
+        if t.max_minutes and self.elapsed_s >= t.max_minutes * 60:
+            return f"reached train.max_minutes={t.max_minutes}"
+        return None
+
+    # -- logging and validation --------------------------------------------------------------
+
+    def _log_train(self, window: dict, bar) -> None:
+        seconds = max(time.perf_counter() - window["since"], 1e-9)
+        tokens = max(window["tokens"], 1)
+        record = {
+            "step": self.step,
+            "epoch": round(self.epoch + self.batch_in_epoch / self._epoch_batches, 3),
+            "train_loss": round(window["loss"].item() / tokens, 4),
+            "lr": learning_rate(self.step, self.cfg.train),
+            "tokens_per_s": round(window["tokens"] / seconds, 1),
+            "src_tgt_tokens_per_s": round((window["tokens"] + window["src_tokens"]) / seconds, 1),
+            "elapsed_s": round(self.elapsed_s, 1),
+        }
+        self._record(record)
+        bar.set_postfix(
+            loss=f"{record['train_loss']:.3f}",
+            lr=f"{record['lr']:.1e}",
+            tok_s=f"{record['tokens_per_s']:.0f}",
+            refresh=False,
+        )
+        window.update(
+            loss=torch.zeros((), device=self.device),
+            tokens=0,
+            src_tokens=0,
+            since=time.perf_counter(),
+        )
+
+    @torch.inference_mode()
+    def validation_loss(self) -> float:
+        self.model.eval()
+        pad, total, tokens = self.tgt_vocab.pad_id, 0.0, 0
+        sampler = sampler_for(self.valid_pairs, self.cfg.data.max_tokens, None, 0, 1)
+        for indices in sampler.epoch(0):
+            batch = make_batch(
+                self.valid_pairs, indices, pad, self.tgt_vocab.sos_id, self.tgt_vocab.eos_id
+            ).to(self.device)
+            with self._autocast():
+                logits = self.model(batch.src, batch.tgt_in)
+            total += sequence_loss(logits, batch.tgt_out, pad, 0.0).item()
+            tokens += batch.n_tokens
+        self.model.train()
+        return total / max(tokens, 1)
+
+    def validation_bleu(self) -> float:
+        with self._autocast():
+            hyps = self.translator.translate(self.valid_src, beam_size=1)
+        return score(hyps, self.valid_refs, literature=False)["bleu"]
+
+    def _validate_and_save(self) -> None:
+        started = time.perf_counter()
+        self._validated_step = self.step
+        val_loss = self.validation_loss()
+        val_bleu = self.validation_bleu()
+        improved = val_bleu > self.best_bleu
+        if improved:
+            self.best_bleu, self.bad_validations = val_bleu, 0
+        else:
+            self.bad_validations += 1
+        record = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "val_loss": round(val_loss, 4),
+            "val_ppl": round(math.exp(min(val_loss, 50)), 2),
+            "val_bleu": val_bleu,
+            "best_bleu": self.best_bleu,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "valid_s": round(time.perf_counter() - started, 1),
+        }
+        self._record(record)
+        log.info(
+            "step %6d  epoch %3d  val_loss %.3f  val_ppl %7.2f  val_bleu %5.2f%s",
+            self.step,
+            self.epoch,
+            val_loss,
+            record["val_ppl"],
+            val_bleu,
+            "  (best)" if improved else "",
+        )
+        self.save_checkpoint(best=improved)
+        plot_curves(self.history, self.run_dir / rd.CURVES)
+        patience = self.cfg.train.patience
+        if patience and self.bad_validations >= patience:
+            raise StopTraining(f"no better validation BLEU in {patience} validations")
+
+    def _record(self, record: dict) -> None:
+        self.history.append(record)
+        with open(self.run_dir / rd.METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save_checkpoint(self, best: bool) -> None:
+        rd.save_weights(self.model, self.run_dir / rd.LAST)
+        state = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best_bleu": self.best_bleu,
+            "bad_validations": self.bad_validations,
+            "elapsed_s": self.elapsed_s,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        atomic_write(self.run_dir / rd.STATE, lambda tmp: torch.save(state, tmp))
+        if best:
+            rd.save_weights(self.model, self.run_dir / rd.BEST)
+
+    def _load_state(self) -> None:
+        path = self.run_dir / rd.STATE
+        if not path.exists():
+            raise rd.RunError(f"{self.run_dir} has no {rd.STATE} to resume from")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # any unreadable state is one clear error
+            raise rd.RunError(f"cannot read {path}: {err}") from None
+        rd.load_weights(self.model, self.run_dir / rd.LAST)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.batch_in_epoch, self.best_bleu = state["batch_in_epoch"], state["best_bleu"]
+        self.bad_validations, self.elapsed_s = state["bad_validations"], state["elapsed_s"]
+        # Keep the history up to the saved step: later lines belong to work that was lost.
+        lines = (
+            (self.run_dir / rd.METRICS).read_text(encoding="utf-8").splitlines()
+            if (self.run_dir / rd.METRICS).exists()
+            else []
+        )
+        self.history = [r for r in map(_parse_json, lines) if r and r.get("step", 0) <= self.step]
+        atomic_write_text(
+            self.run_dir / rd.METRICS, "".join(json.dumps(r) + "\n" for r in self.history)
+        )
+        log.info(
+            "resuming %s at step %d (epoch %d, batch %d)",
+            self.run_dir,
+            self.step,
+            self.epoch,
+            self.batch_in_epoch,
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _progress_bar(self):
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        per_epoch = len(self.sampler.epoch(0)) // t.accumulate
+        totals = [t.max_steps, t.max_epochs * per_epoch if t.max_epochs else None]
+        total = min(x for x in totals if x) if any(totals) else None
+        return tqdm(
+            total=total,
+            initial=self.step,
+            unit="step",
+            desc="train",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """First Ctrl-C or SIGTERM: finish the step, save, stop. A second Ctrl-C aborts."""
+
+        def request_stop(signum, frame):
+            if self._stop_signal:
+                raise KeyboardInterrupt
+            self._stop_signal = signal.Signals(signum).name
+            log.warning("%s received: saving a checkpoint after this step", self._stop_signal)
+
+        try:
+            previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: leave signals alone
+            previous = {}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
+
+
+def _parse_json(line: str) -> dict | None:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None

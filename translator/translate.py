@@ -1,0 +1,185 @@
+"""Text in, German out: tokenization, batching, search and detokenization around a model.
+
+    translator = Translator.load("runs/multi30k-20261125-120000")   # or Translator.load() = latest
+    translator.translate(["A dog runs.", "Two men play chess."], beam_size=5)
+
+The model is loaded once; sentences are sorted by length into batches (little padding) and put back
+in input order. Empty lines give empty lines. Input longer than the model accepts is cut to fit,
+with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from translator.batching import pad_sequences
+from translator.config import Config
+from translator.decode import beam_search, search
+from translator.tokenization import Tokenizer, detokenize
+from translator.vocab import Vocab
+
+log = logging.getLogger("translator")
+
+
+class Translator:
+    def __init__(self, model, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab):
+        self.model, self.cfg = model, cfg
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self.tokenizer = Tokenizer(cfg.data.src_lang, cfg.data.lowercase)
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(
+        cls, run_dir: Path | None = None, weights: str | None = None, device: str = "cpu"
+    ) -> Translator:
+        from translator.run_dir import BEST, latest_run, load_run
+
+        run = load_run(run_dir or latest_run(), weights or BEST, device)
+        return cls(run.model, run.cfg, run.src_vocab, run.tgt_vocab)
+
+    def translate(
+        self,
+        texts: Sequence[str],
+        beam_size: int | None = None,
+        length_penalty: float | None = None,
+        max_len: int | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> list[str]:
+        """The best translation of each text; `None` options take the run's decode config."""
+        dec = self.cfg.decode
+        options = dict(
+            beam_size=dec.beam_size if beam_size is None else beam_size,
+            alpha=dec.length_penalty if length_penalty is None else length_penalty,
+            max_len_a=dec.max_len_a,
+            max_len_b=dec.max_len_b,
+            max_len=max_len,
+            sos_id=self.tgt_vocab.sos_id,
+            eos_id=self.tgt_vocab.eos_id,
+        )
+        results = self._batched(
+            texts, lambda src: search(self.model, src, **options), batch_size, progress
+        )
+        return ["" if ids is None else self._detokenize(ids) for ids in results]
+
+    def translate_nbest(
+        self,
+        texts: Sequence[str],
+        nbest: int,
+        beam_size: int | None = None,
+        length_penalty: float | None = None,
+        max_len: int | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> list[list[tuple[str, float]]]:
+        """The `nbest` best (translation, score) pairs of each text, best first."""
+        dec = self.cfg.decode
+        options = dict(
+            beam_size=max(nbest, dec.beam_size if beam_size is None else beam_size),
+            alpha=dec.length_penalty if length_penalty is None else length_penalty,
+            max_len_a=dec.max_len_a,
+            max_len_b=dec.max_len_b,
+            max_len=max_len,
+            nbest=nbest,
+            sos_id=self.tgt_vocab.sos_id,
+            eos_id=self.tgt_vocab.eos_id,
+        )
+        results = self._batched(
+            texts, lambda src: beam_search(self.model, src, **options), batch_size, progress
+        )
+        return [
+            [] if hyps is None else [(self._detokenize(ids), score) for ids, score in hyps]
+            for hyps in results
+        ]
+
+    def attention(self, text: str, beam_size: int | None = None):
+        """(source tokens, output tokens, cross-attention (layers, T, S) averaged over heads).
+
+        Token lists include the <eos> each side ends with. The weights come from one
+        teacher-forced pass over the model's own translation.
+        """
+        (ids,) = self._encode([text])
+        if not ids:
+            raise ValueError("nothing to plot: the input is empty")
+        src = self._tensor([ids])
+        dec = self.cfg.decode
+        (hyp,) = search(
+            self.model,
+            src,
+            beam_size=beam_size or dec.beam_size,
+            sos_id=self.tgt_vocab.sos_id,
+            eos_id=self.tgt_vocab.eos_id,
+            alpha=dec.length_penalty,
+            max_len_a=dec.max_len_a,
+            max_len_b=dec.max_len_b,
+        )
+        tgt_in = torch.tensor([[self.tgt_vocab.sos_id, *hyp]], device=self.device)
+        layers = [layer.cross_attn for layer in self.model.decoder.layers]
+        for attn in layers:
+            attn.record_weights = True
+        try:
+            with torch.inference_mode():
+                self.model(src, tgt_in)
+            weights = torch.stack([attn.last_weights[0].float().mean(0) for attn in layers])
+        finally:
+            for attn in layers:
+                attn.record_weights, attn.last_weights = False, None
+        src_tokens = [self.src_vocab.itos[i] for i in ids] + ["<eos>"]
+        out_tokens = [self.tgt_vocab.itos[i] for i in hyp] + ["<eos>"]
+        return src_tokens, out_tokens, weights.cpu().numpy()
+
+    def _batched(
+        self, texts: Sequence[str], decode, batch_size: int | None, progress: bool
+    ) -> list:
+        """Run `decode` on length-sorted batches; results in input order, None for empty input."""
+        batch_size = batch_size or self.cfg.decode.batch_size
+        ids = self._encode(texts)
+        order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
+        results: list = [None] * len(texts)
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in _progress(batches, progress, len(order)):
+                for i, result in zip(batch, decode(self._tensor([ids[i] for i in batch]))):
+                    results[i] = result
+        finally:
+            self.model.train(was_training)
+        return results
+
+    def _tensor(self, sequences: list[list[int]]) -> torch.Tensor:
+        src = pad_sequences(sequences, self.src_vocab.pad_id, suffix=self.src_vocab.eos_id)
+        return torch.from_numpy(src).to(self.device)
+
+    def _detokenize(self, ids: list[int]) -> str:
+        return detokenize(self.tgt_vocab.decode(ids))
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        limit = self.cfg.model.max_positions - 1  # room for <eos>
+        ids = [self.src_vocab.encode(tokens) for tokens in self.tokenizer.tokenize(texts)]
+        too_long = sum(len(x) > limit for x in ids)
+        if too_long:
+            log.warning(
+                "%d input(s) longer than %d tokens were cut to fit the model", too_long, limit
+            )
+        return [x[:limit] for x in ids]
+
+
+def _progress(batches: list, enabled: bool, n_sentences: int):
+    if not enabled:
+        return batches
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_sentences, unit="sent", desc="translate", leave=False)
+
+    def walk():
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))
+        bar.close()
+
+    return walk()
