@@ -14,11 +14,14 @@ are dealt round-robin to the ranks, so across ranks every sentence is seen exact
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from translator.corpus import ParallelIds
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: `translator prepare` needs none
+    import torch
 
 
 class TokenBatchSampler:
@@ -141,6 +144,8 @@ def pad_sequences(
 def make_batch(
     pairs: ParallelIds, indices: list[int], pad_id: int, sos_id: int, eos_id: int
 ) -> Batch:
+    import torch
+
     src = pad_sequences([pairs.src[i] for i in indices], pad_id, suffix=eos_id)
     tgt = pad_sequences([pairs.tgt[i] for i in indices], pad_id, prefix=sos_id, suffix=eos_id)
     tgt_in, tgt_out = tgt[:, :-1].copy(), tgt[:, 1:].copy()

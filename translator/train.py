@@ -150,7 +150,7 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------------
 
-    def _setup(self) -> None:
+    def setup(self) -> None:
         cfg, t = self.cfg, self.cfg.train
         torch.manual_seed(t.seed)
         if t.threads:
@@ -221,7 +221,7 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def train(self) -> Path:
-        self._setup()
+        self.setup()
         t = self.cfg.train
         log.info(
             "training %s: %.2fM parameters on %s (%s), run dir %s",
@@ -249,7 +249,10 @@ class Trainer:
                     while self.batch_in_epoch < len(batches) and stop_reason is None:
                         group = batches[self.batch_in_epoch : self.batch_in_epoch + t.accumulate]
                         self.batch_in_epoch += len(group)
-                        self._train_step(group, window)
+                        loss, n_tgt, n_src = self.train_step(group)
+                        window["loss"] += loss
+                        window["tokens"] += n_tgt
+                        window["src_tokens"] += n_src
                         self.elapsed_s = time.perf_counter() - started
                         bar.update(1)
                         if self.step % t.log_every == 0:
@@ -285,8 +288,14 @@ class Trainer:
         )
         return self.run_dir
 
-    def _train_step(self, group: list[list[int]], window: dict) -> None:
+    def train_step(self, group: list[list[int]]) -> tuple[torch.Tensor, int, int]:
+        """One optimizer step over `group` (accumulated batches).
+
+        Returns the summed loss (a tensor: reading it would sync a GPU), and the target and
+        source tokens it covered.
+        """
         t, pad = self.cfg.train, self.tgt_vocab.pad_id
+        total, n_tgt, n_src = torch.zeros((), device=self.device), 0, 0
         self.step += 1
         lr = learning_rate(self.step, t)
         for param_group in self.optimizer.param_groups:
@@ -299,15 +308,16 @@ class Trainer:
                 logits = self.forward(batch.src, batch.tgt_in)
             loss = sequence_loss(logits, batch.tgt_out, pad, t.label_smoothing)
             self.scaler.scale(loss / (batch.n_tokens * len(group))).backward()
-            window["loss"] += loss.detach()
-            window["tokens"] += batch.n_tokens
-            window["src_tokens"] += batch.n_src_tokens
+            total += loss.detach()
+            n_tgt += batch.n_tokens
+            n_src += batch.n_src_tokens
         if t.clip_norm:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        return total, n_tgt, n_src
 
     def _budget_reached(self) -> str | None:
         t = self.cfg.train
