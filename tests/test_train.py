@@ -59,6 +59,7 @@ def test_a_tiny_model_learns_twenty_pairs_by_heart(tmp_path):
         "train.warmup_steps=10",
         "train.label_smoothing=0",
         "train.log_every=50",
+        "train.valid_every=150",  # an epoch is one step here: validate once, at the end
     )
     run = Trainer(cfg, progress=False).train()
     from translator.translate import Translator
@@ -93,10 +94,22 @@ def test_a_run_dir_holds_everything_to_translate_again(toy_data):
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(toy_data, tmp_path):
-    cfg = tiny(toy_data, "model.dropout=0.1", "train.max_steps=16", "train.log_every=4")
+    cfg = tiny(
+        toy_data,
+        "model.dropout=0.1",
+        "train.max_steps=16",
+        "train.log_every=4",
+        "train.valid_every=1000",
+    )
     straight = Trainer(cfg, run_dir=tmp_path / "straight", progress=False).train()
 
-    half = tiny(toy_data, "model.dropout=0.1", "train.max_steps=8", "train.log_every=4")
+    half = tiny(
+        toy_data,
+        "model.dropout=0.1",
+        "train.max_steps=8",
+        "train.log_every=4",
+        "train.valid_every=1000",
+    )
     split = Trainer(half, run_dir=tmp_path / "split", progress=False).train()
     resumed_cfg = resume_config(split, ["train.max_steps=16"])
     Trainer(resumed_cfg, run_dir=split, resume=True, progress=False).train()
