@@ -172,12 +172,12 @@ def train(
     Ctrl-C saves a checkpoint that `--resume` continues from.
     """
     from translator.config import load_config
-    from translator.run_dir import latest_run
+    from translator.run_dir import STATE, latest_run
     from translator.train import Trainer, resume_config
 
     _setup_logging()
     if resume:
-        run_dir = run_dir or latest_run()
+        run_dir = run_dir or latest_run(needs=STATE)
         if config is not None:
             raise _fail("--resume takes the config from the run dir; drop --config", 2)
         cfg = resume_config(run_dir, set_ or [])

@@ -57,16 +57,16 @@ def new_run_dir(cfg: Config, root: Path | None = None) -> Path:
     return path
 
 
-def latest_run(root: Path | None = None) -> Path:
-    """The run whose best weights were written most recently."""
+def latest_run(root: Path | None = None, needs: str = BEST) -> Path:
+    """The run whose `needs` file (best weights; state.pt to resume) was written last."""
     root = root or runs_root()
-    candidates = [p.parent for p in root.glob(f"*/{BEST}") if (p.parent / CONFIG).exists()]
+    candidates = [p.parent for p in root.glob(f"*/{needs}") if (p.parent / CONFIG).exists()]
     if not candidates:
         raise RunError(
-            f"no trained run found in {root}/ (train one with `translator train`, "
-            "or pass --run DIR)"
+            f"no {'resumable' if needs == STATE else 'trained'} run found in {root}/ "
+            "(train one with `translator train`, or pass the run dir)"
         )
-    return max(candidates, key=lambda p: (p / BEST).stat().st_mtime)
+    return max(candidates, key=lambda p: (p / needs).stat().st_mtime)
 
 
 def write_bundle_files(path: Path, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab) -> None:
