@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from translator.config import load_config
 
@@ -61,6 +62,16 @@ def toy_data(tmp_path: Path) -> Path:
     write_split(folder, "val", toy_pairs(40, seed=2))
     write_split(folder, "test_2016_flickr", toy_pairs(40, seed=3))
     return folder
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Test models are tiny: they gain nothing from more threads, and on a busy 2-core machine a
+    second spinning OpenMP thread makes the suite several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -138,6 +138,8 @@ def test_nbest_is_sorted_and_distinct():
         assert len({tuple(ids) for ids, _ in nbest}) == 4
     with pytest.raises(ValueError, match="nbest"):
         beam_search(model, src, beam_size=2, sos_id=SOS, eos_id=EOS, nbest=3)
+    with pytest.raises(ValueError, match="beam_size"):
+        search(model, src, beam_size=0, sos_id=SOS, eos_id=EOS)
 
 
 def test_beam_step_keeps_enough_candidates_when_eos_is_best():

@@ -4,11 +4,13 @@
     best = search(model, src, beam_size=5, sos_id=vocab.sos_id, eos_id=vocab.eos_id)
     nbest = beam_search(model, src, beam_size=5, sos_id=..., eos_id=..., nbest=3)
 
-`src` is a LongTensor (B, S) right-padded with `model.pad_id`. Hypotheses are lists of token ids
-without SOS and EOS. Each sentence's output is at most min(a * src_len + b, max_positions - 1)
-tokens long (src_len counts non-pad tokens), or min(max_len, max_positions - 1) when `max_len`
-is given. Beam scores are sum of log-probs / lp(Y), with GNMT's lp(Y) = ((5 + |Y|) / 6)^alpha
-and |Y| counting the EOS. Text in and out (vocab, detokenization) lives elsewhere.
+`src` is a LongTensor (B, S) on the model's device, right-padded with `model.pad_id`.
+Hypotheses are lists of token ids without SOS and EOS. A sentence's output is at most
+min(a * src_len + b, max_positions - 1) tokens long (src_len counts non-pad tokens), or
+min(max_len, max_positions - 1) when `max_len` is given. Beam scores are the sum of log-probs
+divided by GNMT's lp(Y) = ((5 + |Y|) / 6)^alpha, |Y| counting the EOS. Every function runs
+under torch.inference_mode(); dropout must already be off. Text (vocab, detokenization) lives
+elsewhere.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ def max_output_lengths(
         return [min(max_len, cap)] * src_pad_mask.size(0)
     src_lens = (~src_pad_mask).sum(dim=1).tolist()
     return [min(int(max_len_a * n + max_len_b), cap) for n in src_lens]
+
+
+def _check_beam(beam_size: int, nbest: int) -> None:
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be between 1 and beam_size={beam_size}, got {nbest}")
 
 
 def _banned_ids(model: Transformer, sos_id: int) -> list[int]:
@@ -156,8 +165,7 @@ def beam_search(
     nbest: int = 1,
 ) -> list[list[tuple[list[int], float]]]:
     """Batched beam search; per sentence the `nbest` (ids, score) pairs, best first."""
-    if not 1 <= nbest <= beam_size:
-        raise ValueError(f"nbest must be between 1 and beam_size={beam_size}, got {nbest}")
+    _check_beam(beam_size, nbest)
     memory, src_pad_mask = model.encode(src)
     max_lens = max_output_lengths(model, src_pad_mask, max_len_a, max_len_b, max_len)
     return _beam(model, memory, src_pad_mask, max_lens, beam_size, sos_id, eos_id, alpha, nbest)
@@ -243,6 +251,7 @@ def search(
     max_len: int | None = None,
 ) -> list[list[int]]:
     """Encode once, then greedy (beam_size 1) or beam search; the best ids per sentence."""
+    _check_beam(beam_size, 1)
     memory, src_pad_mask = model.encode(src)
     max_lens = max_output_lengths(model, src_pad_mask, max_len_a, max_len_b, max_len)
     if beam_size == 1:

@@ -57,7 +57,8 @@ def reference_attention(
     """softmax(Q Kᵀ / √d_k) V written out; returns (output (B, h, T, d_k), weights (B, h, T, S))."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, h, T, S)
     if is_causal:
-        mask = causal_mask(q.size(-2), k.size(-2), q.device)
+        causal = causal_mask(q.size(-2), k.size(-2), q.device)
+        mask = causal if mask is None else mask & causal
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
@@ -136,6 +137,7 @@ class MultiHeadAttention(nn.Module):
 
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         b, s, _ = x.shape
+        # (B, S, 2D) -> (B, S, 2, h, d_k) -> (2, B, h, S, d_k)
         kv = self.w_kv(x).view(b, s, 2, self.n_heads, self.d_k).permute(2, 0, 3, 1, 4)
         return kv[0], kv[1]  # (B, h, S, d_k) each
 
@@ -161,7 +163,9 @@ class MultiHeadAttention(nn.Module):
         else:
             k, v = self.project_kv(source)
             if cache is not None:
-                if not static_kv and cache.k is not None:
+                if static_kv:  # read at every step: lay them out once for the kernel
+                    k, v = k.contiguous(), v.contiguous()
+                elif cache.k is not None:
                     k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
                 cache.k, cache.v = k, v
         p = self.dropout if self.training else 0.0
@@ -240,7 +244,8 @@ class FeedForward(nn.Module):
 
 class SublayerConnection(nn.Module):
     """Residual + LayerNorm: post-norm LayerNorm(x + Sublayer(x)) as in the paper, or pre-norm
-    x + Sublayer(LayerNorm(x)), which trains without warmup tricks but needs a final LayerNorm."""
+    x + Sublayer(LayerNorm(x)), more forgiving of learning rate and warmup, which needs a final
+    LayerNorm after the stack."""
 
     def __init__(self, d_model: int, dropout: float, pre_norm: bool) -> None:
         super().__init__()
