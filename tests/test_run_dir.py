@@ -78,3 +78,26 @@ def test_latest_run_is_the_newest_complete_bundle(tmp_path, bundle):
     assert rd.latest_run(tmp_path) == path
     with pytest.raises(rd.RunError, match="no trained run found"):
         rd.latest_run(tmp_path / "nothing-here")
+
+
+def test_atomic_writes_replace_whole_files_with_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from translator.files import atomic_write
+
+    path = tmp_path / "file.txt"
+    atomic_write_text(path, "old")
+
+    def crash(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, crash)
+    assert path.read_text() == "old"  # the previous complete file survives a failed write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
