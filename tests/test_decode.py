@@ -1,10 +1,11 @@
 """Tests for translator.decode: cache vs no cache, beam vs greedy, limits, and a copy task."""
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 import torch
 
+from translator.config import ModelConfig
 from translator.decode import (
     beam_search,
     beam_step,
@@ -19,20 +20,8 @@ PAD, UNK, SOS, EOS = 0, 1, 2, 3
 VOCAB = 20
 
 
-@dataclass(frozen=True)
-class TinyModelConfig:  # the fields of translator.config.ModelConfig, tiny values
-    d_model: int = 32
-    n_heads: int = 4
-    encoder_layers: int = 2
-    decoder_layers: int = 2
-    d_ff: int = 64
-    dropout: float = 0.0
-    attention_dropout: float = 0.0
-    positions: str = "sinusoidal"
-    max_positions: int = 64
-    norm: str = "post"
-    tie_target_embeddings: bool = True
-    share_all_embeddings: bool = False
+TINY = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64,
+                   dropout=0.0, max_positions=64)
 
 
 def random_model(**overrides) -> Transformer:
@@ -40,7 +29,7 @@ def random_model(**overrides) -> Transformer:
     model keeps repeating its input token, and the EOS row is scaled up so that some, not all,
     hypotheses end before the length limit."""
     torch.manual_seed(0)
-    cfg = replace(TinyModelConfig(), norm="pre", tie_target_embeddings=False, **overrides)
+    cfg = replace(TINY, norm="pre", tie_target_embeddings=False, **overrides)
     model = build_model(cfg, VOCAB, VOCAB, pad_id=PAD)
     with torch.no_grad():
         model.generator.weight[EOS] *= 1.5
@@ -171,7 +160,7 @@ def copy_batch(n: int, gen: torch.Generator, max_len: int = 6) -> tuple[torch.Te
 def test_copy_task_is_learned_and_decoded_exactly():
     steps = 300
     torch.manual_seed(0)
-    cfg = replace(TinyModelConfig(), max_positions=16)
+    cfg = replace(TINY, max_positions=16)
     model = build_model(cfg, 16, 16, pad_id=PAD)
     opt = torch.optim.Adam(model.parameters(), lr=5e-3, betas=(0.9, 0.98))
     # Short warmup, then linear decay: enough to fit the task in a few seconds.

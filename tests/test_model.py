@@ -1,10 +1,11 @@
 """Tests for translator.model: shapes, masks hide pad and future, caches, options."""
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 import torch
 
+from translator.config import ModelConfig
 from translator.model import (
     MultiHeadAttention,
     Transformer,
@@ -17,25 +18,13 @@ PAD = 0
 VOCAB = 20
 
 
-@dataclass(frozen=True)
-class TinyModelConfig:  # the fields of translator.config.ModelConfig, tiny values
-    d_model: int = 32
-    n_heads: int = 4
-    encoder_layers: int = 2
-    decoder_layers: int = 2
-    d_ff: int = 64
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    positions: str = "sinusoidal"
-    max_positions: int = 32
-    norm: str = "post"
-    tie_target_embeddings: bool = True
-    share_all_embeddings: bool = False
+TINY = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64,
+                   dropout=0.1, max_positions=32)
 
 
 def make_model(seed: int = 0, src_vocab: int = VOCAB, **overrides) -> Transformer:
     torch.manual_seed(seed)
-    model = build_model(replace(TinyModelConfig(), **overrides), src_vocab, VOCAB, pad_id=PAD)
+    model = build_model(replace(TINY, **overrides), src_vocab, VOCAB, pad_id=PAD)
     return model.eval()
 
 
