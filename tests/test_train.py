@@ -140,3 +140,55 @@ def test_validation_bleu_and_loss_are_recorded(toy_data):
     valid = [r for r in valid if "val_bleu" in r]
     assert [r["step"] for r in valid] == [10, 20]
     assert all(0 <= r["val_bleu"] <= 100 and math.isfinite(r["val_loss"]) for r in valid)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues(toy_data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "interrupted"
+    sets = [
+        x
+        for pair in toy_overrides(
+            toy_data, "train.max_steps=100000", "train.log_every=1", "train.valid_every=100000"
+        )
+        for x in ("--set", pair)
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "translator",
+            "train",
+            "-c",
+            str(CONFIGS / "tiny.yaml"),
+            "--run-dir",
+            str(run),
+            "--no-progress",
+            *sets,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.time() + 60
+        while not (run / rd.METRICS).exists() and time.time() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never leave a training process behind, whatever happened
+    assert proc.returncode == 0, output
+    assert "SIGINT" in output and "--resume" in output
+    state = torch.load(run / rd.STATE, weights_only=True)
+    assert state["step"] >= 1
+
+    cfg = resume_config(run, [f"train.max_steps={state['step'] + 3}"])
+    Trainer(cfg, run_dir=run, resume=True, progress=False).train()
+    assert torch.load(run / rd.STATE, weights_only=True)["step"] == state["step"] + 3
