@@ -6,7 +6,8 @@
     translator evaluate --bleu --split test2016
 
 User errors (bad config, missing data, bad run dir, unreadable input) print one line on stderr
-and exit non-zero: 2 for a bad config or argument, 1 for the rest. torch and spaCy are imported
+and exit non-zero: 2 for a bad config or argument, 1 for the rest (TRANSLATOR_DEBUG=1 shows the
+traceback instead). torch and spaCy are imported
 inside the commands so that `--help` stays instant.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -74,6 +76,8 @@ def user_errors(command):
         except ConfigError as err:
             raise _fail(str(err), 2) from None
         except (DataError, RunError, OSError, ValueError, RuntimeError) as err:
+            if os.environ.get("TRANSLATOR_DEBUG"):  # developers: keep the traceback
+                raise
             raise _fail(str(err).splitlines()[0] if str(err) else repr(err), 1) from None
         except KeyboardInterrupt:
             raise _fail("interrupted", 130) from None
