@@ -45,8 +45,9 @@ def step_flops(trainer: Trainer, group: list[list[int]]) -> int:
     counter = FlopCounterMode(display=False)
     with counter:
         for indices in group:
-            batch = make_batch(trainer.train_pairs, indices, vocab.pad_id, vocab.sos_id,
-                               vocab.eos_id)
+            batch = make_batch(
+                trainer.train_pairs, indices, vocab.pad_id, vocab.sos_id, vocab.eos_id
+            )
             logits = trainer.model(batch.src, batch.tgt_in)
             logits.float().sum().backward()
     trainer.model.zero_grad(set_to_none=True)
@@ -72,38 +73,55 @@ def bench(cfg, steps: int, warmup: int) -> dict:
         seconds = time.perf_counter() - started
         flops = sum(step_flops(trainer, group) for group in groups[warmup:])
         epoch_tgt = int(trainer.train_pairs.tgt.lengths().sum() + len(trainer.train_pairs))
-    return {"tgt_s": tgt / seconds, "all_s": (tgt + src) / seconds,
-            "epoch_s": epoch_tgt / (tgt / seconds), "flop_s": flops / seconds,
-            "dtype": trainer.amp_dtype, "params": trainer.n_params}
+    return {
+        "tgt_s": tgt / seconds,
+        "all_s": (tgt + src) / seconds,
+        "epoch_s": epoch_tgt / (tgt / seconds),
+        "flop_s": flops / seconds,
+        "dtype": trainer.amp_dtype,
+        "params": trainer.n_params,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", type=Path, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--precisions", nargs="+", default=["auto"],
-                        help="fp32, bf16, auto (each run in turn)")
+    parser.add_argument(
+        "--precisions", nargs="+", default=["auto"], help="fp32, bf16, auto (each run in turn)"
+    )
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     args = parser.parse_args()
 
     peaks = {torch.float32: gemm_peak(torch.float32), torch.bfloat16: gemm_peak(torch.bfloat16)}
-    print(f"GEMM peak: fp32 {peaks[torch.float32] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {peaks[torch.bfloat16] / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+    print(
+        f"GEMM peak: fp32 {peaks[torch.float32] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {peaks[torch.bfloat16] / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)"
+    )
     variants = [(p, False) for p in args.precisions]
     if args.compile:
         variants += [(p, True) for p in args.precisions]
-    print(f"{'variant':<18}{'tgt tok/s':>10}{'src+tgt/s':>10}{'s/epoch':>9}{'GFLOP/s':>9}"
-          f"{'MFU':>7}")
+    print(
+        f"{'variant':<18}{'tgt tok/s':>10}{'src+tgt/s':>10}{'s/epoch':>9}{'GFLOP/s':>9}{'MFU':>7}"
+    )
     for precision, compiled in variants:
-        cfg = load_config(args.config, [*args.overrides, f"train.precision={precision}",
-                                        f"train.compile={str(compiled).lower()}"])
+        cfg = load_config(
+            args.config,
+            [
+                *args.overrides,
+                f"train.precision={precision}",
+                f"train.compile={str(compiled).lower()}",
+            ],
+        )
         r = bench(cfg, args.steps, args.warmup)
         peak = peaks[r["dtype"] or torch.float32]
         name = f"{precision}{'+compile' if compiled else ''}"
-        print(f"{name:<18}{r['tgt_s']:>10.0f}{r['all_s']:>10.0f}{r['epoch_s']:>9.0f}"
-              f"{r['flop_s'] / 1e9:>9.1f}{r['flop_s'] / peak:>7.1%}")
+        print(
+            f"{name:<18}{r['tgt_s']:>10.0f}{r['all_s']:>10.0f}{r['epoch_s']:>9.0f}"
+            f"{r['flop_s'] / 1e9:>9.1f}{r['flop_s'] / peak:>7.1%}"
+        )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"model: {r['params'] / 1e6:.2f}M parameters; peak RSS of this process {rss:.0f} MB")
 

@@ -20,8 +20,15 @@ PAD, UNK, SOS, EOS = 0, 1, 2, 3
 VOCAB = 20
 
 
-TINY = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64,
-                   dropout=0.0, max_positions=64)
+TINY = ModelConfig(
+    d_model=32,
+    n_heads=4,
+    encoder_layers=2,
+    decoder_layers=2,
+    d_ff=64,
+    dropout=0.0,
+    max_positions=64,
+)
 
 
 def random_model(**overrides) -> Transformer:

@@ -18,8 +18,15 @@ PAD = 0
 VOCAB = 20
 
 
-TINY = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64,
-                   dropout=0.1, max_positions=32)
+TINY = ModelConfig(
+    d_model=32,
+    n_heads=4,
+    encoder_layers=2,
+    decoder_layers=2,
+    d_ff=64,
+    dropout=0.1,
+    max_positions=32,
+)
 
 
 def make_model(seed: int = 0, src_vocab: int = VOCAB, **overrides) -> Transformer:

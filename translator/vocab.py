@@ -39,9 +39,6 @@ class Vocab:
     def __eq__(self, other) -> bool:
         return isinstance(other, Vocab) and self.itos == other.itos
 
-    def __contains__(self, token: str) -> bool:
-        return token in self.stoi
-
     def encode(self, tokens: Iterable[str]) -> list[int]:
         unk = self.unk_id
         return [self.stoi.get(token, unk) for token in tokens]
