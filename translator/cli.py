@@ -299,7 +299,8 @@ def evaluate(
     started = time.perf_counter()
     hyps = translator.translate(sources, beam_size=beam, progress=not as_json)
     seconds = time.perf_counter() - started
-    result = score(hyps, refs, d.tgt_lang, lowercase=lowercase)
+    # A run trained on lowercased text can only be judged case-insensitively: report that too.
+    result = score(hyps, refs, d.tgt_lang, lowercase=lowercase or d.lowercase)
     result.update(
         seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),
@@ -316,7 +317,7 @@ def evaluate(
         f"({result['sentences_per_s']} sentences/s)"
     )
     typer.echo(f"BLEU  {result['bleu']:6.2f}   {result['signature']}")
-    if lowercase:
+    if "bleu_lc" in result:
         typer.echo(f"BLEU  {result['bleu_lc']:6.2f}   {result['bleu_lc_signature']}")
     typer.echo(f"chrF  {result['chrf']:6.2f}   {result['chrf_signature']}")
     typer.echo(

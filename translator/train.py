@@ -192,6 +192,8 @@ class Trainer:
         src, refs = read_parallel(d.valid_split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
         limit = self.cfg.train.valid_max_sentences
         self.valid_src, self.valid_refs = src[:limit], refs[:limit]
+        if d.lowercase:  # a lowercasing model is judged against lowercased references
+            self.valid_refs = [ref.lower() for ref in self.valid_refs]
 
     def _setup_model(self) -> None:
         t = self.cfg.train
