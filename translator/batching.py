@@ -64,9 +64,6 @@ class TokenBatchSampler:
             batches = _split_until_divisible(batches, self.world_size)
         return batches[self.rank :: self.world_size]
 
-    def __len__(self) -> int:
-        return len(self.epoch(0))
-
     def _snake_sort(self, chunk: np.ndarray) -> np.ndarray:
         """Sort by source length, then by target length, ascending and descending in turn.
 
