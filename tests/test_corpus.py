@@ -49,6 +49,16 @@ def test_prepare_on_real_multi30k():
     corpus = prepare(cfg)
     stats = summarize(corpus)
     assert stats["train"]["pairs"] == 29000 and stats["test2016"]["pairs"] == 1000
-    assert 5000 < len(corpus.src_vocab) < 8000 and 6000 < len(corpus.tgt_vocab) < 10000
-    assert stats["val"]["tgt_oov"] < 0.06
+    # The default: one joint BPE vocabulary, so no word is out of vocabulary.
+    assert corpus.src_vocab == corpus.tgt_vocab and 8000 < len(corpus.src_vocab) <= 10000
+    assert stats["val"]["tgt_oov"] < 0.001 and stats["test2016"]["src_oov"] < 0.001
     assert prepare(cfg).cached
+    words = prepare(
+        load_config(
+            CONFIGS / "multi30k.yaml",
+            [f"data.dir={REAL_DATA}", "vocab.kind=word", "vocab.joint=false"]
+            + ["model.share_all_embeddings=false"],
+        )
+    )
+    assert 5000 < len(words.src_vocab) < 8000 and 6000 < len(words.tgt_vocab) < 10000
+    assert summarize(words)["val"]["tgt_oov"] < 0.06

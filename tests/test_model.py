@@ -195,3 +195,19 @@ def test_cache_reorder_follows_rows(indices):
         last = model.decode(tgt[rows, t + 1 :], None, None, cache)
         full = model.decode(tgt[rows], memory[rows], src_pad_mask[rows])
     torch.testing.assert_close(last, full[:, t + 1 :], atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_dropout_drops_at_rate_p_and_keeps_the_expectation():
+    from translator.model import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.3).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.002
+    assert abs(y.mean().item() - 1.0) < 0.005
+    y.sum().backward()  # the gradient flows through the kept units only, scaled alike
+    assert torch.equal(x.grad, y.detach())
+    assert torch.equal(drop.eval()(x), x)
+    assert not torch.equal(Dropout(0.3).train()(x), Dropout(0.3).train()(x))  # a new mask each call

@@ -136,11 +136,13 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
             f"{s['src_oov']:.2%}",
             f"{s['tgt_oov']:.2%}",
         )
+    v = cfg.vocab
+    how = f"BPE {v.bpe_size:,}" if v.kind == "bpe" else f"words, min_freq {v.min_freq}"
     console = Console()
     console.print(table)
     console.print(
         f"vocabulary: {src} {len(corpus.src_vocab):,}, {tgt} {len(corpus.tgt_vocab):,} "
-        f"(min_freq {cfg.vocab.min_freq}, train only)\n"
+        f"({'joint ' if v.joint else ''}{how}, learned on train only)\n"
         f"training batches at {cfg.data.max_tokens:,} tokens: {len(sampler.epoch(0)):,} per "
         f"epoch, {padding_ratio(sampler):.1%} padding; {dropped} pairs over "
         f"{cfg.data.max_len} tokens dropped\n"
@@ -272,6 +274,16 @@ def evaluate(
     src: Annotated[Path | None, typer.Option(help="Score this source file instead.")] = None,
     ref: Annotated[Path | None, typer.Option(help="Reference translations for --src.")] = None,
     beam: BeamOpt = None,
+    length_penalty: Annotated[
+        float | None,
+        typer.Option("--alpha", help="Length penalty [default: the run's decode.length_penalty]."),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Weights file in the run dir, e.g. averaged.safetensors [default: best]."
+        ),
+    ] = None,
     lowercase: Annotated[
         bool, typer.Option("--lowercase", help="Also report case-insensitive BLEU.")
     ] = False,
@@ -286,7 +298,9 @@ def evaluate(
     _check_at_least_one(beam=beam)
     if (src is None) != (ref is None):
         raise _fail("--src and --ref go together", 2)
-    translator = Translator.load(run)
+    if length_penalty is not None and length_penalty < 0:
+        raise _fail(f"--alpha must be >= 0, got {length_penalty}", 2)
+    translator = Translator.load(run, weights=weights)
     d = translator.cfg.data
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)
@@ -297,7 +311,9 @@ def evaluate(
         sources, refs = read_parallel(split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
         name = split
     started = time.perf_counter()
-    hyps = translator.translate(sources, beam_size=beam, progress=not as_json)
+    hyps = translator.translate(
+        sources, beam_size=beam, length_penalty=length_penalty, progress=not as_json
+    )
     seconds = time.perf_counter() - started
     # A run trained on lowercased text can only be judged case-insensitively: report that too.
     result = score(hyps, refs, d.tgt_lang, lowercase=lowercase or d.lowercase)
@@ -306,6 +322,7 @@ def evaluate(
         sentences_per_s=round(len(hyps) / seconds, 1),
         split=name,
         beam=beam or translator.cfg.decode.beam_size,
+        alpha=translator.cfg.decode.length_penalty if length_penalty is None else length_penalty,
     )
     if output:
         _write_output(output, hyps)
@@ -324,6 +341,39 @@ def evaluate(
         f"BLEU  {result['bleu_tok_lc']:6.2f}   tokenized, lowercased (Moses; the "
         "convention of the Multi30k papers, not comparable with the line above)"
     )
+
+
+@app.command(
+    epilog="Example: `translator average --last 5`, then `translator evaluate --bleu "
+    "--weights averaged.safetensors`"
+)
+@user_errors
+def average(
+    run: RunOpt = None,
+    last: Annotated[
+        int | None, typer.Option(help="Average the newest N kept checkpoints [default: all].")
+    ] = None,
+) -> None:
+    """Average a run's kept checkpoints into `averaged.safetensors` in the run dir.
+
+    Training keeps the weights of its last `train.average_checkpoints` validations under
+    `checkpoints/` (and averages them itself at the end); this command redoes it for any N.
+    """
+    from translator.average import AVERAGED, average_into, kept_checkpoints
+    from translator.run_dir import RunError, latest_run, load_run, save_weights
+
+    _check_at_least_one(last=last)
+    loaded = load_run(run or latest_run())
+    paths = kept_checkpoints(loaded.path)
+    if not paths:
+        raise RunError(
+            f"{loaded.path} kept no checkpoints (train with --set train.average_checkpoints=10)"
+        )
+    paths = paths[-last:] if last else paths
+    average_into(loaded.model, paths)
+    save_weights(loaded.model, loaded.path / AVERAGED)
+    typer.echo(f"averaged {len(paths)} checkpoints ({paths[0].name} .. {paths[-1].name})")
+    typer.echo(f"wrote {loaded.path / AVERAGED}")
 
 
 def _check_at_least_one(**options: int | None) -> None:

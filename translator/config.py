@@ -45,9 +45,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class VocabConfig:
-    kind: str = "word"  # word: one id per spaCy token
-    min_freq: int = 2  # tokens seen fewer times in train become <unk>
-    max_size: int | None = None  # keep at most this many tokens (specials excluded)
+    kind: str = "word"  # word: one id per spaCy token | bpe: subword pieces of spaCy tokens
+    joint: bool = False  # one vocabulary (and one BPE) for both languages
+    min_freq: int = 2  # word: tokens seen fewer times in train become <unk>
+    max_size: int | None = None  # word: keep at most this many tokens (specials excluded)
+    bpe_size: int = 10000  # bpe: vocabulary size the BPE learns (specials included)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class TrainConfig:
     valid_every: int | None = None  # steps between validations; None: every epoch
     valid_max_sentences: int | None = None  # validate BLEU on a prefix of val; None: all
     patience: int | None = None  # stop after this many validations without a better BLEU
+    average_checkpoints: int = (
+        0  # keep the weights of the last N validations; average them at the end
+    )
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,7 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         "data.pool_batches": d.pool_batches,
         "vocab.min_freq": v.min_freq,
         "vocab.max_size": v.max_size,
+        "vocab.bpe_size": v.bpe_size,
         "model.d_model": m.d_model,
         "model.n_heads": m.n_heads,
         "model.encoder_layers": m.encoder_layers,
@@ -271,7 +277,7 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         f"{k} must be > 0, got {x}" for k, x in positive.items() if x is not None and x <= 0
     ]
     problems += [
-        _choice(v.kind, ("word",), "vocab.kind"),
+        _choice(v.kind, ("word", "bpe"), "vocab.kind"),
         _choice(m.positions, ("sinusoidal", "learned"), "model.positions"),
         _choice(m.norm, ("post", "pre"), "model.norm"),
         _choice(t.device, ("auto", "cpu", "cuda", "mps"), "train.device"),
@@ -294,6 +300,7 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         problems.append(f"train.betas must both be in [0, 1), got {list(t.betas)}")
     for key, x in [
         ("train.warmup_steps", t.warmup_steps),
+        ("train.average_checkpoints", t.average_checkpoints),
         ("train.weight_decay", t.weight_decay),
         ("decode.length_penalty", dec.length_penalty),
         ("decode.max_len_a", dec.max_len_a),
@@ -301,6 +308,10 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
     ]:
         if x < 0:
             problems.append(f"{key} must be >= 0, got {x}")
+    if m.share_all_embeddings and not v.joint:
+        problems.append("model.share_all_embeddings needs vocab.joint: true")
+    if v.kind == "bpe" and v.bpe_size < 300:
+        problems.append(f"vocab.bpe_size must be >= 300 (room for the alphabet), got {v.bpe_size}")
     if d.src_lang == d.tgt_lang:
         problems.append(f"data.src_lang and data.tgt_lang must differ, both are {d.src_lang!r}")
     if d.max_len + 2 > m.max_positions:

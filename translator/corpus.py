@@ -3,6 +3,7 @@
     corpus = prepare(cfg)              # cold: read, tokenize, build vocab, save; warm: load
     corpus.splits["train"].src[0]      # np.int32 ids of the first source sentence
     corpus.src_vocab, corpus.tgt_vocab
+    corpus.subword                     # the source-side BPE (vocab.kind: bpe), else None
 
 The cache folder is keyed by a hash of the input files and every setting that changes the ids
 (languages, lowercasing, vocabulary options, spaCy version), so a changed setting never reuses stale
@@ -27,9 +28,12 @@ import numpy as np
 
 from translator.config import Config
 from translator.data import canonical_split, data_dir, read_parallel, sha256_of, user_cache_dir
+from translator.subword import Subword
 from translator.vocab import Vocab, build_vocab
 
-FORMAT_VERSION = 1  # bump when the cached layout or the tokenization scheme changes
+SUBWORD_FILE = "subword.json"
+
+FORMAT_VERSION = 2  # bump when the cached layout or the tokenization scheme changes
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class Corpus:
     splits: dict[str, ParallelIds]  # keyed by the names used in the config (train, val, ...)
     path: Path
     cached: bool  # True when loaded from an existing cache
+    subword: Subword | None = None  # segments source tokens into the vocabulary's pieces
 
 
 def cache_root(cfg: Config) -> Path:
@@ -129,10 +134,18 @@ def _cache_key(cfg: Config) -> str:
         "splits": split_names(cfg),
         "langs": [d.src_lang, d.tgt_lang],
         "lowercase": d.lowercase,
-        "vocab": [v.kind, v.min_freq, v.max_size],
+        "vocab": [v.kind, v.joint, v.min_freq, v.max_size, v.bpe_size],
+        "tokenizers": _version("tokenizers") if v.kind == "bpe" else None,
         "files": files,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _build(cfg: Config, texts: dict[str, tuple[list[str], list[str]]], folder: Path) -> None:
@@ -143,15 +156,25 @@ def _build(cfg: Config, texts: dict[str, tuple[list[str], list[str]]], folder: P
     tokens = {
         name: (src_tok.tokenize(src), tgt_tok.tokenize(tgt)) for name, (src, tgt) in texts.items()
     }
+    subword = None
+    if v.kind == "bpe":
+        tokens, subword = _segment(tokens, d.train_split, v.bpe_size, v.joint)
     train_src, train_tgt = tokens[d.train_split]
-    src_vocab = build_vocab(train_src, v.min_freq, v.max_size)
-    tgt_vocab = build_vocab(train_tgt, v.min_freq, v.max_size)
+    # Every BPE piece seen in train stays: the BPE already chose the vocabulary size.
+    min_freq, max_size = (1, None) if v.kind == "bpe" else (v.min_freq, v.max_size)
+    if v.joint:
+        src_vocab = tgt_vocab = build_vocab(train_src + train_tgt, min_freq, max_size)
+    else:
+        src_vocab = build_vocab(train_src, min_freq, max_size)
+        tgt_vocab = build_vocab(train_tgt, min_freq, max_size)
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         src_vocab.to_file(tmp / "vocab.src.json")
         tgt_vocab.to_file(tmp / "vocab.tgt.json")
+        if subword is not None:
+            (tmp / SUBWORD_FILE).write_text(subword.to_str(), encoding="utf-8")
         for name, (src, tgt) in tokens.items():
             src_ids = IdArray.from_lists([src_vocab.encode(t) for t in src])
             tgt_ids = IdArray.from_lists([tgt_vocab.encode(t) for t in tgt])
@@ -173,6 +196,22 @@ def _build(cfg: Config, texts: dict[str, tuple[list[str], list[str]]], folder: P
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _segment(tokens: dict, train_split: str, size: int, joint: bool) -> tuple[dict, Subword]:
+    """Learn BPE on the training tokens (one for both sides if `joint`) and segment every split.
+
+    Returns the segmented splits and the source-side BPE, which translating new input needs.
+    """
+    train_src, train_tgt = tokens[train_split]
+    if joint:
+        src_bpe = tgt_bpe = Subword.train(train_src + train_tgt, size)
+    else:
+        src_bpe, tgt_bpe = Subword.train(train_src, size), Subword.train(train_tgt, size)
+    segmented = {
+        name: (src_bpe.segment(src), tgt_bpe.segment(tgt)) for name, (src, tgt) in tokens.items()
+    }
+    return segmented, src_bpe
+
+
 def _load(folder: Path, cached: bool) -> Corpus:
     meta = json.loads((folder / "meta.json").read_text())
     splits = {}
@@ -188,7 +227,12 @@ def _load(folder: Path, cached: bool) -> Corpus:
         splits=splits,
         path=folder,
         cached=cached,
+        subword=_load_subword(folder / SUBWORD_FILE),
     )
+
+
+def _load_subword(path: Path) -> Subword | None:
+    return Subword.from_str(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def summarize(corpus: Corpus) -> dict[str, dict]:

@@ -230,13 +230,42 @@ class Embeddings(nn.Module):
         return self.lut(ids) * self.scale
 
 
+class Dropout(nn.Module):
+    """nn.Dropout, with a mask drawn 4.5x faster on CPU.
+
+    PyTorch's CPU dropout draws one Bernoulli sample per element and took a fifth of a training
+    step of the small model (torch.profiler, scripts/bench_train.py). Here 16 random bits per
+    element come from one int64 randint viewed as int16, compared with a threshold: p is rounded
+    to a multiple of 1/65536 and the survivors are scaled by exactly the inverse keep rate, so the
+    expectation is unchanged. Other devices keep the fused F.dropout.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        dropped = round(self.p * 65536)
+        bits = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
+        r = bits.view(torch.int16)[: x.numel()].view(x.shape)  # uniform over [-32768, 32767]
+        keep = (r >= dropped - 32768).to(x.dtype).mul_(65536 / (65536 - dropped))
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class FeedForward(nn.Module):
     """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, applied to each position alike."""
 
     def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
         super().__init__()
         self.w_1, self.w_2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w_2(self.dropout(F.relu(self.w_1(x))))
@@ -249,7 +278,7 @@ class SublayerConnection(nn.Module):
 
     def __init__(self, d_model: int, dropout: float, pre_norm: bool) -> None:
         super().__init__()
-        self.norm, self.dropout = nn.LayerNorm(d_model), nn.Dropout(dropout)
+        self.norm, self.dropout = nn.LayerNorm(d_model), Dropout(dropout)
         self.pre_norm = pre_norm
 
     def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
@@ -386,7 +415,7 @@ class Transformer(nn.Module):
         positional = PositionalEncoding if positions == "sinusoidal" else LearnedPositions
         self.src_pos = positional(d_model, max_positions)
         self.tgt_pos = positional(d_model, max_positions)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         layer_args = dict(
             d_model=d_model,
             pre_norm=norm == "pre",

@@ -3,6 +3,7 @@
     runs/<config-name>-<YYYYmmdd-HHMMSS>/
       config.yaml                      the resolved config
       vocab.src.json  vocab.tgt.json   vocabularies
+      subword.json                     source-side BPE (vocab.kind: bpe only)
       model.safetensors                best weights (by validation BLEU)
       last.safetensors                 latest weights
       state.pt                         optimizer, step, epoch, position, RNG (tensors only)
@@ -26,9 +27,11 @@ import yaml
 
 from translator.config import Config, ConfigError, config_from_dict, dump_config
 from translator.files import atomic_write, atomic_write_text
+from translator.subword import Subword
 from translator.vocab import Vocab
 
 CONFIG, SRC_VOCAB, TGT_VOCAB = "config.yaml", "vocab.src.json", "vocab.tgt.json"
+SUBWORD = "subword.json"
 BEST, LAST, STATE, METRICS, CURVES = (
     "model.safetensors",
     "last.safetensors",
@@ -69,12 +72,16 @@ def latest_run(root: Path | None = None, needs: str = BEST) -> Path:
     return max(candidates, key=lambda p: (p / needs).stat().st_mtime)
 
 
-def write_bundle_files(path: Path, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab) -> None:
-    """Config and vocabularies: what a run needs besides weights."""
+def write_bundle_files(
+    path: Path, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab, subword: Subword | None = None
+) -> None:
+    """Config, vocabularies and BPE: what a run needs besides weights."""
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path / CONFIG, dump_config(cfg))
     src_vocab.to_file(path / SRC_VOCAB)
     tgt_vocab.to_file(path / TGT_VOCAB)
+    if subword is not None:
+        atomic_write_text(path / SUBWORD, subword.to_str())
 
 
 def read_config(path: Path) -> Config:
@@ -124,6 +131,7 @@ class Run:
     src_vocab: Vocab
     tgt_vocab: Vocab
     model: object  # translator.model.Transformer, in eval mode
+    subword: Subword | None = None
 
 
 def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
@@ -141,6 +149,12 @@ def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
         tgt_vocab = Vocab.from_file(path / TGT_VOCAB)
     except (OSError, ValueError, KeyError) as err:
         raise RunError(f"{path} has a missing or damaged vocabulary: {err}") from None
+    subword = None
+    if cfg.vocab.kind == "bpe":
+        try:
+            subword = Subword.from_str((path / SUBWORD).read_text(encoding="utf-8"))
+        except Exception as err:  # tokenizers raises a plain Exception on bad JSON
+            raise RunError(f"{path} has a missing or damaged {SUBWORD}: {err}") from None
     model = build_model(cfg.model, len(src_vocab), len(tgt_vocab), src_vocab.pad_id)
     load_weights(model, path / weights)
-    return Run(path, cfg, src_vocab, tgt_vocab, model.to(device).eval())
+    return Run(path, cfg, src_vocab, tgt_vocab, model.to(device).eval(), subword)

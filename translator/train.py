@@ -24,6 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from translator import run_dir as rd
+from translator.average import (
+    AVERAGED,
+    average_into,
+    checkpoint_path,
+    kept_checkpoints,
+    prune_checkpoints,
+)
 from translator.batching import make_batch, sampler_for
 from translator.config import Config
 from translator.corpus import prepare
@@ -45,6 +52,7 @@ RESUMABLE_KEYS = (
     "valid_every",
     "valid_max_sentences",
     "patience",
+    "average_checkpoints",
     "threads",
     "device",
 )
@@ -162,12 +170,13 @@ class Trainer:
         if self.resume:
             self._load_state()
         else:
-            rd.write_bundle_files(self.run_dir, cfg, self.src_vocab, self.tgt_vocab)
+            rd.write_bundle_files(self.run_dir, cfg, self.src_vocab, self.tgt_vocab, self.subword)
 
     def _setup_data(self) -> None:
         d = self.cfg.data
         corpus = prepare(self.cfg)
         self.src_vocab, self.tgt_vocab = corpus.src_vocab, corpus.tgt_vocab
+        self.subword = corpus.subword
         if self.resume:
             saved = (
                 rd.Vocab.from_file(self.run_dir / rd.SRC_VOCAB),
@@ -201,7 +210,9 @@ class Trainer:
             self.cfg.model, len(self.src_vocab), len(self.tgt_vocab), self.src_vocab.pad_id
         ).to(self.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        self.translator = Translator(self.model, self.cfg, self.src_vocab, self.tgt_vocab)
+        self.translator = Translator(
+            self.model, self.cfg, self.src_vocab, self.tgt_vocab, self.subword
+        )
         optimizer = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = optimizer(
             self.model.parameters(),
@@ -282,6 +293,8 @@ class Trainer:
                 return self.run_dir
             if self._validated_step != self.step:
                 self._validate_and_save()
+            if self.cfg.train.average_checkpoints:
+                self.average_checkpoints()
         log.info(
             "stopped: %s. Best validation BLEU %.2f. Run dir: %s",
             stop_reason,
@@ -413,6 +426,9 @@ class Trainer:
             "  (best)" if improved else "",
         )
         self.save_checkpoint(best=improved)
+        if self.cfg.train.average_checkpoints:
+            rd.save_weights(self.model, checkpoint_path(self.run_dir, self.step))
+            prune_checkpoints(self.run_dir, self.cfg.train.average_checkpoints)
         plot_curves(self.history, self.run_dir / rd.CURVES)
         patience = self.cfg.train.patience
         if patience and self.bad_validations >= patience:
@@ -424,6 +440,39 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     # -- checkpoints -------------------------------------------------------------------------
+
+    def average_checkpoints(self) -> None:
+        """Average the kept checkpoints; the average becomes the best weights if it validates
+        at least as well. The model keeps the weights that ended up best."""
+        paths = kept_checkpoints(self.run_dir)
+        if len(paths) < 2:
+            return
+        started = time.perf_counter()
+        average_into(self.model, paths)
+        bleu = self.validation_bleu()
+        rd.save_weights(self.model, self.run_dir / AVERAGED)
+        kept = bleu >= self.best_bleu
+        self._record(
+            {
+                "step": self.step,
+                "averaged": len(paths),
+                "val_bleu_averaged": bleu,
+                "best_bleu": max(bleu, self.best_bleu),
+                "valid_s": round(time.perf_counter() - started, 1),
+            }
+        )
+        log.info(
+            "average of the last %d checkpoints: val_bleu %.2f (best single %.2f)%s",
+            len(paths),
+            bleu,
+            self.best_bleu,
+            " -> now the best weights" if kept else "",
+        )
+        if kept:
+            self.best_bleu = bleu
+            rd.save_weights(self.model, self.run_dir / rd.BEST)
+        else:
+            rd.load_weights(self.model, self.run_dir / rd.BEST)
 
     def save_checkpoint(self, best: bool) -> None:
         rd.save_weights(self.model, self.run_dir / rd.LAST)

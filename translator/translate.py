@@ -19,6 +19,7 @@ import torch
 from translator.batching import pad_sequences
 from translator.config import Config
 from translator.decode import beam_search, search
+from translator.subword import Subword
 from translator.tokenization import Tokenizer, detokenize
 from translator.vocab import Vocab
 
@@ -26,10 +27,13 @@ log = logging.getLogger("translator")
 
 
 class Translator:
-    def __init__(self, model, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab):
+    def __init__(
+        self, model, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab, subword: Subword | None = None
+    ):
         self.model, self.cfg = model, cfg
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.tokenizer = Tokenizer(cfg.data.src_lang, cfg.data.lowercase)
+        self.subword = subword
         self.device = next(model.parameters()).device
 
     @classmethod
@@ -39,7 +43,7 @@ class Translator:
         from translator.run_dir import BEST, latest_run, load_run
 
         run = load_run(run_dir or latest_run(), weights or BEST, device)
-        return cls(run.model, run.cfg, run.src_vocab, run.tgt_vocab)
+        return cls(run.model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword)
 
     def translate(
         self,
@@ -160,7 +164,10 @@ class Translator:
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         limit = self.cfg.model.max_positions - 1  # room for <eos>
-        ids = [self.src_vocab.encode(tokens) for tokens in self.tokenizer.tokenize(texts)]
+        tokens = self.tokenizer.tokenize(texts)
+        if self.subword is not None:
+            tokens = self.subword.segment(tokens)
+        ids = [self.src_vocab.encode(t) for t in tokens]
         too_long = sum(len(x) > limit for x in ids)
         if too_long:
             log.warning(

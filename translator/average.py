@@ -1,0 +1,73 @@
+"""Checkpoint averaging: the element-wise mean of the weights saved at the last N validations.
+
+    paths = kept_checkpoints(run_dir)[-10:]
+    average_into(model, paths)         # the model now holds the mean of those weights
+
+Averaging the last checkpoints of a run smooths the noise of the final updates and usually gains
+BLEU for free (Vaswani et al. 2017 averaged the last 5 or 20; Wu et al. 2021 the last 10).
+Training keeps `train.average_checkpoints` of them under `checkpoints/` and averages them at the
+end; `translator average` does the same for any run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+CHECKPOINTS = "checkpoints"
+AVERAGED = "averaged.safetensors"
+_NAME = re.compile(r"step-(\d+)\.safetensors")
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where the weights of `step` are kept (the folder is created)."""
+    (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
+    return run_dir / CHECKPOINTS / f"step-{step:07d}.safetensors"
+
+
+def kept_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's per-validation weights, oldest first."""
+    folder = run_dir / CHECKPOINTS
+    found = [(int(m.group(1)), p) for p in folder.glob("*") if (m := _NAME.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints."""
+    paths = kept_checkpoints(run_dir)
+    for path in paths[: max(len(paths) - keep, 0)]:
+        path.unlink(missing_ok=True)
+
+
+def average_into(model: torch.nn.Module, paths: list[Path]) -> None:
+    """Load the mean of the weights in `paths` into `model` (accumulated in fp32)."""
+    from safetensors.torch import load_file
+
+    from translator.run_dir import RunError, _unwrap
+
+    if not paths:
+        raise RunError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        try:
+            weights = load_file(path)
+        except Exception as err:  # a truncated or foreign file: one clear line
+            raise RunError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+        if total and weights.keys() != total.keys():
+            raise RunError(f"checkpoint {path} holds other tensors than {paths[0]}")
+        for name, tensor in weights.items():
+            total[name] = total.get(name, 0) + tensor.float()
+    module = _unwrap(model)
+    reference = module.state_dict()
+    mean = {name: (t / len(paths)).to(reference[name].dtype) for name, t in total.items()}
+    # Tied weights are stored once; loading one name fills every parameter that shares it.
+    missing, unexpected = module.load_state_dict(mean, strict=False)
+    stored = {reference[m].data_ptr() for m in mean}
+    untied = [n for n in missing if reference[n].data_ptr() not in stored]
+    if unexpected or untied:
+        raise RunError(
+            f"checkpoints do not match the model "
+            f"(missing {untied[:3]}, unexpected {unexpected[:3]})"
+        )

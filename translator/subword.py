@@ -1,0 +1,62 @@
+"""Subword units: byte-pair encoding learned on top of the spaCy tokens.
+
+    bpe = Subword.train(train_token_lists, vocab_size=10000)
+    bpe.segment([["Ein", "Fahrradfahrer", "￭."]])   # [["Ein", "Fahrrad", "￭fahrer", "￭."]]
+    Subword.from_str(bpe.to_str())                  # saved as JSON in the cache and the run dir
+
+A piece that continues a word carries the same JOINER mark as a token glued to the previous one:
+both mean "no space before this". So subword output needs no merge step of its own;
+`tokenization.detokenize` turns pieces straight back into text, exactly. The BPE itself is the
+`tokenizers` library's (Rust, fast, deterministic); its JSON format holds data only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from translator.tokenization import JOINER
+from translator.vocab import SPECIALS, UNK
+
+
+class Subword:
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer  # a tokenizers.Tokenizer with a BPE model
+
+    @classmethod
+    def train(cls, token_lists: Iterable[Sequence[str]], vocab_size: int) -> Subword:
+        from tokenizers import Tokenizer, models, trainers
+
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK, continuing_subword_prefix=JOINER))
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=2,
+            special_tokens=list(SPECIALS),
+            continuing_subword_prefix=JOINER,
+            show_progress=False,
+        )
+        # Words are whole spaCy tokens: the BPE never merges across them.
+        tokenizer.train_from_iterator(_words(token_lists), trainer)
+        return cls(tokenizer)
+
+    def segment(self, token_lists: Sequence[Sequence[str]]) -> list[list[str]]:
+        if not token_lists:
+            return []
+        encodings = self._tokenizer.encode_batch(
+            [list(tokens) for tokens in token_lists], is_pretokenized=True, add_special_tokens=False
+        )
+        return [encoding.tokens for encoding in encodings]
+
+    def to_str(self) -> str:
+        return self._tokenizer.to_str()
+
+    @classmethod
+    def from_str(cls, text: str) -> Subword:
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_str(text))
+
+
+def _words(token_lists: Iterable[Sequence[str]]) -> Iterable[list[str]]:
+    """Batches of single tokens: the trainer's iterator takes texts, one word each here."""
+    for tokens in token_lists:
+        yield list(tokens)
