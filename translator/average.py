@@ -45,7 +45,7 @@ def average_into(model: torch.nn.Module, paths: list[Path]) -> None:
     """Load the mean of the weights in `paths` into `model` (accumulated in fp32)."""
     from safetensors.torch import load_file
 
-    from translator.run_dir import RunError, _unwrap
+    from translator.run_dir import RunError, unwrap
 
     if not paths:
         raise RunError("no checkpoints to average")
@@ -59,7 +59,7 @@ def average_into(model: torch.nn.Module, paths: list[Path]) -> None:
             raise RunError(f"checkpoint {path} holds other tensors than {paths[0]}")
         for name, tensor in weights.items():
             total[name] = total.get(name, 0) + tensor.float()
-    module = _unwrap(model)
+    module = unwrap(model)
     reference = module.state_dict()
     mean = {name: (t / len(paths)).to(reference[name].dtype) for name, t in total.items()}
     # Tied weights are stored once; loading one name fills every parameter that shares it.

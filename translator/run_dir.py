@@ -98,7 +98,7 @@ def read_config(path: Path) -> Config:
 def save_weights(model, path: Path) -> None:
     from safetensors.torch import save_model
 
-    atomic_write(path, lambda tmp: save_model(_unwrap(model), tmp))
+    atomic_write(path, lambda tmp: save_model(unwrap(model), tmp))
 
 
 def load_weights(model, path: Path) -> None:
@@ -108,7 +108,7 @@ def load_weights(model, path: Path) -> None:
     if not path.exists():
         raise RunError(f"weights file {path} is missing")
     try:
-        missing, unexpected = load_model(_unwrap(model), path, strict=False)
+        missing, unexpected = load_model(unwrap(model), path, strict=False)
     except (SafetensorError, OSError, RuntimeError) as err:
         raise RunError(f"cannot load weights {path}: {str(err).splitlines()[0]}") from None
     if missing or unexpected:
@@ -118,7 +118,7 @@ def load_weights(model, path: Path) -> None:
         )
 
 
-def _unwrap(model):
+def unwrap(model):
     """The plain module inside torch.compile / DDP wrappers."""
     model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)

@@ -35,6 +35,7 @@ from translator.batching import make_batch, sampler_for
 from translator.config import Config
 from translator.corpus import prepare
 from translator.data import read_parallel
+from translator.distributed import Distributed
 from translator.evaluate import score
 from translator.files import atomic_write, atomic_write_text
 from translator.model import build_model
@@ -139,8 +140,27 @@ def resume_config(path: Path, overrides: list[str]) -> Config:
     return config_from_dict(raw, source=str(path / rd.CONFIG))
 
 
-class StopTraining(Exception):
-    pass
+class TrainingError(RuntimeError):
+    """Training cannot go on (out of memory, losses that stay NaN); saved files stay intact."""
+
+
+MAX_NONFINITE_IN_A_ROW = 10
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / ".write-test", "")
+        (path / ".write-test").unlink()
+    except OSError as err:
+        raise rd.RunError(f"cannot write to run dir {path}: {err.strerror or err}") from None
+
+
+def _is_out_of_memory(err: RuntimeError) -> bool:
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or any(
+        marker in text for marker in ("out of memory", "can't allocate memory")
+    )
 
 
 class Trainer:
@@ -151,8 +171,11 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else rd.new_run_dir(cfg)
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_bleu, self.bad_validations, self.elapsed_s = -1.0, 0, 0.0
+        self.skipped_steps = self.nonfinite_in_a_row = 0  # NaN/inf (or fp16 overflow) steps
         self.history: list[dict] = []
         self._stop_signal: str | None = None
+        self._planned_stop: str | None = None  # patience ran out
+        self.dist = Distributed()  # joined in setup()
         self._validated_step = -1
         self._epoch_batches = 1
 
@@ -164,12 +187,26 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
+        self.dist = Distributed.from_environment(self.device.type)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
+            torch.backends.cudnn.allow_tf32 = True
+        if not self.dist.is_main:  # rank 0 speaks for all
+            log.setLevel(logging.WARNING)
+            self.progress = False
+        self.run_dir = self.dist.broadcast(self.run_dir)  # rank 0's timestamp names the run
         self.amp_dtype = resolve_precision(t.precision, self.device)
-        self._setup_data()
+        if self.dist.is_main:
+            _check_writable(self.run_dir)  # before minutes of work, not at the first save
+            self._setup_data()  # builds the cache once ...
+        self.dist.barrier()
+        if not self.dist.is_main:
+            self._setup_data()  # ... which the other ranks then load
         self._setup_model()
         if self.resume:
             self._load_state()
-        else:
+        elif self.dist.is_main:
             rd.write_bundle_files(self.run_dir, cfg, self.src_vocab, self.tgt_vocab, self.subword)
 
     def _setup_data(self) -> None:
@@ -196,7 +233,14 @@ class Trainer:
             self.cfg.model.max_positions - 2
         )
         self.sampler = sampler_for(
-            self.train_pairs, d.max_tokens, d.max_sentences, self.cfg.train.seed, d.pool_batches
+            self.train_pairs,
+            d.max_tokens,
+            d.max_sentences,
+            self.cfg.train.seed,
+            d.pool_batches,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            accumulate=self.cfg.train.accumulate,
         )
         src, refs = read_parallel(d.valid_split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
         limit = self.cfg.train.valid_max_sentences
@@ -219,12 +263,20 @@ class Trainer:
             lr=learning_rate(1, t),
             betas=t.betas,
             weight_decay=t.weight_decay,
+            fused=self.device.type == "cuda" or None,  # one kernel for all parameters
         )
         # A grad scaler only for fp16 on CUDA; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(
             enabled=self.device.type == "cuda" and self.amp_dtype == torch.float16
         )
-        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.ddp = None
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            local = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=local)
+        wrapped = self.ddp or self.model
+        self.forward = torch.compile(wrapped) if t.compile else wrapped
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -234,14 +286,21 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def train(self) -> Path:
+        try:
+            return self._train()
+        finally:
+            self.dist.close()
+
+    def _train(self) -> Path:
         self.setup()
         t = self.cfg.train
         log.info(
-            "training %s: %.2fM parameters on %s (%s), run dir %s",
+            "training %s: %.2fM parameters on %s (%s)%s, run dir %s",
             self.cfg.name,
             self.n_params / 1e6,
             self.device,
             _dtype_name(self.amp_dtype),
+            f" x {self.dist.world_size} processes" if self.dist.enabled else "",
             self.run_dir,
         )
         self.model.train()
@@ -272,19 +331,18 @@ class Trainer:
                             self._log_train(window, bar)
                         if t.valid_every and self.step % t.valid_every == 0:
                             self._validate_and_save()
-                        stop_reason = self._budget_reached()
+                        stop_reason = self._agreed_stop()
                     if self.batch_in_epoch >= len(batches):
                         self.epoch += 1
                         self.batch_in_epoch = 0
                         if not t.valid_every:
                             self._validate_and_save()
-                        stop_reason = stop_reason or self._budget_reached()
-            except StopTraining as err:
-                stop_reason = str(err)
+                        stop_reason = stop_reason or self._agreed_stop()
             finally:
                 bar.close()
             if self._stop_signal:
-                self.save_checkpoint(best=False)
+                if self.dist.is_main:
+                    self.save_checkpoint(best=False)
                 log.warning(
                     "%s. Continue with: translator train --resume --run-dir %s",
                     stop_reason,
@@ -293,7 +351,7 @@ class Trainer:
                 return self.run_dir
             if self._validated_step != self.step:
                 self._validate_and_save()
-            if self.cfg.train.average_checkpoints:
+            if self.cfg.train.average_checkpoints and self.dist.is_main:
                 self.average_checkpoints()
         log.info(
             "stopped: %s. Best validation BLEU %.2f. Run dir: %s",
@@ -306,8 +364,9 @@ class Trainer:
     def train_step(self, group: list[list[int]]) -> tuple[torch.Tensor, int, int]:
         """One optimizer step over `group` (accumulated batches).
 
-        Returns the summed loss (a tensor: reading it would sync a GPU), and the target and
-        source tokens it covered.
+        Returns the summed loss and the target and source tokens it covered. A step whose loss
+        or gradient is not finite changes nothing and returns (0, 0, 0); too many of those in a
+        row stop training. Checking costs one device sync per step.
         """
         t, pad = self.cfg.train, self.tgt_vocab.pad_id
         total, n_tgt, n_src = torch.zeros((), device=self.device), 0, 0
@@ -315,29 +374,82 @@ class Trainer:
         lr = learning_rate(self.step, t)
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
-        for indices in group:
+        for i, indices in enumerate(group):
             batch = make_batch(
                 self.train_pairs, indices, pad, self.tgt_vocab.sos_id, self.tgt_vocab.eos_id
-            ).to(self.device, non_blocking=True)
-            with self._autocast():
-                logits = self.forward(batch.src, batch.tgt_in)
-            loss = sequence_loss(logits, batch.tgt_out, pad, t.label_smoothing)
-            self.scaler.scale(loss / (batch.n_tokens * len(group))).backward()
+            )
+            if self.device.type == "cuda":
+                batch = batch.pin_memory()  # lets the copy overlap with compute
+            batch = batch.to(self.device, non_blocking=True)
+            # DDP averages gradients once per step, after the group's last batch.
+            accumulating = self.ddp is not None and i < len(group) - 1
+            with (
+                self._out_of_memory_hint(batch),
+                self.ddp.no_sync() if accumulating else contextlib.nullcontext(),
+            ):
+                with self._autocast():
+                    logits = self.forward(batch.src, batch.tgt_in)
+                loss = sequence_loss(logits, batch.tgt_out, pad, t.label_smoothing)
+                self.scaler.scale(loss / (batch.n_tokens * len(group))).backward()
             total += loss.detach()
             n_tgt += batch.n_tokens
             n_src += batch.n_src_tokens
-        if t.clip_norm:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm or math.inf)
+        # With fp16 the grad scaler skips overflowing steps itself (and lowers its scale).
+        finite = math.isfinite(total.item()) and (
+            self.scaler.is_enabled() or math.isfinite(norm.item())
+        )
+        if not finite:
+            self._skip_step()
+            return torch.zeros((), device=self.device), 0, 0
+        self.nonfinite_in_a_row = 0
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if scale is not None and self.scaler.get_scale() < scale:
+            self.skipped_steps += 1
         self.optimizer.zero_grad(set_to_none=True)
         return total, n_tgt, n_src
+
+    def _skip_step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self.nonfinite_in_a_row += 1
+        log.warning("step %d: loss or gradient is NaN/inf; step skipped", self.step)
+        if self.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+            raise TrainingError(
+                f"{self.nonfinite_in_a_row} steps in a row had a NaN/inf loss or gradient "
+                f"(step {self.step}); stopped. {self.run_dir} keeps the last good checkpoint; "
+                "try a lower train.lr or train.precision=fp32"
+            )
+
+    @contextlib.contextmanager
+    def _out_of_memory_hint(self, batch):
+        try:
+            yield
+        except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError too
+            if not _is_out_of_memory(err):
+                raise
+            rows, cols = batch.tgt_in.shape
+            raise TrainingError(
+                f"out of memory on a batch of {rows} sentences x {max(cols, batch.src.shape[1])} "
+                f"tokens ({self.device}); lower data.max_tokens (now {self.cfg.data.max_tokens})"
+            ) from None
+
+    def _agreed_stop(self) -> str | None:
+        """This rank's reason to stop, or another rank's: all ranks stop at the same step."""
+        reason = self._budget_reached()
+        if self.dist.any(reason is not None, self.device) and reason is None:
+            reason = "another rank stopped"
+        return reason
 
     def _budget_reached(self) -> str | None:
         t = self.cfg.train
         if self._stop_signal:
             return f"interrupted by {self._stop_signal}"
+        if self._planned_stop:
+            return self._planned_stop
         if t.max_steps and self.step >= t.max_steps:
             return f"reached train.max_steps={t.max_steps}"
         if t.max_epochs and self.epoch >= t.max_epochs:
@@ -350,17 +462,22 @@ class Trainer:
 
     def _log_train(self, window: dict, bar) -> None:
         seconds = max(time.perf_counter() - window["since"], 1e-9)
+        for key in ("tokens", "src_tokens"):  # all ranks' work (this is a collective in DDP)
+            window[key] = int(self.dist.sum(window[key], self.device))
+        loss = self.dist.sum(window["loss"].item(), self.device)
         tokens = max(window["tokens"], 1)
         record = {
             "step": self.step,
             "epoch": round(self.epoch + self.batch_in_epoch / self._epoch_batches, 3),
-            "train_loss": round(window["loss"].item() / tokens, 4),
+            "train_loss": round(loss / tokens, 4),
             "lr": learning_rate(self.step, self.cfg.train),
             "tokens_per_s": round(window["tokens"] / seconds, 1),
             "src_tgt_tokens_per_s": round((window["tokens"] + window["src_tokens"]) / seconds, 1),
             "elapsed_s": round(self.elapsed_s, 1),
+            "skipped_steps": self.skipped_steps,
         }
-        self._record(record)
+        if self.dist.is_main:
+            self._record(record)
         bar.set_postfix(
             loss=f"{record['train_loss']:.3f}",
             lr=f"{record['lr']:.1e}",
@@ -398,6 +515,8 @@ class Trainer:
     def _validate_and_save(self) -> None:
         started = time.perf_counter()
         self._validated_step = self.step
+        if not self.dist.is_main:
+            return
         val_loss = self.validation_loss()
         val_bleu = self.validation_bleu()
         improved = val_bleu > self.best_bleu
@@ -432,7 +551,7 @@ class Trainer:
         plot_curves(self.history, self.run_dir / rd.CURVES)
         patience = self.cfg.train.patience
         if patience and self.bad_validations >= patience:
-            raise StopTraining(f"no better validation BLEU in {patience} validations")
+            self._planned_stop = f"no better validation BLEU in {patience} validations"
 
     def _record(self, record: dict) -> None:
         self.history.append(record)
@@ -483,6 +602,10 @@ class Trainer:
             "best_bleu": self.best_bleu,
             "bad_validations": self.bad_validations,
             "elapsed_s": self.elapsed_s,
+            "skipped_steps": self.skipped_steps,
+            # The weights travel inside the state, so that a kill between two writes can never
+            # pair one step's weights with another step's optimizer.
+            "model": rd.unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
@@ -501,7 +624,10 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # any unreadable state is one clear error
             raise rd.RunError(f"cannot read {path}: {err}") from None
-        rd.load_weights(self.model, self.run_dir / rd.LAST)
+        try:
+            rd.unwrap(self.model).load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as err:
+            raise rd.RunError(f"{path} does not hold this run's model: {err}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
@@ -510,6 +636,7 @@ class Trainer:
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch, self.best_bleu = state["batch_in_epoch"], state["best_bleu"]
         self.bad_validations, self.elapsed_s = state["bad_validations"], state["elapsed_s"]
+        self.skipped_steps = state.get("skipped_steps", 0)
         # Keep the history up to the saved step: later lines belong to work that was lost.
         lines = (
             (self.run_dir / rd.METRICS).read_text(encoding="utf-8").splitlines()
