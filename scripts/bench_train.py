@@ -27,14 +27,25 @@ from translator.config import load_config
 from translator.train import Trainer
 
 
-def gemm_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
-    """FLOP/s of an n x n matmul, best of `repeats`."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gemm_peak(dtype: torch.dtype, device: torch.device, n: int = 4096, repeats: int = 5) -> float:
+    """FLOP/s of an n x n matmul, best of `repeats` (fp32 on CUDA runs as TF32 here)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as in training
+        n, repeats = 8192, 20
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        sync(device)
         started = time.perf_counter()
         a @ b
+        sync(device)
         best = min(best, time.perf_counter() - started)
     return 2 * n**3 / best
 
@@ -47,7 +58,7 @@ def step_flops(trainer: Trainer, group: list[list[int]]) -> int:
         for indices in group:
             batch = make_batch(
                 trainer.train_pairs, indices, vocab.pad_id, vocab.sos_id, vocab.eos_id
-            )
+            ).to(trainer.device)
             logits = trainer.model(batch.src, batch.tgt_in)
             logits.float().sum().backward()
     trainer.model.zero_grad(set_to_none=True)
@@ -66,10 +77,12 @@ def bench(cfg, steps: int, warmup: int) -> dict:
         for group in groups[:warmup]:
             trainer.train_step(group)
         tgt = src = 0
+        sync(trainer.device)
         started = time.perf_counter()
         for group in groups[warmup:]:
             _, n_tgt, n_src = trainer.train_step(group)
             tgt, src = tgt + n_tgt, src + n_src
+        sync(trainer.device)
         seconds = time.perf_counter() - started
         flops = sum(step_flops(trainer, group) for group in groups[warmup:])
         epoch_tgt = int(trainer.train_pairs.tgt.lengths().sum() + len(trainer.train_pairs))
@@ -80,6 +93,7 @@ def bench(cfg, steps: int, warmup: int) -> dict:
         "flop_s": flops / seconds,
         "dtype": trainer.amp_dtype,
         "params": trainer.n_params,
+        "device": trainer.device,
     }
 
 
@@ -95,10 +109,17 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     args = parser.parse_args()
 
-    peaks = {torch.float32: gemm_peak(torch.float32), torch.bfloat16: gemm_peak(torch.bfloat16)}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    peaks = {dtype: gemm_peak(dtype, device) for dtype in (torch.float32, torch.bfloat16)}
+    peaks[torch.float16] = gemm_peak(torch.float16, device) if device.type == "cuda" else 0.0
+    where = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} threads"
+    )
     print(
         f"GEMM peak: fp32 {peaks[torch.float32] / 1e9:.0f} GFLOP/s, "
-        f"bf16 {peaks[torch.bfloat16] / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)"
+        f"bf16 {peaks[torch.bfloat16] / 1e9:.0f} GFLOP/s ({where})"
     )
     variants = [(p, False) for p in args.precisions]
     if args.compile:
@@ -124,6 +145,8 @@ def main() -> None:
         )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"model: {r['params'] / 1e6:.2f}M parameters; peak RSS of this process {rss:.0f} MB")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,14 @@ class TokenBatchSampler:
         pool_batches: int = 100,
         rank: int = 0,
         world_size: int = 1,
+        accumulate: int = 1,
     ):
-        """Lengths are the padded sizes a sentence occupies (specials included)."""
+        """Lengths are the padded sizes a sentence occupies (specials included).
+
+        An epoch's batch count is made a multiple of world_size x accumulate, so that every rank
+        takes the same number of optimizer steps and one process accumulating N batches sees
+        exactly the batches of N ranks.
+        """
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         self.sizes = np.maximum(src_lengths, tgt_lengths).astype(np.int64)
@@ -48,7 +54,7 @@ class TokenBatchSampler:
         self.max_tokens = max_tokens
         self.max_sentences = max_sentences or len(self.sizes) or 1
         self.seed, self.pool_batches = seed, pool_batches
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.accumulate = rank, world_size, accumulate
 
     def epoch(self, epoch: int) -> list[list[int]]:
         """This rank's batches for `epoch`, a pure function of (seed, epoch, rank, world_size)."""
@@ -60,8 +66,8 @@ class TokenBatchSampler:
         for start in range(0, len(order), pool):
             batches.extend(self._pack(self._snake_sort(order[start : start + pool])))
         batches = [batches[i] for i in rng.permutation(len(batches))]
-        if self.world_size > 1:
-            batches = _split_until_divisible(batches, self.world_size)
+        if self.world_size * self.accumulate > 1:
+            batches = _split_until_divisible(batches, self.world_size * self.accumulate)
         return batches[self.rank :: self.world_size]
 
     def _snake_sort(self, chunk: np.ndarray) -> np.ndarray:
@@ -91,10 +97,10 @@ class TokenBatchSampler:
         return batches
 
 
-def _split_until_divisible(batches: list[list[int]], world_size: int) -> list[list[int]]:
-    """Halve the largest batches until every rank gets the same number (DDP steps in lockstep)."""
+def _split_until_divisible(batches: list[list[int]], multiple: int) -> list[list[int]]:
+    """Halve the largest batches until their number divides by `multiple` (lockstep ranks)."""
     batches = list(batches)
-    while len(batches) % world_size:
+    while len(batches) % multiple:
         largest = max(range(len(batches)), key=lambda i: len(batches[i]))
         if len(batches[largest]) < 2:
             break  # fewer sentences than ranks: some ranks get one batch less
@@ -113,6 +119,15 @@ class Batch:
     tgt_out: torch.Tensor  # (B, T) target ids + <eos>
     n_tokens: int  # non-pad label tokens (the loss is summed over these)
     n_src_tokens: int
+
+    def pin_memory(self) -> Batch:
+        return Batch(
+            self.src.pin_memory(),
+            self.tgt_in.pin_memory(),
+            self.tgt_out.pin_memory(),
+            self.n_tokens,
+            self.n_src_tokens,
+        )
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
@@ -164,6 +179,7 @@ def sampler_for(
     pool_batches: int,
     rank: int = 0,
     world_size: int = 1,
+    accumulate: int = 1,
 ) -> TokenBatchSampler:
     """A sampler over `pairs` with the padded sizes make_batch gives them (src+<eos>, tgt+1)."""
     return TokenBatchSampler(
@@ -175,6 +191,7 @@ def sampler_for(
         pool_batches,
         rank,
         world_size,
+        accumulate,
     )
 
 

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Our trainer side by side with JoeyNMT 2.3.0 on this machine: same model, same data, same steps.
+#
+#   scripts/compare_joeynmt.sh [CONFIG]                 # about 10 minutes on a 2-core CPU
+#   STEPS=20 WARMUP=5 scripts/compare_joeynmt.sh        # a quick check that every stage runs
+#   nice -n 19 scripts/compare_joeynmt.sh               # beside other work (timings suffer)
+#
+# What it does, in a temporary work dir:
+#   1. installs JoeyNMT 2.3.0 into its own virtual environment ($JOEY_VENV; reused when present)
+#      with a pinned CPU torch, plus its two missing pieces (importlib_metadata, and
+#      sentencepiece 0.2.0: 0.2.1+ dropped the SetVocabulary that JoeyNMT calls);
+#   2. writes a JoeyNMT config for the model of CONFIG (default configs/multi30k.yaml): the same
+#      layers, d_model, heads, ffn, dropout, norm placement, embedding tying, token batch budget
+#      (data.max_tokens; both count sentences x longest side), optimizer and schedule, and one
+#      joint SentencePiece BPE of vocab.bpe_size pieces trained on the same Multi30k text;
+#   3. trains both for WARMUP + STEPS optimizer steps, fp32 on CPU with THREADS threads, with no
+#      validation until the end, and reads the target tokens/s of the STEPS steps after the
+#      warm-up from each one's own log (ours: metrics.jsonl; JoeyNMT: "Tokens per Sec");
+#      seconds per epoch = the target tokens of one epoch of each one's own subwords / that rate;
+#   4. decodes test2016 (1,000 sentences) with both, greedy and beam 5, timing each
+#      (ours: scripts/bench_decode.py; JoeyNMT: its "Generation took" line of `translate`),
+#      and scores every output with sacreBLEU (cased, detokenized);
+#   5. prints one table: tokens/s, s/epoch, sentences/s greedy and beam 5, BLEU, and ours/JoeyNMT.
+#
+# The models see only WARMUP + STEPS updates, so BLEU is near zero with the defaults: the figures
+# compared are speeds. Undertrained models often run to the length limit, which makes decoding
+# slower than it would be for trained ones, for both systems alike.
+#
+# Environment (all optional):
+#   STEPS=120           timed optimizer steps of each trainer (default sized for ~10 minutes in all:
+#                       JoeyNMT ~2.5 min of training and ~3-4 min of decoding, ours ~2 min)
+#   WARMUP=10           untimed optimizer steps first (allocator, oneDNN kernels)
+#   THREADS=2           CPU threads for both (torch.set_num_threads / OMP_NUM_THREADS)
+#   CONFIG              our config, if not given as the first argument
+#   OUR_SET             extra overrides for our config, space separated, e.g.
+#                       OUR_SET="model.d_model=256 model.d_ff=1024"; the JoeyNMT model follows them
+#   TRANSLATOR_DATA_DIR Multi30k's raw files (train.{en,de}.gz, val.*, test_2016_flickr.*);
+#                       default /work/shared/data/multi30k
+#   TRANSLATOR_CACHE_DIR our prepared-corpus cache; default: inside the work dir (so our side
+#                       tokenizes Multi30k afresh, about a minute; set it to reuse a cache)
+#   JOEY_VENV           JoeyNMT's virtual environment (default /tmp/joeynmt-venv)
+#   JOEY_TORCH          the torch requirement installed there (default torch==2.13.0; keep it pinned)
+#   OUR_VENV            our virtual environment (default .venv of this repository)
+#   KEEP=1              keep the work dir (logs, configs, runs, hypotheses) instead of removing it
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CONFIG=${1:-${CONFIG:-$ROOT/configs/multi30k.yaml}}
+STEPS=${STEPS:-120}
+WARMUP=${WARMUP:-10}
+THREADS=${THREADS:-2}
+BEAM=5
+JOEY_VENV=${JOEY_VENV:-/tmp/joeynmt-venv}
+JOEY_TORCH=${JOEY_TORCH:-torch==2.13.0}
+OUR_VENV=${OUR_VENV:-$ROOT/.venv}
+DATA_DIR=${TRANSLATOR_DATA_DIR:-/work/shared/data/multi30k}
+read -r -a OUR_SET <<<"${OUR_SET:-}"
+
+die() {
+    echo "compare_joeynmt: $*" >&2
+    exit 1
+}
+
+# -- checks before any work -----------------------------------------------------------------
+[[ $STEPS =~ ^[1-9][0-9]*$ ]] || die "STEPS must be a positive integer, got '$STEPS'"
+[[ $WARMUP =~ ^[1-9][0-9]*$ ]] || die "WARMUP must be a positive integer, got '$WARMUP'"
+[[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a positive integer, got '$THREADS'"
+[[ -f $CONFIG ]] || die "config not found: $CONFIG"
+CONFIG=$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")
+[[ -d $DATA_DIR ]] || die "Multi30k data dir not found: $DATA_DIR (set TRANSLATOR_DATA_DIR to the \
+folder with train.en.gz, train.de.gz, val.*.gz and test_2016_flickr.*.gz)"
+for f in train.en train.de val.en val.de test_2016_flickr.en test_2016_flickr.de; do
+    [[ -f $DATA_DIR/$f.gz ]] || die "missing $DATA_DIR/$f.gz (set TRANSLATOR_DATA_DIR)"
+done
+[[ -x $OUR_VENV/bin/translator ]] || die "no $OUR_VENV/bin/translator: run 'make install' first"
+command -v python3 >/dev/null || die "python3 is needed to create JoeyNMT's virtual environment"
+
+gcd() {
+    local a=$1 b=$2
+    while ((b)); do
+        set -- "$b" $((a % b))
+        a=$1 b=$2
+    done
+    echo "$a"
+}
+LOG_EVERY=$(gcd "$WARMUP" "$STEPS") # both trainers log at the end of the warm-up and the last step
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/compare-joeynmt.XXXXXX")
+cleanup() {
+    if [[ ${KEEP:-0} == 1 ]]; then
+        echo "work dir kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+export TRANSLATOR_DATA_DIR=$DATA_DIR
+export TRANSLATOR_CACHE_DIR=${TRANSLATOR_CACHE_DIR:-$WORK/cache}
+export TRANSLATOR_RUNS_DIR=$WORK/runs
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+export PYTHONWARNINGS=ignore
+OUR_PY=$OUR_VENV/bin/python
+JOEY_PY=$JOEY_VENV/bin/python
+HELPER=$ROOT/scripts/compare_joeynmt.py
+STARTED=$SECONDS
+
+say() { printf '[%02d:%02d] %s\n' $(((SECONDS - STARTED) / 60)) $(((SECONDS - STARTED) % 60)) "$*"; }
+
+# run LOG CMD...: run a stage with its output in LOG; on failure show the end of LOG and stop
+run() {
+    local log=$1
+    shift
+    if ! "$@" >"$log" 2>&1; then
+        echo "---- last lines of $log ----" >&2
+        tail -n 40 "$log" >&2
+        KEEP=1
+        die "failed: $*"
+    fi
+}
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+SETS=()
+for o in "${OUR_SET[@]}"; do SETS+=(--set "$o"); done
+
+say "work dir $WORK; $WARMUP warm-up + $STEPS timed steps each, $THREADS threads"
+
+# -- 1. JoeyNMT's environment ---------------------------------------------------------------
+joey_ready() {
+    "$JOEY_PY" - <<'EOF' 2>/dev/null
+import importlib.metadata as m
+assert m.version("joeynmt") == "2.3.0" and m.version("sentencepiece") == "0.2.0"
+m.version("importlib_metadata")
+import joeynmt.training  # noqa: F401  (torch and the rest import)
+EOF
+}
+if joey_ready; then
+    say "JoeyNMT 2.3.0 found in $JOEY_VENV"
+else
+    say "installing JoeyNMT 2.3.0 and $JOEY_TORCH into $JOEY_VENV"
+    [[ -x $JOEY_PY ]] || run "$WORK/venv.log" python3 -m venv "$JOEY_VENV"
+    run "$WORK/pip-torch.log" "$JOEY_PY" -m pip install --quiet "$JOEY_TORCH"
+    run "$WORK/pip-joeynmt.log" "$JOEY_PY" -m pip install --quiet "$JOEY_TORCH" \
+        joeynmt==2.3.0 importlib_metadata sentencepiece==0.2.0
+    joey_ready || die "JoeyNMT does not import from $JOEY_VENV (see pip output above)"
+fi
+
+# -- 2. data and configs ----------------------------------------------------------------------
+mkdir -p "$WORK/joey/data"
+for split in train val; do
+    for lang in en de; do gzip -dc "$DATA_DIR/$split.$lang.gz" >"$WORK/joey/data/$split.$lang"; done
+done
+for lang in en de; do
+    gzip -dc "$DATA_DIR/test_2016_flickr.$lang.gz" >"$WORK/joey/data/test.$lang"
+done
+"$OUR_PY" "$HELPER" configs --work "$WORK" --config "$CONFIG" "${SETS[@]}" --steps "$STEPS" \
+    --warmup "$WARMUP" --log-every "$LOG_EVERY" --threads "$THREADS" --beam "$BEAM" |
+    sed 's/^/    /'
+run "$WORK/spm.log" "$JOEY_PY" "$HELPER" spm --work "$WORK" --threads "$THREADS"
+say "$(tail -n 1 "$WORK/spm.log")"
+
+# -- 3. our side: train, then decode ---------------------------------------------------------
+RUN=$WORK/runs/ours
+say "ours: preparing the corpus (cached in $TRANSLATOR_CACHE_DIR)"
+run "$WORK/ours-prepare.log" "$OUR_VENV/bin/translator" prepare -c "$CONFIG" "${SETS[@]}"
+say "ours: training $((WARMUP + STEPS)) steps"
+run "$WORK/ours-train.log" "$OUR_VENV/bin/translator" train -c "$CONFIG" "${SETS[@]}" \
+    --run-dir "$RUN" --no-progress \
+    --set train.max_steps=$((WARMUP + STEPS)) --set train.log_every="$LOG_EVERY" \
+    --set train.valid_every=1000000000 --set train.valid_max_sentences=100 \
+    --set train.max_epochs=null --set train.max_minutes=null --set train.patience=null \
+    --set train.average_checkpoints=0 --set train.precision=fp32 --set train.device=cpu \
+    --set train.threads="$THREADS"
+run "$WORK/ours-rate.log" "$OUR_PY" "$HELPER" train-rate ours --work "$WORK" \
+    --log "$RUN/metrics.jsonl" --warmup "$WARMUP"
+say "$(cat "$WORK/ours-rate.log")"
+run "$WORK/ours-corpus.log" "$OUR_PY" "$HELPER" ours-corpus --work "$WORK" --run "$RUN"
+say "ours: decoding test2016, greedy and beam $BEAM"
+run "$WORK/ours-decode.txt" "$OUR_PY" "$ROOT/scripts/bench_decode.py" --run "$RUN" \
+    --split test2016 --beams 1 "$BEAM" --threads "$THREADS"
+"$OUR_PY" "$HELPER" ours-decode --work "$WORK" --output "$WORK/ours-decode.txt" --beam "$BEAM"
+grep -E '^(greedy|beam)' "$WORK/ours-decode.txt" | sed 's/^/    /'
+
+# -- 4. JoeyNMT: train, then decode ------------------------------------------------------------
+say "JoeyNMT: training $((WARMUP + STEPS)) steps"
+run "$WORK/joey-train.log" "$JOEY_PY" -m joeynmt train "$WORK/joey/train.yaml" --skip-test
+run "$WORK/joey-rate.log" "$OUR_PY" "$HELPER" train-rate joey --work "$WORK" \
+    --log "$WORK/joey/model/train.log" --warmup "$WARMUP"
+say "$(cat "$WORK/joey-rate.log")"
+for mode in greedy beam; do
+    say "JoeyNMT: decoding test2016, $mode"
+    # `translate -o FILE` crashes after decoding (it reads args.n_best): read stdout instead.
+    t0=$(now)
+    run "$WORK/joey-$mode.log" bash -c '"$1" -m joeynmt translate "$2" <"$3" >"$4"' _ \
+        "$JOEY_PY" "$WORK/joey/$mode.yaml" "$WORK/joey/data/test.en" "$WORK/joey/hyp.$mode"
+    wall=$(elapsed "$t0" "$(now)")
+    run "$WORK/joey-$mode-score.log" "$OUR_PY" "$HELPER" joey-decode "$mode" --work "$WORK" \
+        --hyp "$WORK/joey/hyp.$mode" --ref "$WORK/joey/data/test.de" \
+        --log "$WORK/joey-$mode.log" --wall "$wall"
+    say "$(cat "$WORK/joey-$mode-score.log")"
+done
+
+# -- 5. the table -----------------------------------------------------------------------------
+"$OUR_PY" "$HELPER" table --work "$WORK"
+say "done"

@@ -1,0 +1,78 @@
+"""Data-parallel training across processes, as launched by torchrun.
+
+    torchrun --nproc_per_node=2 -m translator train ...   # or: translator train --nproc 2
+    dist = Distributed.from_environment(device)            # world_size 1 without torchrun
+
+torchrun starts one process per GPU (or per CPU worker) and sets RANK, WORLD_SIZE and LOCAL_RANK;
+each process trains on its own share of every epoch's batches and DDP averages the gradients.
+Rank 0 alone validates, logs and writes files; the others wait for it at the next gradient
+all-reduce. The few decisions that must agree (stop now? which run dir?) go through the small
+collectives below. Backend: nccl on CUDA, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls, device_type: str) -> Distributed:
+        """Join the process group torchrun set up; a plain single process when not launched so."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls()
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        return cls(rank, world_size, local_rank)
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank if `flag` is true on any rank."""
+        if not self.enabled:
+            return flag
+        tensor = torch.tensor([int(flag)], device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
+    def sum(self, value: float, device: torch.device) -> float:
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return float(tensor.item())
+
+    def broadcast(self, obj):
+        """Rank 0's `obj`, on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
