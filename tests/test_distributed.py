@@ -40,7 +40,13 @@ def test_two_gloo_processes_train_like_one_process_accumulating_two_batches(toy_
     # Rank 0 alone wrote the history and the weights; they match the single process's.
     assert [r["step"] for r in double if "val_bleu" in r] == [6, 12]
     a, b = load_file(tmp_path / "one" / rd.LAST), load_file(tmp_path / "two" / rd.LAST)
-    assert all(torch.allclose(a[n], b[n], atol=1e-4) for n in a)
+    for name in a:
+        x, y = a[name], b[name]
+        if name.endswith("w_kv.bias"):
+            # A key bias shifts every attention score of a query alike, so softmax gives it zero
+            # gradient: what it gets is rounding noise, which Adam scales up to full steps.
+            x, y = x[len(x) // 2 :], y[len(y) // 2 :]
+        assert torch.allclose(x, y, atol=1e-5), name
 
 
 def test_ranks_share_each_epoch_and_step_in_lockstep():
