@@ -7,7 +7,7 @@ Each subcommand does one step of the comparison and records what it measured in 
     spm          (JoeyNMT venv) joint SentencePiece BPE, JoeyNMT vocab file, tokens per epoch
     ours-corpus  (our venv)     our parameters, vocabulary sizes, target tokens per epoch
     train-rate   (any)          target tokens/s after the warm-up, from metrics.jsonl or train.log
-    ours-decode  (any)          speed and BLEU from the output of scripts/bench_decode.py
+    ours-decode  (any)          speed and BLEU from `translator evaluate --json`
     joey-decode  (our venv)     speed of a JoeyNMT decoding log, BLEU of its output (sacreBLEU)
     table        (any)          the side-by-side table
 
@@ -44,21 +44,19 @@ def record(work: Path, section: str, **values) -> None:
 
 
 def cmd_configs(args: argparse.Namespace) -> None:
-    """Write JoeyNMT configs for the same model, data, batches and schedule as our config."""
+    """JoeyNMT configs for the model, data, batches and schedule of our config (prepared)."""
     import yaml
 
     from translator.config import load_config
+    from translator.corpus import prepare
 
     cfg = load_config(args.config, args.overrides)
     m, d, v, t, dec = cfg.model, cfg.data, cfg.vocab, cfg.train, cfg.decode
     work = args.work.resolve()
     joey = work / "joey"
     notes = []
-    if v.kind != "bpe" or not v.joint:
-        notes.append(
-            f"our vocab is kind={v.kind} joint={v.joint}: JoeyNMT gets one joint SentencePiece "
-            f"BPE of {v.bpe_size if v.kind == 'bpe' else v.max_size} pieces all the same"
-        )
+    if v.kind != "bpe":
+        notes.append(f"our vocab is kind={v.kind}: JoeyNMT gets a SentencePiece BPE of its size")
     if m.positions != "sinusoidal":
         notes.append(f"our positions are {m.positions}: JoeyNMT has sinusoidal ones only")
     if m.attention_dropout != m.dropout:
@@ -74,7 +72,15 @@ def cmd_configs(args: argparse.Namespace) -> None:
         "JoeyNMT's max output length is 1.5 x the longest source in the batch "
         f"(ours: {dec.max_len_a} x source + {dec.max_len_b})"
     )
-    vocab_size = v.bpe_size if v.kind == "bpe" else (v.max_size or v.bpe_size)
+    # The vocabulary we actually built (a BPE can stop short of bpe_size): JoeyNMT gets a
+    # SentencePiece BPE of exactly that many pieces, specials included on both sides.
+    corpus = prepare(cfg)
+    vocab_size = len(corpus.tgt_vocab)
+    if not v.joint:
+        notes.append(
+            f"our vocabularies are separate ({len(corpus.src_vocab)} / {vocab_size}): JoeyNMT "
+            f"gets one joint BPE of the target side's size"
+        )
 
     def side(lang: str) -> dict:
         return {
@@ -184,7 +190,7 @@ def cmd_configs(args: argparse.Namespace) -> None:
     model = (
         f"{m.encoder_layers}+{m.decoder_layers} layers, d_model {m.d_model}, {m.n_heads} heads, "
         f"ffn {m.d_ff}, dropout {m.dropout}, {m.norm}-norm, token batches of {d.max_tokens}, "
-        f"joint BPE {vocab_size}"
+        f"{'joint ' if v.joint else ''}vocabulary of {vocab_size}"
     )
     record(
         work,
@@ -196,6 +202,7 @@ def cmd_configs(args: argparse.Namespace) -> None:
         warmup=args.warmup,
         threads=args.threads,
         beam=args.beam,
+        decode_batch=dec.batch_size,
         vocab_size=vocab_size,
         max_len=d.max_len,
         tgt_lang=d.tgt_lang,
@@ -333,19 +340,32 @@ def cmd_train_rate(args: argparse.Namespace) -> None:
 # -- decoding --------------------------------------------------------------------------------
 
 
+def mean_chars(path: Path) -> float:
+    """Mean length in characters of the lines of a detokenized text file."""
+    lines = path.read_text("utf-8").splitlines()
+    return sum(len(x) for x in lines) / max(len(lines), 1)
+
+
 def cmd_ours_decode(args: argparse.Namespace) -> None:
-    """Parse the table printed by scripts/bench_decode.py."""
-    values = {}
-    for line in args.output.read_text("utf-8").splitlines():
-        for mode, label in (("greedy", "greedy"), ("beam", f"beam {args.beam}")):
-            if re.match(rf"^{label}\s+\d", line):
-                seconds, sent_s, _tok_s, bleu = (float(x) for x in line[len(label) :].split()[:4])
-                values.update(
-                    {f"{mode}_s": seconds, f"{mode}_sent_s": sent_s, f"{mode}_bleu": bleu}
-                )
-    if len(values) != 6:
-        raise SystemExit(f"cannot read greedy and beam {args.beam} rows from {args.output}")
-    record(args.work.resolve(), "ours", **values)
+    """Read the JSON line of `translator evaluate --json`."""
+    lines = [x for x in args.json.read_text("utf-8").splitlines() if x.startswith("{")]
+    if not lines:
+        raise SystemExit(f"no JSON result in {args.json}")
+    result = json.loads(lines[-1])
+    record(
+        args.work.resolve(),
+        "ours",
+        **{
+            f"{args.mode}_s": result["seconds"],
+            f"{args.mode}_sent_s": result["n"] / result["seconds"],
+            f"{args.mode}_bleu": result["bleu"],
+            f"{args.mode}_chars": mean_chars(args.hyp),
+        },
+    )
+    print(
+        f"translator {args.mode}: {result['n']} sentences in {result['seconds']:.1f} s, "
+        f"BLEU {result['bleu']:.2f}"
+    )
 
 
 def cmd_joey_decode(args: argparse.Namespace) -> None:
@@ -365,6 +385,7 @@ def cmd_joey_decode(args: argparse.Namespace) -> None:
             f"{args.mode}_wall_s": args.wall,
             f"{args.mode}_sent_s": len(refs) / seconds,
             f"{args.mode}_bleu": result["bleu"],
+            f"{args.mode}_chars": mean_chars(args.hyp),
         },
     )
     print(
@@ -401,6 +422,8 @@ def cmd_table(args: argparse.Namespace) -> None:
         ("seconds per epoch (extrapolated)", "epoch_s", 0, False),
         ("greedy decoding: sentences/s", "greedy_sent_s", 1, True),
         (f"beam {beam} decoding: sentences/s", "beam_sent_s", 1, True),
+        ("greedy: mean output length, characters", "greedy_chars", 1, None),
+        (f"beam {beam}: mean output length, characters", "beam_chars", 1, None),
         ("BLEU greedy (sacreBLEU, test2016)", "greedy_bleu", 2, None),
         (f"BLEU beam {beam} (sacreBLEU, test2016)", "beam_bleu", 2, None),
     ]
@@ -427,21 +450,42 @@ def cmd_table(args: argparse.Namespace) -> None:
         if higher_faster is not None and a and b:
             ratio = f"{a / b:.2f}"
             speedup = a / b if higher_faster else b / a
-            speed = f"ours {speedup:.1f}x {'faster' if speedup >= 1 else 'as fast'}"
+            speed = (
+                f"ours {speedup:.1f}x faster"
+                if speedup >= 1
+                else f"JoeyNMT {1 / speedup:.1f}x faster"
+            )
         print(f"{label:<40}{fmt(a, digits):>12}{fmt(b, digits):>12}{ratio:>14}  {speed}")
     print()
     print(
         "Tokens are each system's own subwords (ours: BPE of spaCy tokens; JoeyNMT: "
         "SentencePiece BPE of raw text), so compare seconds per epoch across systems."
     )
+    test = args.work.resolve() / "joey" / "data" / "test.en"
+    n = len(test.read_text("utf-8").splitlines()) if test.exists() else "?"
+    ref = args.work.resolve() / "joey" / "data" / "test.de"
+    ref_chars = mean_chars(ref) if ref.exists() else None
     print(
-        "Decoding: all test2016 sentences; JoeyNMT's time is its own 'Generation took' "
-        f"(with start-up: greedy {fmt(joey.get('greedy_wall_s'), 1)} s, beam "
+        f"Decoding: the first {n} sentences of test2016, batches of {meta.get('decode_batch')} "
+        "sentences, translation time only (JoeyNMT's own 'Generation took'; with start-up and "
+        f"model loading: greedy {fmt(joey.get('greedy_wall_s'), 1)} s, beam "
         f"{fmt(joey.get('beam_wall_s'), 1)} s). Neither model is trained to convergence: "
-        "BLEU only checks that both decode something sensible for their training."
+        "BLEU only shows that both learn alike in the same number of steps."
     )
     for note in meta.get("notes", []):
         print(f"note: {note}")
+    for mode, label in (("greedy", "greedy"), ("beam", f"beam {beam}")):
+        a, b = ours.get(f"{mode}_chars"), joey.get(f"{mode}_chars")
+        if a is None or b is None or ref_chars is None:
+            continue
+        if min(a, b) < 0.8 * max(a, b) or max(a, b) < 0.5 * ref_chars:
+            print(
+                f"WARNING: the {label} outputs are {a:.0f} (ours) and {b:.0f} (JoeyNMT) "
+                f"characters long on average, the references {ref_chars:.0f}: the models are "
+                f"too little trained for {label} speeds to be compared like for like (decoding "
+                "time grows with output length). Raise STEPS (our default config reaches val BLEU "
+                "~3 after 250 steps, ~13 after 1,000) or judge by the training figures."
+            )
 
 
 def main() -> None:
@@ -477,9 +521,10 @@ def main() -> None:
     p.set_defaults(func=cmd_train_rate)
 
     p = sub.add_parser("ours-decode")
+    p.add_argument("mode", choices=["greedy", "beam"])
     p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--hyp", type=Path, required=True)
     p.set_defaults(func=cmd_ours_decode)
 
     p = sub.add_parser("joey-decode")

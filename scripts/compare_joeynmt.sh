@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Our trainer side by side with JoeyNMT 2.3.0 on this machine: same model, same data, same steps.
 #
-#   scripts/compare_joeynmt.sh [CONFIG]                 # about 10 minutes on a 2-core CPU
-#   STEPS=20 WARMUP=5 scripts/compare_joeynmt.sh        # a quick check that every stage runs
-#   nice -n 19 scripts/compare_joeynmt.sh               # beside other work (timings suffer)
+#   scripts/compare_joeynmt.sh [CONFIG]                          # 6-11 minutes on 2 CPU cores
+#   STEPS=20 WARMUP=5 SENTENCES=100 scripts/compare_joeynmt.sh   # 2 minutes: every stage runs
+#   nice -n 19 scripts/compare_joeynmt.sh                        # beside other work (slower)
 #
 # What it does, in a temporary work dir:
 #   1. installs JoeyNMT 2.3.0 into its own virtual environment ($JOEY_VENV; reused when present)
@@ -12,43 +12,55 @@
 #   2. writes a JoeyNMT config for the model of CONFIG (default configs/multi30k.yaml): the same
 #      layers, d_model, heads, ffn, dropout, norm placement, embedding tying, token batch budget
 #      (data.max_tokens; both count sentences x longest side), optimizer and schedule, and one
-#      joint SentencePiece BPE of vocab.bpe_size pieces trained on the same Multi30k text;
+#      joint SentencePiece BPE trained on the same Multi30k text, of as many pieces as our
+#      prepared vocabulary has (our BPE may stop short of vocab.bpe_size);
 #   3. trains both for WARMUP + STEPS optimizer steps, fp32 on CPU with THREADS threads, with no
 #      validation until the end, and reads the target tokens/s of the STEPS steps after the
 #      warm-up from each one's own log (ours: metrics.jsonl; JoeyNMT: "Tokens per Sec");
 #      seconds per epoch = the target tokens of one epoch of each one's own subwords / that rate;
-#   4. decodes test2016 (1,000 sentences) with both, greedy and beam 5, timing each
-#      (ours: scripts/bench_decode.py; JoeyNMT: its "Generation took" line of `translate`),
-#      and scores every output with sacreBLEU (cased, detokenized);
-#   5. prints one table: tokens/s, s/epoch, sentences/s greedy and beam 5, BLEU, and ours/JoeyNMT.
+#   4. decodes test2016 (1,000 sentences, the same plain files) with both, greedy and beam 5,
+#      timing the translation itself, model loading and start-up excluded, no warm-up on either
+#      side (ours: the seconds `translator evaluate --json` reports; JoeyNMT: its "Generation took"
+#      line of `joeynmt translate`), and scores every output with the same sacreBLEU (cased,
+#      detokenized; JoeyNMT's SentencePiece output is detokenized text);
+#   5. prints one table: tokens/s, s/epoch, sentences/s greedy and beam 5, mean output length,
+#      BLEU, and ours/JoeyNMT for each speed.
 #
-# The models see only WARMUP + STEPS updates, so BLEU is near zero with the defaults: the figures
-# compared are speeds. Undertrained models often run to the length limit, which makes decoding
-# slower than it would be for trained ones, for both systems alike.
+# How long: on an idle 2-core CPU with the default config, ours trains at ~0.9 s and JoeyNMT at
+# ~1.5 s per step (~4.5 minutes for both with the defaults), ~1 minute goes to set-up and our
+# decoding, and JoeyNMT decodes the 1,000 sentences in 0.5 to 5.5 minutes: as long as its
+# undertrained model's outputs are (up to 1.5 x the longest source, ~1 s/sentence with beam 5).
+# Installing JoeyNMT the first time adds a minute or two.
+#
+# The models see only WARMUP + STEPS updates, so BLEU is near zero with the defaults and their
+# outputs are not sentence-like ("Ein Mann.", or a run of dots to the length limit): decoding time
+# grows with output length, so the table shows each one's mean output length and warns when the
+# decoding speeds do not compare like for like. The training figures do not depend on that.
 #
 # Environment (all optional):
-#   STEPS=120           timed optimizer steps of each trainer (default sized for ~10 minutes in all:
-#                       JoeyNMT ~2.5 min of training and ~3-4 min of decoding, ours ~2 min)
+#   STEPS=100           timed optimizer steps of each trainer (the default fits the time above)
 #   WARMUP=10           untimed optimizer steps first (allocator, oneDNN kernels)
 #   THREADS=2           CPU threads for both (torch.set_num_threads / OMP_NUM_THREADS)
+#   SENTENCES=1000      decode only the first N test2016 sentences (for quick checks)
 #   CONFIG              our config, if not given as the first argument
 #   OUR_SET             extra overrides for our config, space separated, e.g.
 #                       OUR_SET="model.d_model=256 model.d_ff=1024"; the JoeyNMT model follows them
 #   TRANSLATOR_DATA_DIR Multi30k's raw files (train.{en,de}.gz, val.*, test_2016_flickr.*);
 #                       default /work/shared/data/multi30k
 #   TRANSLATOR_CACHE_DIR our prepared-corpus cache; default: inside the work dir (so our side
-#                       tokenizes Multi30k afresh, about a minute; set it to reuse a cache)
+#                       tokenizes Multi30k afresh, ~10 s; set it to reuse a cache)
 #   JOEY_VENV           JoeyNMT's virtual environment (default /tmp/joeynmt-venv)
-#   JOEY_TORCH          the torch requirement installed there (default torch==2.13.0; keep it pinned)
+#   JOEY_TORCH          the torch requirement installed there (default torch==2.13.0; pinned)
 #   OUR_VENV            our virtual environment (default .venv of this repository)
 #   KEEP=1              keep the work dir (logs, configs, runs, hypotheses) instead of removing it
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONFIG=${1:-${CONFIG:-$ROOT/configs/multi30k.yaml}}
-STEPS=${STEPS:-120}
+STEPS=${STEPS:-100}
 WARMUP=${WARMUP:-10}
 THREADS=${THREADS:-2}
+SENTENCES=${SENTENCES:-1000}
 BEAM=5
 JOEY_VENV=${JOEY_VENV:-/tmp/joeynmt-venv}
 JOEY_TORCH=${JOEY_TORCH:-torch==2.13.0}
@@ -65,6 +77,7 @@ die() {
 [[ $STEPS =~ ^[1-9][0-9]*$ ]] || die "STEPS must be a positive integer, got '$STEPS'"
 [[ $WARMUP =~ ^[1-9][0-9]*$ ]] || die "WARMUP must be a positive integer, got '$WARMUP'"
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a positive integer, got '$THREADS'"
+[[ $SENTENCES =~ ^[1-9][0-9]*$ ]] || die "SENTENCES must be a positive integer, got '$SENTENCES'"
 [[ -f $CONFIG ]] || die "config not found: $CONFIG"
 CONFIG=$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")
 [[ -d $DATA_DIR ]] || die "Multi30k data dir not found: $DATA_DIR (set TRANSLATOR_DATA_DIR to the \
@@ -105,7 +118,10 @@ JOEY_PY=$JOEY_VENV/bin/python
 HELPER=$ROOT/scripts/compare_joeynmt.py
 STARTED=$SECONDS
 
-say() { printf '[%02d:%02d] %s\n' $(((SECONDS - STARTED) / 60)) $(((SECONDS - STARTED) % 60)) "$*"; }
+say() {
+    local t=$((SECONDS - STARTED))
+    printf '[%02d:%02d] %s\n' $((t / 60)) $((t % 60)) "$*"
+}
 
 # run LOG CMD...: run a stage with its output in LOG; on failure show the end of LOG and stop
 run() {
@@ -144,7 +160,10 @@ else
     run "$WORK/pip-torch.log" "$JOEY_PY" -m pip install --quiet "$JOEY_TORCH"
     run "$WORK/pip-joeynmt.log" "$JOEY_PY" -m pip install --quiet "$JOEY_TORCH" \
         joeynmt==2.3.0 importlib_metadata sentencepiece==0.2.0
-    joey_ready || die "JoeyNMT does not import from $JOEY_VENV (see pip output above)"
+    joey_ready || {
+        KEEP=1
+        die "JoeyNMT 2.3.0 does not import from $JOEY_VENV (pip logs: $WORK/pip-*.log)"
+    }
 fi
 
 # -- 2. data and configs ----------------------------------------------------------------------
@@ -152,19 +171,21 @@ mkdir -p "$WORK/joey/data"
 for split in train val; do
     for lang in en de; do gzip -dc "$DATA_DIR/$split.$lang.gz" >"$WORK/joey/data/$split.$lang"; done
 done
-for lang in en de; do
-    gzip -dc "$DATA_DIR/test_2016_flickr.$lang.gz" >"$WORK/joey/data/test.$lang"
+for lang in en de; do # both systems decode these same files
+    gzip -dc "$DATA_DIR/test_2016_flickr.$lang.gz" | sed -n "1,${SENTENCES}p" \
+        >"$WORK/joey/data/test.$lang"
 done
+say "ours: preparing the corpus (cached in $TRANSLATOR_CACHE_DIR)"
+run "$WORK/ours-prepare.log" "$OUR_VENV/bin/translator" prepare -c "$CONFIG" "${SETS[@]}"
 "$OUR_PY" "$HELPER" configs --work "$WORK" --config "$CONFIG" "${SETS[@]}" --steps "$STEPS" \
     --warmup "$WARMUP" --log-every "$LOG_EVERY" --threads "$THREADS" --beam "$BEAM" |
     sed 's/^/    /'
+say "JoeyNMT: training a SentencePiece BPE of the same size"
 run "$WORK/spm.log" "$JOEY_PY" "$HELPER" spm --work "$WORK" --threads "$THREADS"
 say "$(tail -n 1 "$WORK/spm.log")"
 
 # -- 3. our side: train, then decode ---------------------------------------------------------
 RUN=$WORK/runs/ours
-say "ours: preparing the corpus (cached in $TRANSLATOR_CACHE_DIR)"
-run "$WORK/ours-prepare.log" "$OUR_VENV/bin/translator" prepare -c "$CONFIG" "${SETS[@]}"
 say "ours: training $((WARMUP + STEPS)) steps"
 run "$WORK/ours-train.log" "$OUR_VENV/bin/translator" train -c "$CONFIG" "${SETS[@]}" \
     --run-dir "$RUN" --no-progress \
@@ -177,11 +198,15 @@ run "$WORK/ours-rate.log" "$OUR_PY" "$HELPER" train-rate ours --work "$WORK" \
     --log "$RUN/metrics.jsonl" --warmup "$WARMUP"
 say "$(cat "$WORK/ours-rate.log")"
 run "$WORK/ours-corpus.log" "$OUR_PY" "$HELPER" ours-corpus --work "$WORK" --run "$RUN"
-say "ours: decoding test2016, greedy and beam $BEAM"
-run "$WORK/ours-decode.txt" "$OUR_PY" "$ROOT/scripts/bench_decode.py" --run "$RUN" \
-    --split test2016 --beams 1 "$BEAM" --threads "$THREADS"
-"$OUR_PY" "$HELPER" ours-decode --work "$WORK" --output "$WORK/ours-decode.txt" --beam "$BEAM"
-grep -E '^(greedy|beam)' "$WORK/ours-decode.txt" | sed 's/^/    /'
+for mode in greedy beam; do
+    beam=$([[ $mode == greedy ]] && echo 1 || echo "$BEAM")
+    say "ours: decoding test2016, $mode"
+    run "$WORK/ours-$mode.json" "$OUR_VENV/bin/translator" evaluate --bleu --run "$RUN" \
+        --src "$WORK/joey/data/test.en" --ref "$WORK/joey/data/test.de" --beam "$beam" --json \
+        --output "$WORK/ours-hyp.$mode"
+    "$OUR_PY" "$HELPER" ours-decode "$mode" --work "$WORK" --json "$WORK/ours-$mode.json" \
+        --hyp "$WORK/ours-hyp.$mode"
+done
 
 # -- 4. JoeyNMT: train, then decode ------------------------------------------------------------
 say "JoeyNMT: training $((WARMUP + STEPS)) steps"
