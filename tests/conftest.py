@@ -81,6 +81,15 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSLATOR_RUNS_DIR", str(tmp_path / "runs"))
 
 
+# A joint BPE small enough for the toy corpus, with all embeddings shared (the default's scheme).
+TOY_BPE = (
+    "vocab.kind=bpe",
+    "vocab.joint=true",
+    "vocab.bpe_size=300",
+    "model.share_all_embeddings=true",
+)
+
+
 def toy_overrides(data_dir: Path, *extra: str) -> list[str]:
     """--set pairs that point a config at the toy corpus."""
     return [f"data.dir={data_dir}", "data.verify_checksums=false", *extra]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import CONFIGS, toy_overrides
+from conftest import CONFIGS, TOY_BPE, toy_overrides
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -21,10 +21,7 @@ def averaged_run(toy_data, tmp_path):
         CONFIGS / "tiny.yaml",
         toy_overrides(
             toy_data,
-            "vocab.kind=bpe",
-            "vocab.joint=true",
-            "vocab.bpe_size=300",
-            "model.share_all_embeddings=true",
+            *TOY_BPE,
             "train.max_steps=20",
             "train.valid_every=5",
             "train.average_checkpoints=3",

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import CONFIGS, toy_overrides, toy_pairs, write_split
+from conftest import CONFIGS, TOY_BPE, toy_overrides, toy_pairs, write_split
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -36,10 +36,7 @@ def trained(tmp_path_factory):
     os.environ.setdefault("TRANSLATOR_CACHE_DIR", str(folder / "cache"))
     cfg = tiny(
         folder,
-        "vocab.kind=bpe",
-        "vocab.joint=true",
-        "vocab.bpe_size=300",
-        "model.share_all_embeddings=true",
+        *TOY_BPE,
         "train.max_steps=10",
     )
     return Trainer(cfg, run_dir=folder / "run", progress=False).train()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from translator.run_dir import RunError, unwrap
+
 CHECKPOINTS = "checkpoints"
 AVERAGED = "averaged.safetensors"
 _NAME = re.compile(r"step-(\d+)\.safetensors")
@@ -44,8 +46,6 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
 def average_into(model: torch.nn.Module, paths: list[Path]) -> None:
     """Load the mean of the weights in `paths` into `model` (accumulated in fp32)."""
     from safetensors.torch import load_file
-
-    from translator.run_dir import RunError, unwrap
 
     if not paths:
         raise RunError("no checkpoints to average")

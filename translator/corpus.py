@@ -31,8 +31,6 @@ from translator.data import canonical_split, data_dir, read_parallel, sha256_of,
 from translator.subword import Subword
 from translator.vocab import Vocab, build_vocab
 
-SUBWORD_FILE = "subword.json"
-
 FORMAT_VERSION = 2  # bump when the cached layout or the tokenization scheme changes
 
 
@@ -174,7 +172,7 @@ def _build(cfg: Config, texts: dict[str, tuple[list[str], list[str]]], folder: P
         src_vocab.to_file(tmp / "vocab.src.json")
         tgt_vocab.to_file(tmp / "vocab.tgt.json")
         if subword is not None:
-            (tmp / SUBWORD_FILE).write_text(subword.to_str(), encoding="utf-8")
+            subword.to_file(tmp / Subword.FILE)
         for name, (src, tgt) in tokens.items():
             src_ids = IdArray.from_lists([src_vocab.encode(t) for t in src])
             tgt_ids = IdArray.from_lists([tgt_vocab.encode(t) for t in tgt])
@@ -227,12 +225,10 @@ def _load(folder: Path, cached: bool) -> Corpus:
         splits=splits,
         path=folder,
         cached=cached,
-        subword=_load_subword(folder / SUBWORD_FILE),
+        subword=Subword.from_file(folder / Subword.FILE)
+        if (folder / Subword.FILE).exists()
+        else None,
     )
-
-
-def _load_subword(path: Path) -> Subword | None:
-    return Subword.from_str(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def summarize(corpus: Corpus) -> dict[str, dict]:

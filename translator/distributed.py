@@ -54,12 +54,13 @@ class Distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item())
 
-    def sum(self, value: float, device: torch.device) -> float:
+    def sum(self, values: list[float], device: torch.device) -> list[float]:
+        """Each value summed over all ranks, in one all-reduce."""
         if not self.enabled:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=device)
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(tensor)
-        return float(tensor.item())
+        return tensor.tolist()
 
     def broadcast(self, obj):
         """Rank 0's `obj`, on every rank."""

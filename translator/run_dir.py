@@ -31,7 +31,7 @@ from translator.subword import Subword
 from translator.vocab import Vocab
 
 CONFIG, SRC_VOCAB, TGT_VOCAB = "config.yaml", "vocab.src.json", "vocab.tgt.json"
-SUBWORD = "subword.json"
+SUBWORD = Subword.FILE
 BEST, LAST, STATE, METRICS, CURVES = (
     "model.safetensors",
     "last.safetensors",
@@ -81,7 +81,7 @@ def write_bundle_files(
     src_vocab.to_file(path / SRC_VOCAB)
     tgt_vocab.to_file(path / TGT_VOCAB)
     if subword is not None:
-        atomic_write_text(path / SUBWORD, subword.to_str())
+        subword.to_file(path / SUBWORD)
 
 
 def read_config(path: Path) -> Config:
@@ -152,7 +152,7 @@ def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
     subword = None
     if cfg.vocab.kind == "bpe":
         try:
-            subword = Subword.from_str((path / SUBWORD).read_text(encoding="utf-8"))
+            subword = Subword.from_file(path / SUBWORD)
         except Exception as err:  # tokenizers raises a plain Exception on bad JSON
             raise RunError(f"{path} has a missing or damaged {SUBWORD}: {err}") from None
     model = build_model(cfg.model, len(src_vocab), len(tgt_vocab), src_vocab.pad_id)

@@ -2,7 +2,7 @@
 
     bpe = Subword.train(train_token_lists, vocab_size=10000)
     bpe.segment([["Ein", "Fahrradfahrer", "￭."]])   # [["Ein", "Fahrrad", "￭fahrer", "￭."]]
-    Subword.from_str(bpe.to_str())                  # saved as JSON in the cache and the run dir
+    bpe.to_file(path); Subword.from_file(path)      # JSON, in the cache and in the run dir
 
 A piece that continues a word carries the same JOINER mark as a token glued to the previous one:
 both mean "no space before this". So subword output needs no merge step of its own;
@@ -13,12 +13,16 @@ both mean "no space before this". So subword output needs no merge step of its o
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
+from translator.files import atomic_write_text
 from translator.tokenization import JOINER
 from translator.vocab import SPECIALS, UNK
 
 
 class Subword:
+    FILE = "subword.json"  # its name in a prepared corpus and in a run dir
+
     def __init__(self, tokenizer):
         self._tokenizer = tokenizer  # a tokenizers.Tokenizer with a BPE model
 
@@ -54,6 +58,13 @@ class Subword:
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_str(text))
+
+    def to_file(self, path: Path) -> None:
+        atomic_write_text(path, self.to_str())
+
+    @classmethod
+    def from_file(cls, path: Path) -> Subword:
+        return cls.from_str(Path(path).read_text(encoding="utf-8"))
 
 
 def _words(token_lists: Iterable[Sequence[str]]) -> Iterable[list[str]]:

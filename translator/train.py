@@ -462,17 +462,18 @@ class Trainer:
 
     def _log_train(self, window: dict, bar) -> None:
         seconds = max(time.perf_counter() - window["since"], 1e-9)
-        for key in ("tokens", "src_tokens"):  # all ranks' work (this is a collective in DDP)
-            window[key] = int(self.dist.sum(window[key], self.device))
-        loss = self.dist.sum(window["loss"].item(), self.device)
-        tokens = max(window["tokens"], 1)
+        # All ranks' work (a collective in DDP).
+        loss, tgt, src = self.dist.sum(
+            [window["loss"].item(), window["tokens"], window["src_tokens"]], self.device
+        )
+        tokens = max(tgt, 1)
         record = {
             "step": self.step,
             "epoch": round(self.epoch + self.batch_in_epoch / self._epoch_batches, 3),
             "train_loss": round(loss / tokens, 4),
             "lr": learning_rate(self.step, self.cfg.train),
-            "tokens_per_s": round(window["tokens"] / seconds, 1),
-            "src_tgt_tokens_per_s": round((window["tokens"] + window["src_tokens"]) / seconds, 1),
+            "tokens_per_s": round(tgt / seconds, 1),
+            "src_tgt_tokens_per_s": round((tgt + src) / seconds, 1),
             "elapsed_s": round(self.elapsed_s, 1),
             "skipped_steps": self.skipped_steps,
         }
