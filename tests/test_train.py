@@ -22,6 +22,36 @@ def test_learning_rate_warms_up_linearly_then_decays_as_inverse_sqrt():
     assert learning_rate(400, cfg) == pytest.approx(5e-4)  # sqrt(100 / 400) = 1/2
 
 
+def test_linear_schedule_warms_up_then_reaches_zero_at_the_end_of_the_budget():
+    cfg = load_config(
+        CONFIGS / "multi30k.yaml",
+        ["train.lr=1e-3", "train.warmup_steps=100", "train.schedule=linear"],
+    ).train
+    assert learning_rate(50, cfg, planned_steps=1100) == pytest.approx(5e-4)
+    assert learning_rate(100, cfg, planned_steps=1100) == pytest.approx(1e-3)
+    assert learning_rate(600, cfg, planned_steps=1100) == pytest.approx(5e-4)
+    assert learning_rate(1100, cfg, planned_steps=1100) == 0.0
+    assert learning_rate(1200, cfg, planned_steps=1100) == 0.0  # never negative
+    assert learning_rate(600, cfg, planned_steps=None) == pytest.approx(1e-3)  # end unknown
+
+
+def test_the_budget_end_is_the_nearest_limit_a_time_limit_extrapolated(toy_data, tmp_path):
+    cfg = tiny(toy_data, "train.max_steps=1000", "train.max_epochs=30", "train.max_minutes=2")
+    trainer = Trainer(cfg, run_dir=tmp_path / "r", progress=False)
+    trainer.step, trainer._epoch_batches = 100, 20
+    assert trainer._planned_steps() == 600  # 30 epochs x 20 batches
+    assert trainer._planned_steps(elapsed_s=60) == 200  # 100 steps a minute, 2 minutes
+    assert trainer._planned_steps(elapsed_s=6) == 600
+
+
+def test_a_linear_schedule_run_ends_with_a_learning_rate_of_zero(toy_data):
+    # tiny.yaml: lr 0.003, 20 warmup steps, 40 steps, a line every 10
+    run = Trainer(tiny(toy_data, "train.schedule=linear"), progress=False).train()
+    records = [json.loads(x) for x in (run / rd.METRICS).read_text().splitlines()]
+    lrs = [r["lr"] for r in records if "lr" in r]
+    assert lrs == pytest.approx([0.0015, 0.003, 0.0015, 0.0])
+
+
 def test_pad_labels_contribute_no_loss():
     torch.manual_seed(0)
     logits = torch.randn(2, 4, 7)
@@ -177,7 +207,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(toy_data, tmp_path):
         env=env,
     )
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 180  # start-up is slow on a busy machine
         while not (run / rd.METRICS).exists() and time.time() < deadline:
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)

@@ -80,7 +80,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 0.0
     warmup_steps: int = 4000
-    schedule: str = "inverse_sqrt"  # inverse_sqrt | constant (both after linear warmup)
+    schedule: str = "inverse_sqrt"  # inverse_sqrt | constant | linear (to 0 at the budget's end)
     label_smoothing: float = 0.1
     clip_norm: float | None = 1.0  # max gradient norm; None: no clipping
     accumulate: int = 1  # batches per optimizer step
@@ -283,7 +283,7 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         _choice(t.device, ("auto", "cpu", "cuda", "mps"), "train.device"),
         _choice(t.precision, ("auto", "fp32", "bf16", "fp16"), "train.precision"),
         _choice(t.optimizer, ("adam", "adamw"), "train.optimizer"),
-        _choice(t.schedule, ("inverse_sqrt", "constant"), "train.schedule"),
+        _choice(t.schedule, ("inverse_sqrt", "constant", "linear"), "train.schedule"),
     ]
     if m.d_model % m.n_heads:
         problems.append(

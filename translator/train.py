@@ -99,14 +99,23 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return dtype
 
 
-def learning_rate(step: int, cfg) -> float:
-    """Linear warmup to cfg.lr over warmup_steps, then constant or lr * sqrt(warmup / step)."""
+def learning_rate(step: int, cfg, planned_steps: float | None = None) -> float:
+    """Linear warmup to cfg.lr over warmup_steps, then one of three schedules:
+
+    inverse_sqrt: lr * sqrt(warmup / step); constant: lr; linear: down to zero at
+    `planned_steps`, the end of the budget (annealing to zero within a fixed budget beats
+    inverse_sqrt's long tail of high rates; Li et al. 2020, "Budgeted training").
+    """
     step = max(step, 1)
     warmup = cfg.warmup_steps
     if warmup and step < warmup:
         return cfg.lr * step / warmup
     if cfg.schedule == "constant":
         return cfg.lr
+    if cfg.schedule == "linear":
+        if planned_steps is None or planned_steps <= warmup:
+            return cfg.lr  # the budget's end is not known yet
+        return cfg.lr * max(planned_steps - step, 0) / (planned_steps - warmup)
     return cfg.lr * math.sqrt(max(warmup, 1) / step)
 
 
@@ -178,6 +187,7 @@ class Trainer:
         self.dist = Distributed()  # joined in setup()
         self._validated_step = -1
         self._epoch_batches = 1
+        self.planned_steps: float | None = None  # where the budget ends (linear schedule)
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -318,6 +328,9 @@ class Trainer:
                 while stop_reason is None:
                     batches = self.sampler.epoch(self.epoch)
                     self._epoch_batches = len(batches)
+                    if self.planned_steps is None:  # first epoch since start or resume
+                        # elapsed_s is 0, or the saved one: the same on every rank
+                        self.planned_steps = self._planned_steps(self.elapsed_s)
                     while self.batch_in_epoch < len(batches) and stop_reason is None:
                         group = batches[self.batch_in_epoch : self.batch_in_epoch + t.accumulate]
                         self.batch_in_epoch += len(group)
@@ -371,7 +384,7 @@ class Trainer:
         t, pad = self.cfg.train, self.tgt_vocab.pad_id
         total, n_tgt, n_src = torch.zeros((), device=self.device), 0, 0
         self.step += 1
-        lr = learning_rate(self.step, t)
+        lr = learning_rate(self.step, t, self.planned_steps)
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
         for i, indices in enumerate(group):
@@ -444,6 +457,17 @@ class Trainer:
             reason = "another rank stopped"
         return reason
 
+    def _planned_steps(self, elapsed_s: float | None = None) -> float | None:
+        """The step where the budget ends: the nearest of max_steps, max_epochs and (given the
+        time spent) max_minutes, the last two extrapolated from the pace so far."""
+        t = self.cfg.train
+        ends = [t.max_steps] if t.max_steps else []
+        if t.max_epochs:
+            ends.append(t.max_epochs * math.ceil(self._epoch_batches / t.accumulate))
+        if t.max_minutes and elapsed_s and self.step:
+            ends.append(self.step * t.max_minutes * 60 / elapsed_s)
+        return min(ends) if ends else None
+
     def _budget_reached(self) -> str | None:
         t = self.cfg.train
         if self._stop_signal:
@@ -463,15 +487,18 @@ class Trainer:
     def _log_train(self, window: dict, bar) -> None:
         seconds = max(time.perf_counter() - window["since"], 1e-9)
         # All ranks' work (a collective in DDP).
-        loss, tgt, src = self.dist.sum(
-            [window["loss"].item(), window["tokens"], window["src_tokens"]], self.device
+        loss, tgt, src, elapsed = self.dist.sum(
+            [window["loss"].item(), window["tokens"], window["src_tokens"], self.elapsed_s],
+            self.device,
         )
+        # The ranks' mean clock, so that every rank plans the same learning rates.
+        self.planned_steps = self._planned_steps(elapsed / self.dist.world_size)
         tokens = max(tgt, 1)
         record = {
             "step": self.step,
             "epoch": round(self.epoch + self.batch_in_epoch / self._epoch_batches, 3),
             "train_loss": round(loss / tokens, 4),
-            "lr": learning_rate(self.step, self.cfg.train),
+            "lr": learning_rate(self.step, self.cfg.train, self.planned_steps),
             "tokens_per_s": round(tgt / seconds, 1),
             "src_tgt_tokens_per_s": round((tgt + src) / seconds, 1),
             "elapsed_s": round(self.elapsed_s, 1),
