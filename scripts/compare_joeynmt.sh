@@ -4,6 +4,18 @@
 #   scripts/compare_joeynmt.sh [CONFIG]                          # 6-11 minutes on 2 CPU cores
 #   STEPS=20 WARMUP=5 SENTENCES=100 scripts/compare_joeynmt.sh   # 2 minutes: every stage runs
 #   nice -n 19 scripts/compare_joeynmt.sh                        # beside other work (slower)
+#   RUN=runs/tiny-bpe-90 scripts/compare_joeynmt.sh              # decoding only, one trained model
+#
+# With RUN (one of our trained run dirs) nothing is trained: decoding speed at equal BLEU.
+#   1. the run's model is ported to a JoeyNMT model dir (`compare_joeynmt.py port`: its weights
+#      under JoeyNMT's names, the vocabulary in our id order, JoeyNMT configs for greedy and beam),
+#      and JoeyNMT loads it and computes our logits on 16 sentences (`check-port`);
+#   2. both decode test2016 greedy and beam 5 (length penalty: the run's, or ALPHA) from the same
+#      source pieces (ours from the text, JoeyNMT from a file of those pieces), and JoeyNMT's
+#      output pieces become text through our detokenizer, so only network and search code differ;
+#   3. the table: sentences/s, output tokens/s, BLEU, the share of JoeyNMT's outputs identical to
+#      ours, and ours/JoeyNMT. About 3 minutes for the 1,000 sentences on an idle 2-core CPU,
+#      most of it JoeyNMT's beam search (~1 minute) and greedy search (~30 s).
 #
 # What it does, in a temporary work dir:
 #   1. installs JoeyNMT 2.3.0 into its own virtual environment ($JOEY_VENV; reused when present)
@@ -38,9 +50,11 @@
 # decoding speeds do not compare like for like. The training figures do not depend on that.
 #
 # Environment (all optional):
+#   RUN                 our trained run dir: port it and compare decoding only (see above)
+#   ALPHA               length penalty of both beam searches with RUN (default: the run's)
 #   STEPS=100           timed optimizer steps of each trainer (the default fits the time above)
 #   WARMUP=10           untimed optimizer steps first (allocator, oneDNN kernels)
-#   THREADS=2           CPU threads for both (torch.set_num_threads / OMP_NUM_THREADS)
+#   THREADS=2           CPU threads for both (OMP_NUM_THREADS, which torch follows)
 #   SENTENCES=1000      decode only the first N test2016 sentences (for quick checks)
 #   CONFIG              our config, if not given as the first argument
 #   OUR_SET             extra overrides for our config, space separated, e.g.
@@ -67,6 +81,8 @@ JOEY_TORCH=${JOEY_TORCH:-torch==2.13.0}
 OUR_VENV=${OUR_VENV:-$ROOT/.venv}
 DATA_DIR=${TRANSLATOR_DATA_DIR:-/work/shared/data/multi30k}
 read -r -a OUR_SET <<<"${OUR_SET:-}"
+PORT_RUN=${RUN:-}
+ALPHA=${ALPHA:-}
 
 die() {
     echo "compare_joeynmt: $*" >&2
@@ -78,12 +94,24 @@ die() {
 [[ $WARMUP =~ ^[1-9][0-9]*$ ]] || die "WARMUP must be a positive integer, got '$WARMUP'"
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a positive integer, got '$THREADS'"
 [[ $SENTENCES =~ ^[1-9][0-9]*$ ]] || die "SENTENCES must be a positive integer, got '$SENTENCES'"
-[[ -f $CONFIG ]] || die "config not found: $CONFIG"
-CONFIG=$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")
+if [[ -n $PORT_RUN ]]; then
+    [[ -f $PORT_RUN/config.yaml && -f $PORT_RUN/model.safetensors ]] ||
+        die "RUN=$PORT_RUN is not a trained run dir (no config.yaml and model.safetensors)"
+    PORT_RUN=$(cd "$PORT_RUN" && pwd)
+    [[ -z $ALPHA || $ALPHA =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "ALPHA must be a number, got '$ALPHA'"
+    SPLITS=(test_2016_flickr)
+else
+    [[ -f $CONFIG ]] || die "config not found: $CONFIG"
+    CONFIG=$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")
+    SPLITS=(train val test_2016_flickr)
+fi
 [[ -d $DATA_DIR ]] || die "Multi30k data dir not found: $DATA_DIR (set TRANSLATOR_DATA_DIR to the \
 folder with train.en.gz, train.de.gz, val.*.gz and test_2016_flickr.*.gz)"
-for f in train.en train.de val.en val.de test_2016_flickr.en test_2016_flickr.de; do
-    [[ -f $DATA_DIR/$f.gz ]] || die "missing $DATA_DIR/$f.gz (set TRANSLATOR_DATA_DIR)"
+for split in "${SPLITS[@]}"; do
+    for lang in en de; do
+        [[ -f $DATA_DIR/$split.$lang.gz ]] ||
+            die "missing $DATA_DIR/$split.$lang.gz (set TRANSLATOR_DATA_DIR)"
+    done
 done
 [[ -x $OUR_VENV/bin/translator ]] || die "no $OUR_VENV/bin/translator: run 'make install' first"
 command -v python3 >/dev/null || die "python3 is needed to create JoeyNMT's virtual environment"
@@ -141,7 +169,11 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 SETS=()
 for o in "${OUR_SET[@]}"; do SETS+=(--set "$o"); done
 
-say "work dir $WORK; $WARMUP warm-up + $STEPS timed steps each, $THREADS threads"
+if [[ -n $PORT_RUN ]]; then
+    say "work dir $WORK; decoding $PORT_RUN with both, $THREADS threads"
+else
+    say "work dir $WORK; $WARMUP warm-up + $STEPS timed steps each, $THREADS threads"
+fi
 
 # -- 1. JoeyNMT's environment ---------------------------------------------------------------
 joey_ready() {
@@ -168,12 +200,53 @@ fi
 
 # -- 2. data and configs ----------------------------------------------------------------------
 mkdir -p "$WORK/joey/data"
-for split in train val; do
-    for lang in en de; do gzip -dc "$DATA_DIR/$split.$lang.gz" >"$WORK/joey/data/$split.$lang"; done
-done
+TEST_EN=$WORK/joey/data/test.en
+TEST_DE=$WORK/joey/data/test.de
 for lang in en de; do # both systems decode these same files
     gzip -dc "$DATA_DIR/test_2016_flickr.$lang.gz" | sed -n "1,${SENTENCES}p" \
         >"$WORK/joey/data/test.$lang"
+done
+
+# -- RUN: port one of our runs to JoeyNMT, decode with both, print the table, stop ------------
+if [[ -n $PORT_RUN ]]; then
+    MODEL=$WORK/joey/model
+    PIECES=$WORK/joey/data/test.pieces
+    ALPHA_ARG=()
+    if [[ -n $ALPHA ]]; then ALPHA_ARG=(--alpha "$ALPHA"); fi
+    say "porting $PORT_RUN to JoeyNMT"
+    run "$WORK/pieces.log" "$OUR_PY" "$HELPER" pieces --run "$PORT_RUN" --src "$TEST_EN" \
+        --out "$PIECES"
+    run "$WORK/port.log" "$OUR_PY" "$HELPER" port --run "$PORT_RUN" --out "$MODEL" \
+        --beam "$BEAM" "${ALPHA_ARG[@]}" --check "$PIECES" --work "$WORK" --threads "$THREADS"
+    say "$(tail -n 1 "$WORK/port.log")"
+    run "$WORK/check-port.log" "$JOEY_PY" "$HELPER" check-port --work "$WORK" --model-dir "$MODEL"
+    say "$(tail -n 1 "$WORK/check-port.log")"
+    for mode in greedy beam; do
+        beam=$([[ $mode == greedy ]] && echo 1 || echo "$BEAM")
+        say "ours: decoding test2016, $mode"
+        run "$WORK/ours-$mode.json" "$OUR_VENV/bin/translator" evaluate --bleu --run "$PORT_RUN" \
+            --src "$TEST_EN" --ref "$TEST_DE" --beam "$beam" "${ALPHA_ARG[@]}" --json \
+            --output "$WORK/ours-hyp.$mode"
+        "$OUR_PY" "$HELPER" ours-decode "$mode" --work "$WORK" --json "$WORK/ours-$mode.json" \
+            --hyp "$WORK/ours-hyp.$mode"
+        say "JoeyNMT: decoding test2016, $mode"
+        config=$([[ $mode == greedy ]] && echo greedy || echo config) # port wrote both
+        t0=$(now)
+        run "$WORK/joey-$mode.log" bash -c '"$1" -m joeynmt translate "$2" <"$3" >"$4"' _ \
+            "$JOEY_PY" "$MODEL/$config.yaml" "$PIECES" "$WORK/joey/hyp.$mode.pieces"
+        wall=$(elapsed "$t0" "$(now)")
+        run "$WORK/joey-$mode-score.log" "$OUR_PY" "$HELPER" joey-decode "$mode" --work "$WORK" \
+            --hyp "$WORK/joey/hyp.$mode.pieces" --detok "$WORK/joey/hyp.$mode" --ref "$TEST_DE" \
+            --ours "$WORK/ours-hyp.$mode" --log "$WORK/joey-$mode.log" --wall "$wall"
+        say "$(cat "$WORK/joey-$mode-score.log")"
+    done
+    "$OUR_PY" "$HELPER" table --work "$WORK"
+    say "done"
+    exit 0
+fi
+
+for split in train val; do
+    for lang in en de; do gzip -dc "$DATA_DIR/$split.$lang.gz" >"$WORK/joey/data/$split.$lang"; done
 done
 say "ours: preparing the corpus (cached in $TRANSLATOR_CACHE_DIR)"
 run "$WORK/ours-prepare.log" "$OUR_VENV/bin/translator" prepare -c "$CONFIG" "${SETS[@]}"
@@ -185,23 +258,23 @@ run "$WORK/spm.log" "$JOEY_PY" "$HELPER" spm --work "$WORK" --threads "$THREADS"
 say "$(tail -n 1 "$WORK/spm.log")"
 
 # -- 3. our side: train, then decode ---------------------------------------------------------
-RUN=$WORK/runs/ours
+OUR_RUN=$WORK/runs/ours
 say "ours: training $((WARMUP + STEPS)) steps"
 run "$WORK/ours-train.log" "$OUR_VENV/bin/translator" train -c "$CONFIG" "${SETS[@]}" \
-    --run-dir "$RUN" --no-progress \
+    --run-dir "$OUR_RUN" --no-progress \
     --set train.max_steps=$((WARMUP + STEPS)) --set train.log_every="$LOG_EVERY" \
     --set train.valid_every=1000000000 --set train.valid_max_sentences=100 \
     --set train.max_epochs=null --set train.max_minutes=null --set train.patience=null \
     --set train.average_checkpoints=0 --set train.precision=fp32 --set train.device=cpu \
     --set train.threads="$THREADS"
 run "$WORK/ours-rate.log" "$OUR_PY" "$HELPER" train-rate ours --work "$WORK" \
-    --log "$RUN/metrics.jsonl" --warmup "$WARMUP"
+    --log "$OUR_RUN/metrics.jsonl" --warmup "$WARMUP"
 say "$(cat "$WORK/ours-rate.log")"
-run "$WORK/ours-corpus.log" "$OUR_PY" "$HELPER" ours-corpus --work "$WORK" --run "$RUN"
+run "$WORK/ours-corpus.log" "$OUR_PY" "$HELPER" ours-corpus --work "$WORK" --run "$OUR_RUN"
 for mode in greedy beam; do
     beam=$([[ $mode == greedy ]] && echo 1 || echo "$BEAM")
     say "ours: decoding test2016, $mode"
-    run "$WORK/ours-$mode.json" "$OUR_VENV/bin/translator" evaluate --bleu --run "$RUN" \
+    run "$WORK/ours-$mode.json" "$OUR_VENV/bin/translator" evaluate --bleu --run "$OUR_RUN" \
         --src "$WORK/joey/data/test.en" --ref "$WORK/joey/data/test.de" --beam "$beam" --json \
         --output "$WORK/ours-hyp.$mode"
     "$OUR_PY" "$HELPER" ours-decode "$mode" --work "$WORK" --json "$WORK/ours-$mode.json" \
