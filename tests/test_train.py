@@ -16,7 +16,10 @@ def tiny(toy_data, *extra):
 
 
 def test_learning_rate_warms_up_linearly_then_decays_as_inverse_sqrt():
-    cfg = load_config(CONFIGS / "multi30k.yaml", ["train.lr=1e-3", "train.warmup_steps=100"]).train
+    cfg = load_config(
+        CONFIGS / "multi30k.yaml",
+        ["train.lr=1e-3", "train.warmup_steps=100", "train.schedule=inverse_sqrt"],
+    ).train
     assert learning_rate(50, cfg) == pytest.approx(5e-4)
     assert learning_rate(100, cfg) == pytest.approx(1e-3)
     assert learning_rate(400, cfg) == pytest.approx(5e-4)  # sqrt(100 / 400) = 1/2
