@@ -376,20 +376,14 @@ def joey_order(vocab) -> list[int]:
     return first + [i for i in range(len(vocab)) if i not in first]
 
 
-def source_pieces(translator, texts: list[str]) -> list[list[str]]:
-    """The pieces our model reads for each text (as Translator._encode, before the ids)."""
-    tokens = translator.tokenizer.tokenize(texts)
-    if translator.subword is not None:
-        tokens = translator.subword.segment(tokens)
-    return [t[: translator.cfg.model.max_positions - 1] for t in tokens]
-
-
 def cmd_pieces(args: argparse.Namespace) -> None:
     """Write the source pieces of each line of --src, space separated: JoeyNMT's input."""
     from translator.data import read_lines
     from translator.translate import Translator
 
-    lines = source_pieces(Translator.load(args.run), read_lines(args.src))
+    translator = Translator.load(args.run)
+    limit = translator.cfg.model.max_positions - 1  # as Translator cuts its input
+    lines = [p[:limit] for p in translator.source_pieces(read_lines(args.src))]
     empty = [i + 1 for i, pieces in enumerate(lines) if not pieces]
     if empty:  # JoeyNMT skips empty input lines, which would misalign the outputs
         raise SystemExit(f"{args.src}: empty line(s) {empty[:5]}")

@@ -162,12 +162,14 @@ class Translator:
     def _detokenize(self, ids: list[int]) -> str:
         return detokenize(self.tgt_vocab.decode(ids))
 
+    def source_pieces(self, texts: Sequence[str]) -> list[list[str]]:
+        """The tokens (or subword pieces) the model reads for each text, before the ids."""
+        tokens = self.tokenizer.tokenize(texts)
+        return tokens if self.subword is None else self.subword.segment(tokens)
+
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         limit = self.cfg.model.max_positions - 1  # room for <eos>
-        tokens = self.tokenizer.tokenize(texts)
-        if self.subword is not None:
-            tokens = self.subword.segment(tokens)
-        ids = [self.src_vocab.encode(t) for t in tokens]
+        ids = [self.src_vocab.encode(t) for t in self.source_pieces(texts)]
         too_long = sum(len(x) > limit for x in ids)
         if too_long:
             log.warning(
