@@ -114,7 +114,7 @@ def learning_rate(step: int, cfg, planned_steps: float | None = None) -> float:
         return cfg.lr
     if cfg.schedule == "linear":
         if planned_steps is None or planned_steps <= warmup:
-            return cfg.lr  # the budget's end is not known yet
+            return cfg.lr  # the budget's end is not known yet, or falls inside the warmup
         return cfg.lr * max(planned_steps - step, 0) / (planned_steps - warmup)
     return cfg.lr * math.sqrt(max(warmup, 1) / step)
 
@@ -491,8 +491,6 @@ class Trainer:
             [window["loss"].item(), window["tokens"], window["src_tokens"], self.elapsed_s],
             self.device,
         )
-        # The ranks' mean clock, so that every rank plans the same learning rates.
-        self.planned_steps = self._planned_steps(elapsed / self.dist.world_size)
         tokens = max(tgt, 1)
         record = {
             "step": self.step,
@@ -504,6 +502,9 @@ class Trainer:
             "elapsed_s": round(self.elapsed_s, 1),
             "skipped_steps": self.skipped_steps,
         }
+        # Re-plan after building the record, so the logged lr is the one this step used;
+        # from the ranks' mean clock, so that every rank plans the same learning rates.
+        self.planned_steps = self._planned_steps(elapsed / self.dist.world_size)
         if self.dist.is_main:
             self._record(record)
         bar.set_postfix(
