@@ -117,9 +117,10 @@ def test_the_whole_pipeline_on_a_toy_corpus(toy_data, tmp_path):
     assert result.exit_code == 0, result.output
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    result = invoke("evaluate", "--split", "val", "--lowercase", "--beam", "1")
+    result = invoke("evaluate", "--split", "val", "--lowercase", "--beam", "1", "--confidence")
     assert result.exit_code == 0, result.output
     assert "case:lc" in result.stdout and "tokenized, lowercased" in result.stdout
+    assert result.stdout.count(" ± ") == 3 and "bs:1000" in result.stdout  # three BLEU lines
 
     assert_one_line_error(
         invoke("translate", "A dog.", "--beam", "0"), 2, "--beam must be at least 1, got 0"

@@ -54,6 +54,7 @@ BeamOpt = Annotated[
     typer.Option("--beam", "-b", help="Beam size [default: the run's decode.beam_size]."),
 ]
 
+BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default for --confidence
 
 def _fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
@@ -317,6 +318,14 @@ def evaluate(
     lowercase: Annotated[
         bool, typer.Option("--lowercase", help="Also report case-insensitive BLEU.")
     ] = False,
+    confidence: Annotated[
+        bool,
+        typer.Option(
+            "--confidence",
+            help="Add 95% confidence intervals to BLEU: sacreBLEU's bootstrap resampling of "
+            f"the test set ({BOOTSTRAP_SAMPLES:,} samples).",
+        ),
+    ] = False,
     output: Annotated[Path | None, typer.Option(help="Save the hypotheses here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -346,7 +355,13 @@ def evaluate(
     )
     seconds = time.perf_counter() - started
     # A run trained on lowercased text can only be judged case-insensitively: report that too.
-    result = score(hyps, refs, d.tgt_lang, lowercase=lowercase or d.lowercase)
+    result = score(
+        hyps,
+        refs,
+        d.tgt_lang,
+        lowercase=lowercase or d.lowercase,
+        bootstrap=BOOTSTRAP_SAMPLES if confidence else 0,
+    )
     result.update(
         seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),
@@ -363,12 +378,17 @@ def evaluate(
         f"{name}: {len(hyps)} sentences, beam {result['beam']}, {seconds:.1f} s "
         f"({result['sentences_per_s']} sentences/s)"
     )
-    typer.echo(f"BLEU  {result['bleu']:6.2f}   {result['signature']}")
+
+    def bleu(key: str) -> str:
+        ci = f" ± {result[key + '_ci']:.2f}" if key + "_ci" in result else ""
+        return f"BLEU  {result[key]:6.2f}{ci}"
+
+    typer.echo(f"{bleu('bleu')}   {result['signature']}")
     if "bleu_lc" in result:
-        typer.echo(f"BLEU  {result['bleu_lc']:6.2f}   {result['bleu_lc_signature']}")
+        typer.echo(f"{bleu('bleu_lc')}   {result['bleu_lc_signature']}")
     typer.echo(f"chrF  {result['chrf']:6.2f}   {result['chrf_signature']}")
     typer.echo(
-        f"BLEU  {result['bleu_tok_lc']:6.2f}   tokenized, lowercased (Moses; the "
+        f"{bleu('bleu_tok_lc')}   tokenized, lowercased (Moses; the "
         "convention of the Multi30k papers, not comparable with the line above)"
     )
 

@@ -1,0 +1,40 @@
+"""Scoring: sacreBLEU figures, the Multi30k papers' tokenized lowercased BLEU, confidence."""
+
+import pytest
+
+from translator.evaluate import score
+
+REFS = [
+    "Ein Hund rennt durch den Schnee.",
+    "Zwei Männer spielen Fußball auf einer Wiese.",
+    "Eine Frau mit rotem Hut liest ein Buch.",
+    "Kinder spielen im Park neben einem See.",
+] * 10
+
+
+def test_perfect_output_scores_100():
+    result = score(REFS, REFS)
+    assert result["bleu"] == 100 and result["chrf"] == 100 and result["bleu_tok_lc"] == 100
+    assert result["n"] == len(REFS) and "tok:13a" in result["signature"]
+
+
+def test_papers_convention_ignores_case_and_tokenization():
+    hyps = [ref.lower().replace(".", " .") for ref in REFS]
+    result = score(hyps, REFS, lowercase=True)
+    assert result["bleu"] < 60  # cased sacreBLEU sees every capital as an error ...
+    assert result["bleu_lc"] == 100 and result["bleu_tok_lc"] == 100  # ... the others do not
+
+
+def test_bootstrap_adds_confidence_without_moving_the_score():
+    hyps = [ref.replace("Hund", "Katze").replace("einer", "der") for ref in REFS]
+    plain = score(hyps, REFS, lowercase=True)
+    resampled = score(hyps, REFS, lowercase=True, bootstrap=200)
+    for key in ("bleu", "bleu_lc", "bleu_tok_lc"):
+        assert resampled[key] == plain[key] and key + "_ci" not in plain
+        assert 0 < resampled[key + "_ci"] < 20
+    assert "bs:200" in resampled["signature"]
+
+
+def test_mismatched_lengths_fail():
+    with pytest.raises(ValueError, match="3 hypotheses but 40 references"):
+        score(REFS[:3], REFS)
