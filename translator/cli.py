@@ -56,6 +56,7 @@ BeamOpt = Annotated[
 
 BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default for --confidence
 
+
 def _fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
