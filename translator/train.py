@@ -321,7 +321,8 @@ class Trainer:
             "src_tokens": 0,
             "since": time.perf_counter(),
         }
-        bar = self._progress_bar()
+        self._epoch_batches = len(self.sampler.epoch(self.epoch))
+        bar = self._progress_bar(total=self._planned_steps())  # the step or epoch limit
         stop_reason = None
         with self._signals():
             try:
@@ -686,13 +687,9 @@ class Trainer:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _progress_bar(self):
+    def _progress_bar(self, total: float | None):
         from tqdm import tqdm
 
-        t = self.cfg.train
-        per_epoch = len(self.sampler.epoch(0)) // t.accumulate
-        totals = [t.max_steps, t.max_epochs * per_epoch if t.max_epochs else None]
-        total = min(x for x in totals if x) if any(totals) else None
         return tqdm(
             total=total,
             initial=self.step,
