@@ -321,8 +321,7 @@ class Trainer:
             "src_tokens": 0,
             "since": time.perf_counter(),
         }
-        self._epoch_batches = len(self.sampler.epoch(self.epoch))
-        bar = self._progress_bar(total=self._planned_steps())  # the step or epoch limit
+        bar = self._progress_bar()
         stop_reason = None
         with self._signals():
             try:
@@ -332,6 +331,8 @@ class Trainer:
                     if self.planned_steps is None:  # first epoch since start or resume
                         # elapsed_s is 0, or the saved one: the same on every rank
                         self.planned_steps = self._planned_steps(self.elapsed_s)
+                        bar.total = self._planned_steps()  # the step or epoch limit
+                        bar.refresh()
                     while self.batch_in_epoch < len(batches) and stop_reason is None:
                         group = batches[self.batch_in_epoch : self.batch_in_epoch + t.accumulate]
                         self.batch_in_epoch += len(group)
@@ -687,11 +688,10 @@ class Trainer:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _progress_bar(self, total: float | None):
+    def _progress_bar(self):
         from tqdm import tqdm
 
         return tqdm(
-            total=total,
             initial=self.step,
             unit="step",
             desc="train",
