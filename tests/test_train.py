@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from translator import run_dir as rd
 from translator.config import ConfigError, load_config
-from translator.train import Trainer, learning_rate, resolve_precision, resume_config, sequence_loss
+from translator.loss import sequence_loss
+from translator.train import Trainer, learning_rate, resolve_precision, resume_config
 
 
 def tiny(toy_data, *extra):

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from translator import run_dir as rd
+from translator.allocator import keep_freed_memory
 from translator.average import (
     AVERAGED,
     average_into,
@@ -38,6 +38,7 @@ from translator.data import read_parallel
 from translator.distributed import Distributed
 from translator.evaluate import score
 from translator.files import atomic_write, atomic_write_text
+from translator.loss import sequence_loss
 from translator.model import build_model
 from translator.plots import plot_curves
 from translator.translate import Translator
@@ -119,19 +120,6 @@ def learning_rate(step: int, cfg, planned_steps: float | None = None) -> float:
     return cfg.lr * math.sqrt(max(warmup, 1) / step)
 
 
-def sequence_loss(
-    logits: torch.Tensor, labels: torch.Tensor, pad_id: int, smoothing: float
-) -> torch.Tensor:
-    """Summed label-smoothed cross-entropy over the non-pad *target* labels (fp32)."""
-    return F.cross_entropy(
-        logits.float().flatten(0, 1),
-        labels.flatten(),
-        ignore_index=pad_id,
-        label_smoothing=smoothing,
-        reduction="sum",
-    )
-
-
 def resume_config(path: Path, overrides: list[str]) -> Config:
     """The run's own config, with only `train.<budget/logging/hardware>` keys overridable."""
     from translator.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
@@ -197,6 +185,8 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # big logits tensors otherwise page-fault in every step
         self.dist = Distributed.from_environment(self.device.type)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
