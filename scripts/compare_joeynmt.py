@@ -159,7 +159,9 @@ def cmd_configs(args: argparse.Namespace) -> None:
             "learning_rate": t.lr,
             # JoeyNMT's default minimum (1e-4) ends training during the warm-up.
             "learning_rate_min": 1.0e-8,
-            "scheduling": "warmupinversesquareroot" if t.schedule == "inverse_sqrt" else None,
+            # JoeyNMT 2.3.0 has no linear or constant schedule (and requires one): inverse-sqrt
+            # stands in for them; a step takes as long whatever its learning rate.
+            "scheduling": "warmupinversesquareroot",
             "learning_rate_warmup": t.warmup_steps,
             "label_smoothing": t.label_smoothing,
             "clip_grad_norm": t.clip_norm,
@@ -190,8 +192,6 @@ def cmd_configs(args: argparse.Namespace) -> None:
             "decoder": stack(m.decoder_layers),
         },
     }
-    if base["training"]["scheduling"] is None:
-        del base["training"]["scheduling"]
     joey.mkdir(parents=True, exist_ok=True)
     for name, beam in (("train", 1), ("greedy", 1), ("beam", args.beam)):
         cfg_out = json.loads(json.dumps(base))

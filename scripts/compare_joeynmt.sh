@@ -23,7 +23,8 @@
 #      sentencepiece 0.2.0: 0.2.1+ dropped the SetVocabulary that JoeyNMT calls);
 #   2. writes a JoeyNMT config for the model of CONFIG (default configs/multi30k.yaml): the same
 #      layers, d_model, heads, ffn, dropout, norm placement, embedding tying, token batch budget
-#      (data.max_tokens; both count sentences x longest side), optimizer and schedule, and one
+#      (data.max_tokens; both count sentences x longest side), optimizer, warmup (inverse-sqrt
+#      schedule for JoeyNMT, which has no linear one: step speed does not depend on it), and one
 #      joint SentencePiece BPE trained on the same Multi30k text, of as many pieces as our
 #      prepared vocabulary has (our BPE may stop short of vocab.bpe_size);
 #   3. trains both for WARMUP + STEPS optimizer steps, fp32 on CPU with THREADS threads, with no
