@@ -52,6 +52,7 @@ def test_bf16_logits_are_scored_in_fp32():
 
 RESIDENT_AFTER_FREE = """
 import torch
+from translator.allocator import keep_freed_memory
 
 def resident_mb():
     with open("/proc/self/statm") as f:
