@@ -4,7 +4,7 @@ glibc serves allocations above its mmap threshold (at most 32 MiB) with a fresh 
 unmaps them on free. A training step on CPU allocates and frees several tensors of
 tokens x vocabulary floats (~160 MB at 4,096 tokens and 10k pieces: logits, log-probabilities,
 their gradients), so every step faults in and zeroes that memory again, page by page. Serving
-everything from the heap and never trimming it makes freed blocks reusable: ~25-30% more
+everything from the heap and never trimming it makes freed blocks reusable: ~30% more
 training tokens/s for the default model on this project's 2-core CPU (docs/results.md).
 The cost is that the process keeps its peak memory until it exits.
 """

@@ -17,12 +17,16 @@ import torch
 ROWS_PER_BLOCK = 128  # 128 rows x 10k pieces x 4 bytes = 5 MB: one block's passes hit the cache
 
 
+def _rows_per_block(logits: torch.Tensor) -> int:
+    """Blocks fit a CPU cache; GPUs gain nothing from them and take all rows at once."""
+    return ROWS_PER_BLOCK if logits.device.type == "cpu" else max(len(logits), 1)
+
+
 class _LabelSmoothedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, labels, pad_id: int, smoothing: float):
         rows, vocab = logits.shape
-        per_block = max(rows, 1) if logits.is_cuda else ROWS_PER_BLOCK  # GPUs: one block
-        ctx.per_block = per_block
+        per_block = _rows_per_block(logits)
         smoothed = logits.new_empty(rows)  # the loss of each row
         log_probs = logits.new_empty(min(rows, per_block), vocab)  # reused for every block
         for start in range(0, rows, per_block):
@@ -44,8 +48,9 @@ class _LabelSmoothedCrossEntropy(torch.autograd.Function):
         smoothing, vocab = ctx.smoothing, logits.shape[1]
         row_scale = keep.to(logits.dtype) * grad_loss  # pad rows get no gradient
         grad = torch.empty_like(logits)
-        for start in range(0, logits.shape[0], ctx.per_block):
-            rows = slice(start, start + ctx.per_block)
+        per_block = _rows_per_block(logits)
+        for start in range(0, logits.shape[0], per_block):
+            rows = slice(start, start + per_block)
             block = grad[rows]
             torch.softmax(logits[rows], dim=-1, out=block)
             block.sub_(smoothing / vocab).mul_(row_scale[rows, None])
