@@ -74,6 +74,11 @@ def cmd_configs(args: argparse.Namespace) -> None:
             f"JoeyNMT drops attention weights at dropout={m.dropout} "
             f"(ours: attention_dropout={m.attention_dropout})"
         )
+    if m.activation_dropout not in (None, m.dropout):
+        notes.append(
+            f"JoeyNMT drops inside the feed-forward network at dropout={m.dropout} "
+            f"(ours: activation_dropout={m.activation_dropout})"
+        )
     if m.share_all_embeddings and not m.tie_target_embeddings:
         notes.append("share_all_embeddings without tie_target_embeddings: JoeyNMT ties both")
     if t.precision != "fp32":

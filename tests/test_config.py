@@ -60,6 +60,7 @@ def test_override_wins_over_file_and_file_over_default():
         ("model.d_model=-8", "model.d_model must be > 0"),
         ("model.d_model=130", "model.d_model (130) must be divisible by model.n_heads"),
         ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+        ("model.activation_dropout=-0.1", "model.activation_dropout must be in [0, 1)"),
         ("model.norm=middle", "model.norm must be one of post, pre"),
         ("train.precision=fp8", "train.precision must be one of"),
         ("data.max_len=500", "exceeds model.max_positions"),

@@ -211,3 +211,16 @@ def test_cpu_dropout_drops_at_rate_p_and_keeps_the_expectation():
     assert torch.equal(x.grad, y.detach())
     assert torch.equal(drop.eval()(x), x)
     assert not torch.equal(Dropout(0.3).train()(x), Dropout(0.3).train()(x))  # a new mask each call
+
+
+@pytest.mark.parametrize("activation_dropout, ffn_p", [(None, 0.3), (0.0, 0.0), (0.1, 0.1)])
+def test_activation_dropout_sets_the_ffn_dropout_only(activation_dropout, ffn_p):
+    # None keeps the older behaviour (the FFN drops at model.dropout); 0 is fairseq's default.
+    model = make_model(dropout=0.3, activation_dropout=activation_dropout)
+    for layer in [*model.encoder.layers, *model.decoder.layers]:
+        assert layer.ffn.dropout.p == ffn_p
+        assert all(sub.dropout.p == 0.3 for sub in layer.sublayers)
+    if ffn_p == 0.0:  # no mask is drawn inside the FFN in training mode
+        ffn = model.encoder.layers[0].ffn.train()
+        x = torch.randn(3, 5, TINY.d_model)
+        assert torch.equal(ffn(x), ffn(x))

@@ -61,6 +61,9 @@ class ModelConfig:
     d_ff: int = 1024
     dropout: float = 0.1
     attention_dropout: float = 0.0
+    # Inside the feed-forward network, after the ReLU; None: the same as dropout (the annotated
+    # transformer); fairseq's Transformer, which Wu et al.'s recipe ran on, uses 0.
+    activation_dropout: float | None = None
     positions: str = "sinusoidal"  # sinusoidal | learned
     max_positions: int = 256  # longest sequence the model accepts (tokens incl. <sos>/<eos>)
     norm: str = "post"  # post (the paper) | pre
@@ -292,6 +295,7 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
     for key, x in [
         ("model.dropout", m.dropout),
         ("model.attention_dropout", m.attention_dropout),
+        ("model.activation_dropout", m.activation_dropout or 0.0),
         ("train.label_smoothing", t.label_smoothing),
     ]:
         if not 0.0 <= x < 1.0:

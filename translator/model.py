@@ -290,10 +290,12 @@ class SublayerConnection(nn.Module):
 class EncoderLayer(nn.Module):
     """Self-attention, then the feed-forward network, each wrapped in a SublayerConnection."""
 
-    def __init__(self, d_model, n_heads, d_ff, dropout, attention_dropout, pre_norm) -> None:
+    def __init__(
+        self, d_model, n_heads, d_ff, dropout, attention_dropout, activation_dropout, pre_norm
+    ) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
-        self.ffn = FeedForward(d_model, d_ff, dropout)
+        self.ffn = FeedForward(d_model, d_ff, activation_dropout)
         self.sublayers = nn.ModuleList(
             [SublayerConnection(d_model, dropout, pre_norm) for _ in range(2)]
         )
@@ -306,11 +308,13 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Masked self-attention, cross-attention over the encoder output, then the FFN."""
 
-    def __init__(self, d_model, n_heads, d_ff, dropout, attention_dropout, pre_norm) -> None:
+    def __init__(
+        self, d_model, n_heads, d_ff, dropout, attention_dropout, activation_dropout, pre_norm
+    ) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
-        self.ffn = FeedForward(d_model, d_ff, dropout)
+        self.ffn = FeedForward(d_model, d_ff, activation_dropout)
         self.sublayers = nn.ModuleList(
             [SublayerConnection(d_model, dropout, pre_norm) for _ in range(3)]
         )
@@ -393,6 +397,7 @@ class Transformer(nn.Module):
         d_ff: int = 1024,
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
+        activation_dropout: float | None = None,
         positions: str = "sinusoidal",
         max_positions: int = 256,
         norm: str = "post",
@@ -423,6 +428,7 @@ class Transformer(nn.Module):
             d_ff=d_ff,
             dropout=dropout,
             attention_dropout=attention_dropout,
+            activation_dropout=dropout if activation_dropout is None else activation_dropout,
         )
         self.encoder = Encoder(encoder_layers, **layer_args)
         self.decoder = Decoder(decoder_layers, **layer_args)
@@ -513,6 +519,7 @@ def build_model(
         d_ff=cfg.d_ff,
         dropout=cfg.dropout,
         attention_dropout=cfg.attention_dropout,
+        activation_dropout=cfg.activation_dropout,
         positions=cfg.positions,
         max_positions=cfg.max_positions,
         norm=cfg.norm,
