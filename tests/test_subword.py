@@ -69,3 +69,42 @@ def test_default_bpe_round_trips_every_test2016_reference():
     _, refs = read_parallel("test2016", "en", "de", REAL_DATA)
     pieces = corpus.subword.segment(Tokenizer("de").tokenize(refs))
     assert [detokenize(p) for p in pieces] == [" ".join(r.split()) for r in refs]
+
+
+def test_bpe_dropout_samples_finer_segmentations_that_detokenize_exactly():
+    german = [de for _, de in toy_pairs(200, seed=1)]
+    tokens = Tokenizer("de").tokenize(german)
+    bpe = Subword.train(tokens, vocab_size=300)
+    full = bpe.segment(tokens)
+    first, second = bpe.segment(tokens, dropout=0.3), bpe.segment(tokens, dropout=0.3)
+    assert first != second  # resampled on every call
+    assert sum(map(len, first)) > sum(map(len, full))  # skipped merges leave more pieces
+    assert [detokenize(p) for p in first] == german
+    assert set(p for s in first for p in s) <= set(bpe.pieces())
+    assert bpe.segment(tokens) == full  # the deterministic BPE is left untouched
+
+
+def test_a_bpe_dropout_corpus_samples_train_without_unknown_pieces(toy_data):
+    corpus = prepare(bpe_config(toy_data, "vocab.bpe_dropout=0.2"))
+    plain = prepare(bpe_config(toy_data))
+    assert corpus.path != plain.path  # another cache: its vocabulary holds every BPE piece
+    assert set(corpus.subword.pieces()) <= set(corpus.src_vocab.stoi)
+    for side in ("src", "tgt"):  # the same full segmentation
+        assert (
+            getattr(corpus.splits["train"], side).ids == getattr(plain.splits["train"], side).ids
+        ).all()
+    sampled = corpus.sample_train(0.2)
+    train = corpus.splits["train"]
+    assert len(sampled) == len(train) and len(sampled.tgt.ids) > len(train.tgt.ids)
+    assert not (sampled.src.ids == corpus.src_vocab.unk_id).any()
+    vocab = corpus.tgt_vocab
+    assert [detokenize(vocab.decode(sampled.tgt[i])) for i in range(20)] == [
+        detokenize(vocab.decode(train.tgt[i])) for i in range(20)
+    ]
+    with pytest.raises(ValueError, match="without vocab.bpe_dropout"):
+        plain.sample_train(0.2)
+
+
+def test_bpe_dropout_needs_a_bpe_vocabulary(toy_data):
+    with pytest.raises(ConfigError, match="vocab.bpe_dropout needs vocab.kind: bpe"):
+        load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data, "vocab.bpe_dropout=0.1"))

@@ -3,11 +3,12 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIGS, toy_overrides, toy_pairs, write_split
+from conftest import CONFIGS, TOY_BPE, toy_overrides, toy_pairs, write_split
 from safetensors.torch import load_file
 
 from translator import run_dir as rd
 from translator.config import ConfigError, load_config
+from translator.corpus import Corpus
 from translator.loss import sequence_loss
 from translator.train import Trainer, learning_rate, resolve_precision, resume_config
 
@@ -226,3 +227,20 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(toy_data, tmp_path):
     cfg = resume_config(run, [f"train.max_steps={state['step'] + 3}"])
     Trainer(cfg, run_dir=run, resume=True, progress=False).train()
     assert torch.load(run / rd.STATE, weights_only=True)["step"] == state["step"] + 3
+
+
+def test_bpe_dropout_trains_on_a_new_segmentation_every_epoch(toy_data, monkeypatch):
+    cfg = tiny(
+        toy_data, *TOY_BPE, "vocab.bpe_dropout=0.2", "train.max_epochs=3", "train.max_steps=1000"
+    )
+    samples = []
+    original = Corpus.sample_train
+    monkeypatch.setattr(
+        Corpus, "sample_train", lambda self, p: samples.append(original(self, p)) or samples[-1]
+    )
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    assert len(samples) == trainer.epoch == 3
+    full = trainer.corpus.splits["train"]
+    assert all(len(s.tgt.ids) > len(full.tgt.ids) for s in samples)  # finer than the full BPE
+    assert len({len(s.tgt.ids) for s in samples}) > 1  # and different every epoch

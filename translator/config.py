@@ -50,6 +50,9 @@ class VocabConfig:
     min_freq: int = 2  # word: tokens seen fewer times in train become <unk>
     max_size: int | None = None  # word: keep at most this many tokens (specials excluded)
     bpe_size: int = 10000  # bpe: vocabulary size the BPE learns (specials included)
+    # bpe: chance to skip each merge when segmenting the training split, sampled anew every epoch
+    # (BPE-dropout); validation, test and translation always use every merge
+    bpe_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -297,6 +300,7 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         ("model.attention_dropout", m.attention_dropout),
         ("model.activation_dropout", m.activation_dropout or 0.0),
         ("train.label_smoothing", t.label_smoothing),
+        ("vocab.bpe_dropout", v.bpe_dropout),
     ]:
         if not 0.0 <= x < 1.0:
             problems.append(f"{key} must be in [0, 1), got {x}")
@@ -316,6 +320,8 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         problems.append("model.share_all_embeddings needs vocab.joint: true")
     if v.kind == "bpe" and v.bpe_size < 300:
         problems.append(f"vocab.bpe_size must be >= 300 (room for the alphabet), got {v.bpe_size}")
+    if v.bpe_dropout and v.kind != "bpe":
+        problems.append("vocab.bpe_dropout needs vocab.kind: bpe")
     if d.src_lang == d.tgt_lang:
         problems.append(f"data.src_lang and data.tgt_lang must differ, both are {d.src_lang!r}")
     if d.max_len + 2 > m.max_positions:

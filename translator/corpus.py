@@ -4,6 +4,7 @@
     corpus.splits["train"].src[0]      # np.int32 ids of the first source sentence
     corpus.src_vocab, corpus.tgt_vocab
     corpus.subword                     # the source-side BPE (vocab.kind: bpe), else None
+    corpus.sample_train(dropout=0.1)   # train segmented anew (vocab.bpe_dropout > 0 only)
 
 The cache folder is keyed by a hash of the input files and every setting that changes the ids
 (languages, lowercasing, vocabulary options, spaCy version), so a changed setting never reuses stale
@@ -28,10 +29,13 @@ import numpy as np
 
 from translator.config import Config
 from translator.data import canonical_split, data_dir, read_parallel, sha256_of, user_cache_dir
+from translator.files import atomic_write_text
 from translator.subword import Subword
 from translator.vocab import Vocab, build_vocab
 
 FORMAT_VERSION = 2  # bump when the cached layout or the tokenization scheme changes
+TGT_SUBWORD_FILE = "subword.tgt.json"  # with BPE-dropout only, as is:
+WORDS_FILE = "train.words.json"  # the training split's spaCy tokens, [source, target]
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,21 @@ class Corpus:
     path: Path
     cached: bool  # True when loaded from an existing cache
     subword: Subword | None = None  # segments source tokens into the vocabulary's pieces
+    # Kept only for BPE-dropout (vocab.bpe_dropout > 0): the target BPE and train's spaCy tokens
+    tgt_subword: Subword | None = None
+    train_words: tuple[list[list[str]], list[list[str]]] | None = None
+
+    def sample_train(self, dropout: float) -> ParallelIds:
+        """The training split with a freshly sampled BPE-dropout segmentation on both sides."""
+        if self.train_words is None or self.tgt_subword is None:
+            raise ValueError("this corpus was prepared without vocab.bpe_dropout")
+        src_words, tgt_words = self.train_words
+        src = self.subword.segment(src_words, dropout)
+        tgt = self.tgt_subword.segment(tgt_words, dropout)
+        return ParallelIds(
+            IdArray.from_lists([self.src_vocab.encode(pieces) for pieces in src]),
+            IdArray.from_lists([self.tgt_vocab.encode(pieces) for pieces in tgt]),
+        )
 
 
 def cache_root(cfg: Config) -> Path:
@@ -136,6 +155,8 @@ def _cache_key(cfg: Config) -> str:
         "tokenizers": _version("tokenizers") if v.kind == "bpe" else None,
         "files": files,
     }
+    if v.kind == "bpe" and v.bpe_dropout:  # keyed only when on, so that existing caches stay valid
+        settings["sampled_bpe"] = True  # every piece in the vocabulary, train's words kept
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -154,9 +175,10 @@ def _build(cfg: Config, texts: dict[str, tuple[list[str], list[str]]], folder: P
     tokens = {
         name: (src_tok.tokenize(src), tgt_tok.tokenize(tgt)) for name, (src, tgt) in texts.items()
     }
-    subword = None
+    words = tokens[d.train_split]
+    subword = tgt_subword = None
     if v.kind == "bpe":
-        tokens, subword = _segment(tokens, d.train_split, v.bpe_size, v.joint)
+        tokens, subword, tgt_subword = _segment(tokens, d.train_split, v.bpe_size, v.joint)
     train_src, train_tgt = tokens[d.train_split]
     # Every BPE piece seen in train stays: the BPE already chose the vocabulary size.
     min_freq, max_size = (1, None) if v.kind == "bpe" else (v.min_freq, v.max_size)
@@ -165,6 +187,12 @@ def _build(cfg: Config, texts: dict[str, tuple[list[str], list[str]]], folder: P
     else:
         src_vocab = build_vocab(train_src, min_freq, max_size)
         tgt_vocab = build_vocab(train_tgt, min_freq, max_size)
+    sampled = v.kind == "bpe" and v.bpe_dropout > 0
+    if sampled:  # dropped merges give pieces the full segmentation of train never uses
+        src_vocab, tgt_vocab = (
+            _with_all_pieces(src_vocab, subword),
+            _with_all_pieces(tgt_vocab, tgt_subword),
+        )
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
@@ -173,6 +201,9 @@ def _build(cfg: Config, texts: dict[str, tuple[list[str], list[str]]], folder: P
         tgt_vocab.to_file(tmp / "vocab.tgt.json")
         if subword is not None:
             subword.to_file(tmp / Subword.FILE)
+        if sampled:
+            tgt_subword.to_file(tmp / TGT_SUBWORD_FILE)
+            atomic_write_text(tmp / WORDS_FILE, json.dumps(words, ensure_ascii=False))
         for name, (src, tgt) in tokens.items():
             src_ids = IdArray.from_lists([src_vocab.encode(t) for t in src])
             tgt_ids = IdArray.from_lists([tgt_vocab.encode(t) for t in tgt])
@@ -194,10 +225,12 @@ def _build(cfg: Config, texts: dict[str, tuple[list[str], list[str]]], folder: P
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _segment(tokens: dict, train_split: str, size: int, joint: bool) -> tuple[dict, Subword]:
+def _segment(
+    tokens: dict, train_split: str, size: int, joint: bool
+) -> tuple[dict, Subword, Subword]:
     """Learn BPE on the training tokens (one for both sides if `joint`) and segment every split.
 
-    Returns the segmented splits and the source-side BPE, which translating new input needs.
+    Returns the segmented splits and the source- and target-side BPEs (one object if `joint`).
     """
     train_src, train_tgt = tokens[train_split]
     if joint:
@@ -207,7 +240,12 @@ def _segment(tokens: dict, train_split: str, size: int, joint: bool) -> tuple[di
     segmented = {
         name: (src_bpe.segment(src), tgt_bpe.segment(tgt)) for name, (src, tgt) in tokens.items()
     }
-    return segmented, src_bpe
+    return segmented, src_bpe, tgt_bpe
+
+
+def _with_all_pieces(vocab: Vocab, subword: Subword) -> Vocab:
+    seen = set(vocab.stoi)
+    return Vocab(vocab.itos + [piece for piece in subword.pieces() if piece not in seen])
 
 
 def _load(folder: Path, cached: bool) -> Corpus:
@@ -225,10 +263,21 @@ def _load(folder: Path, cached: bool) -> Corpus:
         splits=splits,
         path=folder,
         cached=cached,
-        subword=Subword.from_file(folder / Subword.FILE)
-        if (folder / Subword.FILE).exists()
-        else None,
+        subword=_load_subword(folder / Subword.FILE),
+        tgt_subword=_load_subword(folder / TGT_SUBWORD_FILE),
+        train_words=_load_words(folder / WORDS_FILE),
     )
+
+
+def _load_subword(path: Path) -> Subword | None:
+    return Subword.from_file(path) if path.exists() else None
+
+
+def _load_words(path: Path) -> tuple[list[list[str]], list[list[str]]] | None:
+    if not path.exists():
+        return None
+    src, tgt = json.loads(path.read_text(encoding="utf-8"))
+    return src, tgt
 
 
 def summarize(corpus: Corpus) -> dict[str, dict]:

@@ -2,6 +2,7 @@
 
     bpe = Subword.train(train_token_lists, vocab_size=10000)
     bpe.segment([["Ein", "Fahrradfahrer", "￭."]])   # [["Ein", "Fahrrad", "￭fahrer", "￭."]]
+    bpe.segment(token_lists, dropout=0.1)           # a sampled segmentation (BPE-dropout)
     bpe.to_file(path); Subword.from_file(path)      # JSON, in the cache and in the run dir
 
 A piece that continues a word carries the same JOINER mark as a token glued to the previous one:
@@ -42,13 +43,26 @@ class Subword:
         tokenizer.train_from_iterator(_words(token_lists), trainer)
         return cls(tokenizer)
 
-    def segment(self, token_lists: Sequence[Sequence[str]]) -> list[list[str]]:
+    def segment(
+        self, token_lists: Sequence[Sequence[str]], dropout: float = 0.0
+    ) -> list[list[str]]:
+        """Pieces of each token list. With `dropout`, every merge is skipped with that chance
+        (BPE-dropout, Provilkov et al. 2020): a different, finer segmentation on every call."""
         if not token_lists:
             return []
-        encodings = self._tokenizer.encode_batch(
+        tokenizer = self._tokenizer
+        if dropout:  # on a copy: the deterministic BPE also segments validation and user input
+            tokenizer = self.from_str(self.to_str())._tokenizer
+            tokenizer.model.dropout = dropout
+        encodings = tokenizer.encode_batch(
             [list(tokens) for tokens in token_lists], is_pretokenized=True, add_special_tokens=False
         )
         return [encoding.tokens for encoding in encodings]
+
+    def pieces(self) -> list[str]:
+        """Every piece the BPE can output, specials left out, in id order."""
+        vocab = self._tokenizer.get_vocab()
+        return [piece for piece in sorted(vocab, key=vocab.get) if piece not in SPECIALS]
 
     def to_str(self) -> str:
         return self._tokenizer.to_str()

@@ -224,14 +224,24 @@ class Trainer:
                     f"the data now gives other vocabularies than {self.run_dir} "
                     "was trained with; cannot resume"
                 )
-        self.train_pairs, dropped = corpus.splits[d.train_split].filter_length(d.max_len)
-        if dropped:
-            log.info(
-                "dropped %d training pairs with an empty side or over %d tokens", dropped, d.max_len
-            )
+        self.corpus = corpus
+        self._set_train_pairs(corpus.splits[d.train_split], log_dropped=True)
         self.valid_pairs, _ = corpus.splits[d.valid_split].filter_length(
             self.cfg.model.max_positions - 2
         )
+        src, refs = read_parallel(d.valid_split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
+        limit = self.cfg.train.valid_max_sentences
+        self.valid_src, self.valid_refs = src[:limit], refs[:limit]
+        if d.lowercase:  # a lowercasing model is judged against lowercased references
+            self.valid_refs = [ref.lower() for ref in self.valid_refs]
+
+    def _set_train_pairs(self, pairs, log_dropped: bool = False) -> None:
+        d = self.cfg.data
+        self.train_pairs, dropped = pairs.filter_length(d.max_len)
+        if dropped and log_dropped:
+            log.info(
+                "dropped %d training pairs with an empty side or over %d tokens", dropped, d.max_len
+            )
         self.sampler = sampler_for(
             self.train_pairs,
             d.max_tokens,
@@ -242,11 +252,14 @@ class Trainer:
             world_size=self.dist.world_size,
             accumulate=self.cfg.train.accumulate,
         )
-        src, refs = read_parallel(d.valid_split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
-        limit = self.cfg.train.valid_max_sentences
-        self.valid_src, self.valid_refs = src[:limit], refs[:limit]
-        if d.lowercase:  # a lowercasing model is judged against lowercased references
-            self.valid_refs = [ref.lower() for ref in self.valid_refs]
+
+    def _sample_segmentation(self) -> None:
+        """BPE-dropout: segment train anew for this epoch; all ranks take rank 0's sample, so that
+        they agree on the batches (a resumed epoch samples anew)."""
+        sampled = (
+            self.corpus.sample_train(self.cfg.vocab.bpe_dropout) if self.dist.is_main else None
+        )
+        self._set_train_pairs(self.dist.broadcast(sampled))
 
     def _setup_model(self) -> None:
         t = self.cfg.train
@@ -316,6 +329,8 @@ class Trainer:
         with self._signals():
             try:
                 while stop_reason is None:
+                    if self.cfg.vocab.bpe_dropout:
+                        self._sample_segmentation()
                     batches = self.sampler.epoch(self.epoch)
                     self._epoch_batches = len(batches)
                     if self.planned_steps is None:  # first epoch since start or resume
