@@ -108,3 +108,12 @@ def test_a_bpe_dropout_corpus_samples_train_without_unknown_pieces(toy_data):
 def test_bpe_dropout_needs_a_bpe_vocabulary(toy_data):
     with pytest.raises(ConfigError, match="vocab.bpe_dropout needs vocab.kind: bpe"):
         load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data, "vocab.bpe_dropout=0.1"))
+
+
+def test_bpe_dropout_with_separate_vocabularies_samples_each_side_with_its_own_bpe(toy_data):
+    corpus = prepare(bpe_config(toy_data, "vocab.joint=false", "vocab.bpe_dropout=0.2"))
+    assert corpus.subword is not corpus.tgt_subword
+    assert set(corpus.tgt_subword.pieces()) <= set(corpus.tgt_vocab.stoi)
+    sampled = corpus.sample_train(0.2)
+    assert not (sampled.src.ids == corpus.src_vocab.unk_id).any()
+    assert not (sampled.tgt.ids == corpus.tgt_vocab.unk_id).any()

@@ -43,7 +43,7 @@ def test_linear_schedule_warms_up_then_reaches_zero_at_the_end_of_the_budget():
 def test_the_budget_end_is_the_nearest_limit_a_time_limit_extrapolated(toy_data, tmp_path):
     cfg = tiny(toy_data, "train.max_steps=1000", "train.max_epochs=30", "train.max_minutes=2")
     trainer = Trainer(cfg, run_dir=tmp_path / "r", progress=False)
-    trainer.step, trainer._epoch_batches = 100, 20
+    trainer.step, trainer.epoch, trainer._epoch_batches = 100, 5, 20
     assert trainer._planned_steps() == 600  # 30 epochs x 20 batches
     assert trainer._planned_steps(elapsed_s=60) == 200  # 100 steps a minute, 2 minutes
     assert trainer._planned_steps(elapsed_s=6) == 600
@@ -243,4 +243,6 @@ def test_bpe_dropout_trains_on_a_new_segmentation_every_epoch(toy_data, monkeypa
     assert len(samples) == trainer.epoch == 3
     full = trainer.corpus.splits["train"]
     assert all(len(s.tgt.ids) > len(full.tgt.ids) for s in samples)  # finer than the full BPE
-    assert len({len(s.tgt.ids) for s in samples}) > 1  # and different every epoch
+    assert len({len(s.tgt.ids) for s in samples}) > 1  # and different every epoch (sampled)
+    last, _ = samples[-1].filter_length(cfg.data.max_len)
+    assert (trainer.train_pairs.tgt.ids == last.tgt.ids).all()  # the last epoch trained on it

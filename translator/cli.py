@@ -140,6 +140,9 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
         )
     v = cfg.vocab
     how = f"BPE {v.bpe_size:,}" if v.kind == "bpe" else f"words, min_freq {v.min_freq}"
+    if v.bpe_dropout:
+        how += f"; BPE-dropout {v.bpe_dropout} resamples train every epoch, counts below are for "
+        how += "the full segmentation"
     console = Console()
     console.print(table)
     console.print(

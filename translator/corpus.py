@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ from translator.subword import Subword
 from translator.vocab import Vocab, build_vocab
 
 FORMAT_VERSION = 2  # bump when the cached layout or the tokenization scheme changes
-TGT_SUBWORD_FILE = "subword.tgt.json"  # with BPE-dropout only, as is:
+# Both written only with BPE-dropout (vocab.bpe_dropout > 0), which resegments train every epoch:
+TGT_SUBWORD_FILE = "subword.tgt.json"  # the target-side BPE (the same as the source's if joint)
 WORDS_FILE = "train.words.json"  # the training split's spaCy tokens, [source, target]
 
 
@@ -92,21 +94,28 @@ class Corpus:
     path: Path
     cached: bool  # True when loaded from an existing cache
     subword: Subword | None = None  # segments source tokens into the vocabulary's pieces
-    # Kept only for BPE-dropout (vocab.bpe_dropout > 0): the target BPE and train's spaCy tokens
-    tgt_subword: Subword | None = None
-    train_words: tuple[list[list[str]], list[list[str]]] | None = None
+    tgt_subword: Subword | None = None  # kept only for BPE-dropout (vocab.bpe_dropout > 0)
 
     def sample_train(self, dropout: float) -> ParallelIds:
-        """The training split with a freshly sampled BPE-dropout segmentation on both sides."""
-        if self.train_words is None or self.tgt_subword is None:
+        """The training split with a freshly sampled BPE-dropout segmentation on both sides.
+
+        The `tokenizers` library draws the dropped merges from its own generator: train.seed does
+        not fix them."""
+        if self.tgt_subword is None:
             raise ValueError("this corpus was prepared without vocab.bpe_dropout")
-        src_words, tgt_words = self.train_words
+        src_words, tgt_words = self._train_words
         src = self.subword.segment(src_words, dropout)
         tgt = self.tgt_subword.segment(tgt_words, dropout)
         return ParallelIds(
             IdArray.from_lists([self.src_vocab.encode(pieces) for pieces in src]),
             IdArray.from_lists([self.tgt_vocab.encode(pieces) for pieces in tgt]),
         )
+
+    @cached_property
+    def _train_words(self) -> tuple[list[list[str]], list[list[str]]]:
+        """Read on first use: only the rank that samples needs them."""
+        src, tgt = json.loads((self.path / WORDS_FILE).read_text(encoding="utf-8"))
+        return src, tgt
 
 
 def cache_root(cfg: Config) -> Path:
@@ -265,19 +274,11 @@ def _load(folder: Path, cached: bool) -> Corpus:
         cached=cached,
         subword=_load_subword(folder / Subword.FILE),
         tgt_subword=_load_subword(folder / TGT_SUBWORD_FILE),
-        train_words=_load_words(folder / WORDS_FILE),
     )
 
 
 def _load_subword(path: Path) -> Subword | None:
     return Subword.from_file(path) if path.exists() else None
-
-
-def _load_words(path: Path) -> tuple[list[list[str]], list[list[str]]] | None:
-    if not path.exists():
-        return None
-    src, tgt = json.loads(path.read_text(encoding="utf-8"))
-    return src, tgt
 
 
 def summarize(corpus: Corpus) -> dict[str, dict]:

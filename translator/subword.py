@@ -47,7 +47,8 @@ class Subword:
         self, token_lists: Sequence[Sequence[str]], dropout: float = 0.0
     ) -> list[list[str]]:
         """Pieces of each token list. With `dropout`, every merge is skipped with that chance
-        (BPE-dropout, Provilkov et al. 2020): a different, finer segmentation on every call."""
+        (BPE-dropout, Provilkov et al. 2020): a segmentation sampled anew on every call, never
+        coarser than the full one."""
         if not token_lists:
             return []
         tokenizer = self._tokenizer

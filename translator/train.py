@@ -469,8 +469,10 @@ class Trainer:
         time spent) max_minutes, the last two extrapolated from the pace so far."""
         t = self.cfg.train
         ends = [t.max_steps] if t.max_steps else []
-        if t.max_epochs:
-            ends.append(t.max_epochs * math.ceil(self._epoch_batches / t.accumulate))
+        if t.max_epochs:  # steps so far + the rest at this epoch's pace (BPE-dropout varies it)
+            per_epoch = math.ceil(self._epoch_batches / t.accumulate)
+            done_this_epoch = math.ceil(self.batch_in_epoch / t.accumulate)
+            ends.append(self.step - done_this_epoch + (t.max_epochs - self.epoch) * per_epoch)
         if t.max_minutes and elapsed_s and self.step:
             ends.append(self.step * t.max_minutes * 60 / elapsed_s)
         return min(ends) if ends else None
