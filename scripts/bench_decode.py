@@ -18,7 +18,7 @@ import torch
 
 from translator import decode, translate
 from translator.data import read_parallel
-from translator.evaluate import score
+from translator.evaluate import references_for, score
 from translator.tokenization import Tokenizer
 from translator.translate import Translator
 
@@ -49,7 +49,8 @@ def timed(
     hyps = translator.translate(sources, beam_size=beam, length_penalty=alpha)
     seconds = time.perf_counter() - started
     tokens = sum(len(t) + 1 for t in Tokenizer(translator.cfg.data.tgt_lang).tokenize(hyps))
-    result = score(hyps, refs, translator.cfg.data.tgt_lang)
+    data = translator.cfg.data
+    result = score(hyps, references_for(refs, data.lowercase), data.tgt_lang)
     return {
         "seconds": seconds,
         "sent_s": len(sources) / seconds,

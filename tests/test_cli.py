@@ -138,6 +138,29 @@ def test_the_whole_pipeline_on_a_toy_corpus(toy_data, tmp_path):
     )
 
 
+def test_a_lowercasing_run_is_scored_against_lowercased_references(toy_data, tmp_path):
+    from translator.data import read_lines
+    from translator.evaluate import score
+
+    overrides = ("data.lowercase=true", "train.max_steps=60", "model.d_model=64", "model.d_ff=128")
+    train = invoke("train", "-c", "configs/tiny.yaml", "--no-progress", *sets(toy_data, *overrides))
+    assert train.exit_code == 0, train.output
+
+    out = tmp_path / "val.hyp"
+    result = invoke("evaluate", "--split", "val", "--beam", "1", "--json", "--output", out)
+    assert result.exit_code == 0, result.output
+    reported = json.loads(result.stdout.strip().splitlines()[-1])
+    hyps, refs = read_lines(out), read_lines(toy_data / "val.de.gz")
+    assert any(hyps) and all(hyp == hyp.lower() for hyp in hyps)
+    lowered = score(hyps, [ref.lower() for ref in refs])
+    assert (reported["bleu"], reported["chrf"]) == (lowered["bleu"], lowered["chrf"])
+    # Against the cased references the same output would look worse: German capitalises nouns.
+    assert score(hyps, refs)["chrf"] < reported["chrf"]
+
+    result = invoke("evaluate", "--split", "val", "--beam", "1")
+    assert "scored against lowercased references" in result.stdout
+
+
 @requires_real_data
 def test_prepare_on_the_real_data():
     result = invoke("prepare", "--set", f"data.dir={REAL_DATA}")

@@ -335,7 +335,7 @@ def evaluate(
 ) -> None:
     """Translate a test set with a trained run and score it with sacreBLEU (cased, detokenized)."""
     from translator.data import read_lines, read_parallel
-    from translator.evaluate import score
+    from translator.evaluate import references_for, score
     from translator.translate import Translator
 
     _check_at_least_one(beam=beam)
@@ -358,12 +358,11 @@ def evaluate(
         sources, beam_size=beam, length_penalty=length_penalty, progress=not as_json
     )
     seconds = time.perf_counter() - started
-    # A run trained on lowercased text can only be judged case-insensitively: report that too.
     result = score(
         hyps,
-        refs,
+        references_for(refs, d.lowercase),
         d.tgt_lang,
-        lowercase=lowercase or d.lowercase,
+        lowercase=lowercase,
         bootstrap=BOOTSTRAP_SAMPLES if confidence else 0,
     )
     result.update(
@@ -382,6 +381,8 @@ def evaluate(
         f"{name}: {len(hyps)} sentences, beam {result['beam']}, {seconds:.1f} s "
         f"({result['sentences_per_s']} sentences/s)"
     )
+    if d.lowercase:
+        typer.echo("the run was trained on lowercased text: scored against lowercased references")
 
     def bleu(key: str) -> str:
         ci = f" ± {result[key + '_ci']:.2f}" if key + "_ci" in result else ""

@@ -58,6 +58,13 @@ def score(
     return result
 
 
+def references_for(references: Sequence[str], lowercased_model: bool) -> list[str]:
+    """What a model's output is scored against. A model trained on lowercased text (data.lowercase)
+    cannot be asked for capitals: its BLEU and chrF use lowercased references, as its validation
+    does."""
+    return [ref.lower() for ref in references] if lowercased_model else list(references)
+
+
 def moses_lowercased(lines: Sequence[str], lang: str) -> list[str]:
     """Lowercased, Moses-tokenized text: how the Multi30k papers prepare both sides for BLEU."""
     from sacremoses import MosesTokenizer

@@ -36,7 +36,7 @@ from translator.config import Config
 from translator.corpus import prepare
 from translator.data import read_parallel
 from translator.distributed import Distributed
-from translator.evaluate import score
+from translator.evaluate import references_for, score
 from translator.files import atomic_write, atomic_write_text
 from translator.loss import sequence_loss
 from translator.model import build_model
@@ -231,9 +231,7 @@ class Trainer:
         )
         src, refs = read_parallel(d.valid_split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
         limit = self.cfg.train.valid_max_sentences
-        self.valid_src, self.valid_refs = src[:limit], refs[:limit]
-        if d.lowercase:  # a lowercasing model is judged against lowercased references
-            self.valid_refs = [ref.lower() for ref in self.valid_refs]
+        self.valid_src, self.valid_refs = src[:limit], references_for(refs[:limit], d.lowercase)
 
     def _set_train_pairs(self, pairs, log_dropped: bool = False) -> None:
         d = self.cfg.data
