@@ -192,6 +192,10 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
             torch.backends.cudnn.allow_tf32 = True
+            # cuDNN attention (PyTorch's pick for bf16 on Hopper) plans anew for every batch
+            # shape, and length-bucketed batches have hundreds: bf16 steps ran 7x slower on an
+            # H100 with it (11.7k against 84k target tok/s, scripts/bench_train.py).
+            torch.backends.cuda.enable_cudnn_sdp(False)
         if not self.dist.is_main:  # rank 0 speaks for all
             log.setLevel(logging.WARNING)
             self.progress = False
