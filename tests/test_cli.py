@@ -104,6 +104,7 @@ def test_the_whole_pipeline_on_a_toy_corpus(toy_data, tmp_path):
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"bleu", "chrf", "signature", "n", "seconds", "bleu_tok_lc"} <= set(scores)
     assert scores["n"] == 40 and 0 <= scores["bleu"] <= 100
+    assert scores["lowercased_references"] is False  # a cased run is scored as cased
 
     result = invoke("translate", "A dog runs.", "", "--nbest", "2", "--beam", "3")
     assert result.exit_code == 0, result.output
@@ -154,6 +155,7 @@ def test_a_lowercasing_run_is_scored_against_lowercased_references(toy_data, tmp
     assert any(hyps) and all(hyp == hyp.lower() for hyp in hyps)
     lowered = score(hyps, [ref.lower() for ref in refs])
     assert (reported["bleu"], reported["chrf"]) == (lowered["bleu"], lowered["chrf"])
+    assert reported["lowercased_references"] is True
     # Against the cased references the same output would look worse: German capitalises nouns.
     assert score(hyps, refs)["chrf"] < reported["chrf"]
 

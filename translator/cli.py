@@ -333,7 +333,10 @@ def evaluate(
     output: Annotated[Path | None, typer.Option(help="Save the hypotheses here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Translate a test set with a trained run and score it with sacreBLEU (cased, detokenized)."""
+    """Translate a test set with a trained run and score it with sacreBLEU (cased, detokenized).
+
+    A run trained on lowercased text (data.lowercase) is scored against lowercased references.
+    """
     from translator.data import read_lines, read_parallel
     from translator.evaluate import references_for, score
     from translator.translate import Translator
@@ -371,6 +374,7 @@ def evaluate(
         split=name,
         beam=beam or translator.cfg.decode.beam_size,
         alpha=translator.cfg.decode.length_penalty if length_penalty is None else length_penalty,
+        lowercased_references=d.lowercase,
     )
     if output:
         _write_output(output, hyps)
