@@ -49,8 +49,7 @@ def timed(
     hyps = translator.translate(sources, beam_size=beam, length_penalty=alpha)
     seconds = time.perf_counter() - started
     tokens = sum(len(t) + 1 for t in Tokenizer(translator.cfg.data.tgt_lang).tokenize(hyps))
-    data = translator.cfg.data
-    result = score(hyps, references_for(refs, data.lowercase), data.tgt_lang)
+    result = score(hyps, refs, translator.cfg.data.tgt_lang)
     return {
         "seconds": seconds,
         "sent_s": len(sources) / seconds,
@@ -82,6 +81,7 @@ def main() -> None:
     translator = Translator.load(args.run)
     d = translator.cfg.data
     sources, refs = read_parallel(args.split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
+    refs = references_for(refs, d.lowercase)  # lowercased for a run trained on lowercased text
     translator.translate(sources[:64], beam_size=1)  # warm-up: allocator, oneDNN kernels
 
     rows = [
