@@ -128,6 +128,19 @@ def test_a_run_dir_holds_everything_to_translate_again(toy_data):
     assert rd.latest_run() == run
 
 
+def test_the_log_shows_gradient_norms_and_how_often_clipping_cut_them(toy_data, tmp_path):
+    def logged(run_dir, *extra):
+        cfg = tiny(toy_data, "train.max_steps=8", "train.log_every=4", *extra)
+        run = Trainer(cfg, run_dir=tmp_path / run_dir, progress=False).train()
+        lines = (run / rd.METRICS).read_text().splitlines()
+        return [r for r in map(json.loads, lines) if "train_loss" in r]
+
+    always = logged("tight", "train.clip_norm=1e-6")
+    assert len(always) == 2 and all(r["grad_norm"] > 1e-6 and r["clipped"] == 1.0 for r in always)
+    never = logged("unclipped", "train.clip_norm=null")
+    assert all(r["grad_norm"] > 0 and r["clipped"] == 0.0 for r in never)
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(toy_data, tmp_path):
     cfg = tiny(
         toy_data,

@@ -169,6 +169,7 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_bleu, self.bad_validations, self.elapsed_s = -1.0, 0, 0.0
         self.skipped_steps = self.nonfinite_in_a_row = 0  # NaN/inf (or fp16 overflow) steps
+        self.grad_norm = math.nan  # of the last step, before clipping
         self.history: list[dict] = []
         self._stop_signal: str | None = None
         self._planned_stop: str | None = None  # patience ran out
@@ -324,6 +325,7 @@ class Trainer:
             "loss": torch.zeros((), device=self.device),
             "tokens": 0,
             "src_tokens": 0,
+            "grad_norms": [],
             "since": time.perf_counter(),
         }
         bar = self._progress_bar()
@@ -347,6 +349,8 @@ class Trainer:
                         window["loss"] += loss
                         window["tokens"] += n_tgt
                         window["src_tokens"] += n_src
+                        if n_tgt:  # a skipped step has no meaningful norm
+                            window["grad_norms"].append(self.grad_norm)
                         self.elapsed_s = time.perf_counter() - started
                         bar.update(1)
                         if self.step % t.log_every == 0:
@@ -418,9 +422,10 @@ class Trainer:
             n_src += batch.n_src_tokens
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm or math.inf)
+        self.grad_norm = norm.item()  # before clipping; logged as grad_norm and clipped
         # With fp16 the grad scaler skips overflowing steps itself (and lowers its scale).
         finite = math.isfinite(total.item()) and (
-            self.scaler.is_enabled() or math.isfinite(norm.item())
+            self.scaler.is_enabled() or math.isfinite(self.grad_norm)
         )
         if not finite:
             self._skip_step()
@@ -513,6 +518,11 @@ class Trainer:
             "elapsed_s": round(self.elapsed_s, 1),
             "skipped_steps": self.skipped_steps,
         }
+        norms = [n for n in window["grad_norms"] if math.isfinite(n)]
+        if norms:  # this rank's: DDP has made the gradients, and so their norms, equal
+            record["grad_norm"] = round(sum(norms) / len(norms), 4)
+            clip = self.cfg.train.clip_norm
+            record["clipped"] = round(sum(n > clip for n in norms) / len(norms), 3) if clip else 0.0
         # Re-plan after building the record, so the logged lr is the one this step used;
         # from the ranks' mean clock, so that every rank plans the same learning rates.
         self.planned_steps = self._planned_steps(elapsed / self.dist.world_size)
@@ -528,6 +538,7 @@ class Trainer:
             loss=torch.zeros((), device=self.device),
             tokens=0,
             src_tokens=0,
+            grad_norms=[],
             since=time.perf_counter(),
         )
 
