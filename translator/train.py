@@ -321,13 +321,7 @@ class Trainer:
         )
         self.model.train()
         started = time.perf_counter() - self.elapsed_s
-        window = {
-            "loss": torch.zeros((), device=self.device),
-            "tokens": 0,
-            "src_tokens": 0,
-            "grad_norms": [],
-            "since": time.perf_counter(),
-        }
+        window = self._new_log_window()
         bar = self._progress_bar()
         stop_reason = None
         with self._signals():
@@ -349,7 +343,7 @@ class Trainer:
                         window["loss"] += loss
                         window["tokens"] += n_tgt
                         window["src_tokens"] += n_src
-                        if n_tgt:  # a skipped step has no meaningful norm
+                        if n_tgt and math.isfinite(self.grad_norm):  # not a skipped step
                             window["grad_norms"].append(self.grad_norm)
                         self.elapsed_s = time.perf_counter() - started
                         bar.update(1)
@@ -518,7 +512,7 @@ class Trainer:
             "elapsed_s": round(self.elapsed_s, 1),
             "skipped_steps": self.skipped_steps,
         }
-        norms = [n for n in window["grad_norms"] if math.isfinite(n)]
+        norms = window["grad_norms"]
         if norms:  # this rank's: DDP has made the gradients, and so their norms, equal
             record["grad_norm"] = round(sum(norms) / len(norms), 4)
             clip = self.cfg.train.clip_norm
@@ -534,13 +528,17 @@ class Trainer:
             tok_s=f"{record['tokens_per_s']:.0f}",
             refresh=False,
         )
-        window.update(
-            loss=torch.zeros((), device=self.device),
-            tokens=0,
-            src_tokens=0,
-            grad_norms=[],
-            since=time.perf_counter(),
-        )
+        window.update(self._new_log_window())
+
+    def _new_log_window(self) -> dict:
+        """What the training loop sums between two metrics.jsonl lines."""
+        return {
+            "loss": torch.zeros((), device=self.device),
+            "tokens": 0,
+            "src_tokens": 0,
+            "grad_norms": [],  # finite ones only: an fp16 overflow step's norm is inf
+            "since": time.perf_counter(),
+        }
 
     @torch.inference_mode()
     def validation_loss(self) -> float:
