@@ -1,12 +1,14 @@
 """The command line as a user meets it: help, one-line errors, exit codes, a tiny full pipeline."""
 
 import json
+import shutil
 
 import pytest
 from conftest import REAL_DATA, requires_real_data, toy_overrides
 from typer.testing import CliRunner
 
 from translator.cli import app
+from translator.run_dir import latest_run
 
 runner = CliRunner()
 
@@ -105,6 +107,22 @@ def test_the_whole_pipeline_on_a_toy_corpus(toy_data, tmp_path):
     assert {"bleu", "chrf", "signature", "n", "seconds", "bleu_tok_lc"} <= set(scores)
     assert scores["n"] == 40 and 0 <= scores["bleu"] <= 100
     assert scores["lowercased_references"] is False  # a cased run is scored as cased
+
+    # A run ensembled with itself averages two equal distributions: the same translations.
+    run = latest_run()
+    result = invoke("evaluate", "--split", "val", "--json", "--ensemble", run)
+    assert result.exit_code == 0, result.output
+    both = json.loads(result.stdout.strip().splitlines()[-1])
+    assert both["models"] == 2 and (both["bleu"], both["chrf"]) == (scores["bleu"], scores["chrf"])
+    other = tmp_path / "other-run"
+    shutil.copytree(run, other)
+    vocab = json.loads((other / "vocab.tgt.json").read_text(encoding="utf-8"))
+    tokens = vocab["tokens"]  # the same words under other ids: two swapped
+    tokens[-1], tokens[-2] = tokens[-2], tokens[-1]
+    (other / "vocab.tgt.json").write_text(json.dumps(vocab), encoding="utf-8")
+    assert_one_line_error(
+        invoke("translate", "A dog.", "--ensemble", other), 1, "different vocabularies"
+    )
 
     result = invoke("translate", "A dog runs.", "", "--nbest", "2", "--beam", "3")
     assert result.exit_code == 0, result.output

@@ -49,6 +49,16 @@ RunOpt = Annotated[
     typer.Option("--run", "-r", help="Run dir to use [default: the most recent run in runs/]."),
 ]
 
+EnsembleOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--ensemble",
+        "-e",
+        help="Also decode with this run's best model (repeatable): the models' next-token "
+        "probabilities are averaged. Runs must share the vocabulary (same prepared corpus).",
+    ),
+]
+
 BeamOpt = Annotated[
     int | None,
     typer.Option("--beam", "-b", help="Beam size [default: the run's decode.beam_size]."),
@@ -236,6 +246,7 @@ def _torchrun(nproc: int, args: list[str]) -> int:
 def translate(
     text: Annotated[list[str] | None, typer.Argument(help="Sentence(s) to translate.")] = None,
     run: RunOpt = None,
+    ensemble: EnsembleOpt = None,
     input_: Annotated[
         Path | None,
         typer.Option("--input", "-i", help="Translate this file line by line (`-`: stdin)."),
@@ -274,8 +285,10 @@ def translate(
         raise _fail("give sentences or --input, not both", 2)
     if greedy and nbest > 1:
         raise _fail("--nbest needs beam search; drop --greedy", 2)
+    if ensemble and plot_attention is not None:
+        raise _fail("--plot-attention shows one model's attention; drop --ensemble", 2)
     lines = list(text) if text else _read_input(input_)
-    translator = Translator.load(run)
+    translator = Translator.load(run, ensemble=ensemble or ())
     beam = 1 if greedy else beam
     if plot_attention is not None:
         from translator.plots import plot_attention as plot
@@ -297,12 +310,14 @@ def translate(
 @app.command(
     epilog="Examples: `translator evaluate --bleu`, "
     "`translator evaluate --bleu --split val --json`, "
-    "`translator evaluate --bleu --src in.en --ref ref.de`"
+    "`translator evaluate --bleu --src in.en --ref ref.de`, "
+    "`translator evaluate --bleu --run runs/a --ensemble runs/b --ensemble runs/c`"
 )
 @user_errors
 def evaluate(
     bleu: Annotated[bool, typer.Option("--bleu", help="Score BLEU and chrF (sacreBLEU).")] = True,
     run: RunOpt = None,
+    ensemble: EnsembleOpt = None,
     split: Annotated[
         str, typer.Option(help="Multi30k split: test2016, val, test2017, mscoco, test2018.")
     ] = "test2016",
@@ -346,7 +361,7 @@ def evaluate(
         raise _fail("--src and --ref go together", 2)
     if length_penalty is not None and length_penalty < 0:
         raise _fail(f"--alpha must be >= 0, got {length_penalty}", 2)
-    translator = Translator.load(run, weights=weights)
+    translator = Translator.load(run, weights=weights, ensemble=ensemble or ())
     d = translator.cfg.data
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)
@@ -375,6 +390,7 @@ def evaluate(
         beam=beam or translator.cfg.decode.beam_size,
         alpha=translator.cfg.decode.length_penalty if length_penalty is None else length_penalty,
         lowercased_references=d.lowercase,
+        models=1 + len(ensemble or ()),
     )
     if output:
         _write_output(output, hyps)

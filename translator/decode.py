@@ -4,6 +4,7 @@
     best = search(model, src, beam_size=5, sos_id=vocab.sos_id, eos_id=vocab.eos_id)
     nbest = beam_search(model, src, beam_size=5, sos_id=..., eos_id=..., nbest=3)
 
+`model` is a Transformer, or a translator.ensemble.Ensemble, which offers the same interface.
 `src` is a LongTensor (B, S) on the model's device, right-padded with `model.pad_id`.
 Hypotheses are lists of token ids without SOS and EOS. A sentence's output is at most
 min(a * src_len + b, max_positions - 1) tokens long (src_len counts non-pad tokens), or

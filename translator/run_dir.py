@@ -158,3 +158,21 @@ def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
     model = build_model(cfg.model, len(src_vocab), len(tgt_vocab), src_vocab.pad_id)
     load_weights(model, path / weights)
     return Run(path, cfg, src_vocab, tgt_vocab, model.to(device).eval(), subword)
+
+
+def check_same_vocabularies(first: Run, other: Run) -> None:
+    """Runs that decode together (an ensemble) must read and write the very same token ids."""
+    a, b = first.cfg.data, other.cfg.data
+    problems = []
+    if (a.src_lang, a.tgt_lang, a.lowercase) != (b.src_lang, b.tgt_lang, b.lowercase):
+        problems.append("languages or lowercasing")
+    if first.src_vocab != other.src_vocab or first.tgt_vocab != other.tgt_vocab:
+        problems.append("vocabularies")
+    first_bpe = first.subword.to_str() if first.subword else None
+    if first_bpe != (other.subword.to_str() if other.subword else None):
+        problems.append("BPE")
+    if problems:
+        raise RunError(
+            f"{other.path} cannot decode with {first.path}: different {' and '.join(problems)} "
+            "(ensemble runs trained on the same prepared corpus and vocabulary settings)"
+        )

@@ -2,6 +2,7 @@
 
     translator = Translator.load("runs/multi30k-20261125-120000")   # or Translator.load() = latest
     translator.translate(["A dog runs.", "Two men play chess."], beam_size=5)
+    Translator.load("runs/a", ensemble=["runs/b", "runs/c"])         # three models as one
 
 The model is loaded once; sentences are sorted by length into batches (little padding) and put back
 in input order. Empty lines give empty lines. Input longer than the model accepts is cut to fit,
@@ -38,12 +39,25 @@ class Translator:
 
     @classmethod
     def load(
-        cls, run_dir: Path | None = None, weights: str | None = None, device: str = "cpu"
+        cls,
+        run_dir: Path | None = None,
+        weights: str | None = None,
+        device: str = "cpu",
+        ensemble: Sequence[Path] = (),
     ) -> Translator:
-        from translator.run_dir import BEST, latest_run, load_run
+        """A run's model; with `ensemble`, those runs' best models decode beside it."""
+        from translator.run_dir import BEST, check_same_vocabularies, latest_run, load_run
 
         run = load_run(run_dir or latest_run(), weights or BEST, device)
-        return cls(run.model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword)
+        model = run.model
+        if ensemble:
+            from translator.ensemble import Ensemble
+
+            others = [load_run(Path(path), BEST, device) for path in ensemble]
+            for other in others:
+                check_same_vocabularies(run, other)
+            model = Ensemble([run.model, *(other.model for other in others)])
+        return cls(model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword)
 
     def translate(
         self,
@@ -106,6 +120,8 @@ class Translator:
         Token lists include the <eos> each side ends with. The weights come from one
         teacher-forced pass over the model's own translation.
         """
+        if not hasattr(self.model, "decoder"):
+            raise ValueError("attention heatmaps show one model, not an ensemble")
         (ids,) = self._encode([text])
         if not ids:
             raise ValueError("nothing to plot: the input is empty")

@@ -1,0 +1,68 @@
+"""Tests for translator.ensemble: several models searched as one."""
+
+import math
+
+import pytest
+import torch
+from test_decode import EOS, SOS, TINY, VOCAB, random_model, random_src
+
+from translator.decode import beam_search, greedy_search, length_penalty
+from translator.ensemble import Ensemble
+from translator.model import build_model
+
+LENGTHS = [9, 4, 7, 1, 12, 5]
+
+
+def test_a_model_ensembled_with_itself_decodes_as_the_model_alone():
+    model, src = random_model(), random_src(LENGTHS)
+    twice = Ensemble([model, model])
+    assert greedy_search(twice, src, sos_id=SOS, eos_id=EOS) == greedy_search(
+        model, src, sos_id=SOS, eos_id=EOS
+    )
+    alone = beam_search(model, src, beam_size=4, sos_id=SOS, eos_id=EOS, alpha=1.0)
+    both = beam_search(twice, src, beam_size=4, sos_id=SOS, eos_id=EOS, alpha=1.0)
+    assert [hyps[0][0] for hyps in both] == [hyps[0][0] for hyps in alone]
+    assert [hyps[0][1] for hyps in both] == pytest.approx([hyps[0][1] for hyps in alone], abs=1e-4)
+
+
+def ensemble_score(models, src_row, ids, alpha):
+    """Sum over ids + [EOS] of log(mean_i p_i(y_t)), over the GNMT length penalty."""
+    tgt = torch.tensor([[SOS, *ids, EOS]])
+    src_row = src_row[src_row != 0].unsqueeze(0)
+    with torch.no_grad():
+        probs = torch.stack([m(src_row, tgt[:, :-1]).softmax(-1)[0] for m in models]).mean(0)
+    total = probs.gather(1, tgt[0, 1:].unsqueeze(1)).log().sum().item()
+    return total / length_penalty(len(ids) + 1, alpha)
+
+
+def test_beam_search_scores_the_average_of_the_members_probabilities():
+    # Members of different widths: each reads its own slice of the joint encoder output.
+    narrow = random_model()
+    torch.manual_seed(1)
+    wide = random_model(d_model=48, d_ff=96)
+    with torch.no_grad():  # a different model, not a seed-0 twin
+        for p in wide.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ensemble, src = Ensemble([narrow, wide]), random_src(LENGTHS, seed=3)
+    beams = beam_search(ensemble, src, beam_size=4, sos_id=SOS, eos_id=EOS, alpha=0.6, nbest=2)
+    for row, hyps in enumerate(beams):
+        for ids, score in hyps:
+            expected = ensemble_score([narrow, wide], src[row], ids, 0.6)
+            assert score == pytest.approx(expected, abs=1e-4)
+    # The ensemble is a model of its own: its output is neither member's on every sentence.
+    alone = [greedy_search(m, src, sos_id=SOS, eos_id=EOS) for m in (narrow, wide)]
+    together = greedy_search(ensemble, src, sos_id=SOS, eos_id=EOS)
+    assert together != alone[0] or together != alone[1]
+
+
+def test_the_step_distribution_is_normalised():
+    ensemble, src = Ensemble([random_model(), random_model(d_model=48)]), random_src([5, 3])
+    memory, mask = ensemble.encode(src)
+    out = ensemble.decode(torch.full((2, 1), SOS), memory, mask, ensemble.new_cache())
+    assert torch.allclose(out.exp().sum(-1), torch.ones(2, 1), atol=1e-5)
+    assert not math.isnan(out.sum().item())
+
+
+def test_members_with_different_vocabularies_are_refused():
+    with pytest.raises(ValueError, match="share their vocabularies"):
+        Ensemble([random_model(), build_model(TINY, VOCAB + 5, VOCAB + 5, pad_id=0)])
