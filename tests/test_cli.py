@@ -123,6 +123,14 @@ def test_the_whole_pipeline_on_a_toy_corpus(toy_data, tmp_path):
     assert_one_line_error(
         invoke("translate", "A dog.", "--ensemble", other), 1, "different vocabularies"
     )
+    assert_one_line_error(
+        invoke("translate", "A dog.", "--ensemble", tmp_path / "none"), 1, "does not exist"
+    )
+    assert_one_line_error(
+        invoke("translate", "A dog.", "-e", run, "--plot-attention", tmp_path / "a.png"),
+        2,
+        "drop --ensemble",
+    )
 
     result = invoke("translate", "A dog runs.", "", "--nbest", "2", "--beam", "3")
     assert result.exit_code == 0, result.output

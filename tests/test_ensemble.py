@@ -1,6 +1,7 @@
 """Tests for translator.ensemble: several models searched as one."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -52,7 +53,7 @@ def test_beam_search_scores_the_average_of_the_members_probabilities():
     # The ensemble is a model of its own: its output is neither member's on every sentence.
     alone = [greedy_search(m, src, sos_id=SOS, eos_id=EOS) for m in (narrow, wide)]
     together = greedy_search(ensemble, src, sos_id=SOS, eos_id=EOS)
-    assert together != alone[0] or together != alone[1]
+    assert together != alone[0] and together != alone[1]
 
 
 def test_the_step_distribution_is_normalised():
@@ -63,6 +64,26 @@ def test_the_step_distribution_is_normalised():
     assert not math.isnan(out.sum().item())
 
 
+def test_outputs_fit_the_member_with_the_fewest_positions():
+    short = build_model(replace(TINY, max_positions=12), VOCAB, VOCAB, pad_id=0).eval()
+    ensemble, src = Ensemble([random_model(), short]), random_src([8, 3])
+    assert ensemble.max_positions == 12
+    hyps = greedy_search(ensemble, src, sos_id=SOS, eos_id=EOS, max_len=50)
+    assert all(len(h) <= 11 for h in hyps)  # position 0 is SOS
+
+
 def test_members_with_different_vocabularies_are_refused():
     with pytest.raises(ValueError, match="share their vocabularies"):
         Ensemble([random_model(), build_model(TINY, VOCAB + 5, VOCAB + 5, pad_id=0)])
+
+
+def test_a_source_too_long_for_one_member_is_cut_with_a_warning_not_an_error(caplog):
+    from translator.config import Config
+    from translator.translate import Translator
+    from translator.vocab import SPECIALS, Vocab
+
+    vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(VOCAB - len(SPECIALS)))])
+    short = build_model(replace(TINY, max_positions=12), VOCAB, VOCAB, pad_id=0).eval()
+    translator = Translator(Ensemble([random_model(), short]), Config(), vocab, vocab)
+    (out,) = translator.translate([" ".join(f"w{i % 16}" for i in range(30))], beam_size=2)
+    assert isinstance(out, str) and "longer than 11 tokens were cut" in caplog.text

@@ -54,7 +54,7 @@ EnsembleOpt = Annotated[
     typer.Option(
         "--ensemble",
         "-e",
-        help="Also decode with this run's best model (repeatable): the models' next-token "
+        help="Also decode with this run's model (repeatable): the models' next-token "
         "probabilities are averaged. Runs must share the vocabulary (same prepared corpus).",
     ),
 ]
@@ -331,7 +331,8 @@ def evaluate(
     weights: Annotated[
         str | None,
         typer.Option(
-            help="Weights file in the run dir, e.g. averaged.safetensors [default: best]."
+            help="Weights file in the run dir (in each --ensemble run too), e.g. "
+            "averaged.safetensors [default: best]."
         ),
     ] = None,
     lowercase: Annotated[
@@ -397,8 +398,9 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(result))
         return
+    models = f", an ensemble of {result['models']} models" if result["models"] > 1 else ""
     typer.echo(
-        f"{name}: {len(hyps)} sentences, beam {result['beam']}, {seconds:.1f} s "
+        f"{name}: {len(hyps)} sentences, beam {result['beam']}{models}, {seconds:.1f} s "
         f"({result['sentences_per_s']} sentences/s)"
     )
     if d.lowercase:

@@ -38,11 +38,12 @@ class Ensemble(nn.Module):
         if not models:
             raise ValueError("an ensemble needs at least one model")
         first = models[0]
-        for model in models[1:]:
-            if model.pad_id != first.pad_id or model.generator.out_features != (
-                first.generator.out_features
-            ):
-                raise ValueError("ensemble members must share their vocabularies")
+
+        def sizes(model: Transformer) -> tuple[int, int, int]:
+            return model.pad_id, model.src_embed.lut.num_embeddings, model.generator.out_features
+
+        if any(sizes(model) != sizes(first) for model in models[1:]):
+            raise ValueError("ensemble members must share their vocabularies")
         self.members = nn.ModuleList(models)
         self.pad_id = first.pad_id
         self.max_positions = min(model.max_positions for model in models)

@@ -45,7 +45,8 @@ class Translator:
         device: str = "cpu",
         ensemble: Sequence[Path] = (),
     ) -> Translator:
-        """A run's model; with `ensemble`, those runs' best models decode beside it."""
+        """A run's model; with `ensemble`, those runs' models decode beside it (the same
+        `weights` file in each)."""
         from translator.run_dir import BEST, check_same_vocabularies, latest_run, load_run
 
         run = load_run(run_dir or latest_run(), weights or BEST, device)
@@ -53,7 +54,7 @@ class Translator:
         if ensemble:
             from translator.ensemble import Ensemble
 
-            others = [load_run(Path(path), BEST, device) for path in ensemble]
+            others = [load_run(Path(path), weights or BEST, device) for path in ensemble]
             for other in others:
                 check_same_vocabularies(run, other)
             model = Ensemble([run.model, *(other.model for other in others)])
@@ -120,7 +121,9 @@ class Translator:
         Token lists include the <eos> each side ends with. The weights come from one
         teacher-forced pass over the model's own translation.
         """
-        if not hasattr(self.model, "decoder"):
+        from translator.ensemble import Ensemble
+
+        if isinstance(self.model, Ensemble):
             raise ValueError("attention heatmaps show one model, not an ensemble")
         (ids,) = self._encode([text])
         if not ids:
@@ -184,7 +187,7 @@ class Translator:
         return tokens if self.subword is None else self.subword.segment(tokens)
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
-        limit = self.cfg.model.max_positions - 1  # room for <eos>
+        limit = self.model.max_positions - 1  # room for <eos>; an ensemble's shortest
         ids = [self.src_vocab.encode(t) for t in self.source_pieces(texts)]
         too_long = sum(len(x) > limit for x in ids)
         if too_long:
