@@ -268,7 +268,11 @@ def test_sigkill_at_several_points_then_resume_matches_an_uninterrupted_run(toy_
         )
         try:
             deadline = time.time() + 120
-            while len(_saved_steps(run)) < kill_after_saves and time.time() < deadline:
+            # A metrics line is written just before its checkpoint: wait for the state too, which
+            # is written last, so that the first kill finds a resumable run however slow the host.
+            while (
+                len(_saved_steps(run)) < kill_after_saves or not (run / rd.STATE).exists()
+            ) and time.time() < deadline:
                 time.sleep(0.01)
             time.sleep(0.05)  # land somewhere inside the next steps, or a save
             proc.send_signal(signal.SIGKILL)

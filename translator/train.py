@@ -644,6 +644,10 @@ class Trainer:
 
     def save_checkpoint(self, best: bool) -> None:
         rd.save_weights(self.model, self.run_dir / rd.LAST)
+        # The best weights before the state: once state.pt exists, so does model.safetensors
+        # (the first validation is always the best so far), and a killed run can translate.
+        if best:
+            rd.save_weights(self.model, self.run_dir / rd.BEST)
         state = {
             "step": self.step,
             "epoch": self.epoch,
@@ -662,8 +666,6 @@ class Trainer:
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         atomic_write(self.run_dir / rd.STATE, lambda tmp: torch.save(state, tmp))
-        if best:
-            rd.save_weights(self.model, self.run_dir / rd.BEST)
 
     def _load_state(self) -> None:
         path = self.run_dir / rd.STATE
