@@ -63,6 +63,8 @@ def test_override_wins_over_file_and_file_over_default():
         ("model.activation_dropout=-0.1", "model.activation_dropout must be in [0, 1)"),
         ("model.norm=middle", "model.norm must be one of post, pre"),
         ("train.precision=fp8", "train.precision must be one of"),
+        ("train.optimizer=lion", "train.optimizer must be one of adam, adamw, nag"),
+        ("train.momentum=1.0", "train.momentum must be in [0, 1)"),
         ("data.max_len=500", "exceeds model.max_positions"),
         ("model.d_model", "--set expects KEY=VALUE"),
         ("=3", "--set expects KEY=VALUE"),

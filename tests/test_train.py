@@ -79,7 +79,10 @@ def test_precision_choices_fall_back_where_unsupported():
     assert resolve_precision("fp16", cpu) is None  # fp16 autocast is not offered on CPU
 
 
-def test_a_tiny_model_learns_twenty_pairs_by_heart(tmp_path):
+@pytest.mark.parametrize(
+    "optimizer", [["train.optimizer=adam"], ["train.optimizer=nag", "train.lr=0.05"]]
+)
+def test_a_tiny_model_learns_twenty_pairs_by_heart(tmp_path, optimizer):
     pairs = toy_pairs(20, seed=5)
     folder = tmp_path / "twenty"
     folder.mkdir()
@@ -95,8 +98,13 @@ def test_a_tiny_model_learns_twenty_pairs_by_heart(tmp_path):
         "train.label_smoothing=0",
         "train.log_every=50",
         "train.valid_every=150",  # an epoch is one step here: validate once, at the end
+        *optimizer,
     )
-    run = Trainer(cfg, progress=False).train()
+    trainer = Trainer(cfg, progress=False)
+    run = trainer.train()
+    if cfg.train.optimizer == "nag":  # fairseq's default: SGD with Nesterov momentum
+        assert isinstance(trainer.optimizer, torch.optim.SGD)
+        assert trainer.optimizer.defaults["nesterov"] and trainer.optimizer.defaults["momentum"]
     from translator.translate import Translator
 
     outputs = Translator.load(run).translate([en for en, _ in pairs], beam_size=1)

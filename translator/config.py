@@ -81,9 +81,10 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     compile: bool = False  # torch.compile the model
     threads: int | None = None  # CPU threads; None: all cores
-    optimizer: str = "adam"  # adam | adamw
+    optimizer: str = "adam"  # adam | adamw | nag (SGD with Nesterov momentum: fairseq's default)
     lr: float = 5e-4  # peak learning rate, reached at the end of warmup
-    betas: tuple[float, float] = (0.9, 0.98)
+    betas: tuple[float, float] = (0.9, 0.98)  # adam and adamw
+    momentum: float = 0.99  # nag
     weight_decay: float = 0.0
     warmup_steps: int = 4000
     schedule: str = "inverse_sqrt"  # inverse_sqrt | constant | linear (to 0 at the budget's end)
@@ -288,7 +289,7 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         _choice(m.norm, ("post", "pre"), "model.norm"),
         _choice(t.device, ("auto", "cpu", "cuda", "mps"), "train.device"),
         _choice(t.precision, ("auto", "fp32", "bf16", "fp16"), "train.precision"),
-        _choice(t.optimizer, ("adam", "adamw"), "train.optimizer"),
+        _choice(t.optimizer, ("adam", "adamw", "nag"), "train.optimizer"),
         _choice(t.schedule, ("inverse_sqrt", "constant", "linear"), "train.schedule"),
     ]
     if m.d_model % m.n_heads:
@@ -306,6 +307,8 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
             problems.append(f"{key} must be in [0, 1), got {x}")
     if not all(0.0 <= b < 1.0 for b in t.betas):
         problems.append(f"train.betas must both be in [0, 1), got {list(t.betas)}")
+    if not 0.0 <= t.momentum < 1.0:
+        problems.append(f"train.momentum must be in [0, 1), got {t.momentum}")
     for key, x in [
         ("train.warmup_steps", t.warmup_steps),
         ("train.average_checkpoints", t.average_checkpoints),

@@ -273,14 +273,18 @@ class Trainer:
         self.translator = Translator(
             self.model, self.cfg, self.src_vocab, self.tgt_vocab, self.subword
         )
-        optimizer = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer(
-            self.model.parameters(),
+        common = dict(
             lr=learning_rate(1, t),
-            betas=t.betas,
             weight_decay=t.weight_decay,
             fused=self.device.type == "cuda" or None,  # one kernel for all parameters
         )
+        if t.optimizer == "nag":
+            self.optimizer = torch.optim.SGD(
+                self.model.parameters(), momentum=t.momentum, nesterov=True, **common
+            )
+        else:
+            optimizer = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+            self.optimizer = optimizer(self.model.parameters(), betas=t.betas, **common)
         # A grad scaler only for fp16 on CUDA; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(
             enabled=self.device.type == "cuda" and self.amp_dtype == torch.float16
