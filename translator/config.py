@@ -307,8 +307,8 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
             problems.append(f"{key} must be in [0, 1), got {x}")
     if not all(0.0 <= b < 1.0 for b in t.betas):
         problems.append(f"train.betas must both be in [0, 1), got {list(t.betas)}")
-    if not 0.0 <= t.momentum < 1.0:
-        problems.append(f"train.momentum must be in [0, 1), got {t.momentum}")
+    if not 0.0 < t.momentum < 1.0:  # Nesterov momentum needs some momentum
+        problems.append(f"train.momentum must be in (0, 1), got {t.momentum}")
     for key, x in [
         ("train.warmup_steps", t.warmup_steps),
         ("train.average_checkpoints", t.average_checkpoints),
