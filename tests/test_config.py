@@ -66,6 +66,7 @@ def test_override_wins_over_file_and_file_over_default():
         ("train.optimizer=lion", "train.optimizer must be one of adam, adamw, nag"),
         ("train.momentum=1.0", "train.momentum must be in (0, 1)"),
         ("train.momentum=0", "train.momentum must be in (0, 1)"),
+        ("train.rdrop=-1", "train.rdrop must be >= 0"),
         ("data.max_len=500", "exceeds model.max_positions"),
         ("model.d_model", "--set expects KEY=VALUE"),
         ("=3", "--set expects KEY=VALUE"),
@@ -80,6 +81,12 @@ def test_bad_values_give_one_error_naming_the_key_and_file(override, message):
     assert "\n" not in text
     if not text.startswith("--set"):
         assert "multi30k.yaml" in text
+
+
+def test_rdrop_without_dropout_is_refused_as_wasted_compute():
+    assert load_config(CONFIGS / "multi30k.yaml", ["train.rdrop=3"]).train.rdrop == 3.0
+    with pytest.raises(ConfigError, match="train.rdrop needs dropout"):
+        load_config(CONFIGS / "multi30k.yaml", ["train.rdrop=3", "model.dropout=0"])
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from translator import loss
-from translator.loss import sequence_loss
+from translator.loss import dropout_consistency_loss, sequence_loss
 
 
 def reference(logits, labels, pad_id, smoothing):
@@ -37,6 +37,30 @@ def test_blocked_loss_and_gradient_equal_pytorch_cross_entropy(
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
     assert torch.allclose(ours_grad, theirs_grad, atol=1e-6)
     assert (ours_grad[labels == 0] == 0).all()  # pad positions learn nothing
+
+
+@pytest.mark.parametrize("rows_per_block", [1, 5, 128])
+def test_dropout_consistency_loss_and_gradients_equal_the_symmetric_kl(monkeypatch, rows_per_block):
+    monkeypatch.setattr(loss, "ROWS_PER_BLOCK", rows_per_block)
+    torch.manual_seed(0)
+    a = (torch.randn(3, 9, 50) * 3).requires_grad_()
+    b = (torch.randn(3, 9, 50) * 3).requires_grad_()
+    labels = torch.randint(1, 50, (3, 9))
+    labels[0, 6:] = 0  # padding
+    keep = labels.flatten() != 0
+    log_a = F.log_softmax(a.flatten(0, 1)[keep], -1)
+    log_b = F.log_softmax(b.flatten(0, 1)[keep], -1)
+    kl_ab = F.kl_div(log_b, log_a, log_target=True, reduction="sum")  # KL(a||b)
+    kl_ba = F.kl_div(log_a, log_b, log_target=True, reduction="sum")
+    theirs = (kl_ab + kl_ba) / 2
+    ours = dropout_consistency_loss(a, b, labels, 0)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+    ours_grads = torch.autograd.grad(ours * 0.7, (a, b))
+    theirs_grads = torch.autograd.grad(theirs * 0.7, (a, b))
+    for mine, ref in zip(ours_grads, theirs_grads):
+        assert torch.allclose(mine, ref, atol=1e-6)
+        assert (mine[labels == 0] == 0).all()  # pad positions learn nothing
+    assert dropout_consistency_loss(a, a, labels, 0).item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_bf16_logits_are_scored_in_fp32():

@@ -80,9 +80,14 @@ def test_precision_choices_fall_back_where_unsupported():
 
 
 @pytest.mark.parametrize(
-    "optimizer", [["train.optimizer=adam"], ["train.optimizer=nag", "train.lr=0.05"]]
+    "recipe",
+    [
+        ["train.optimizer=adam"],
+        ["train.optimizer=nag", "train.lr=0.05"],
+        ["model.dropout=0.1", "train.rdrop=1"],  # R-Drop: two dropout passes per batch
+    ],
 )
-def test_a_tiny_model_learns_twenty_pairs_by_heart(tmp_path, optimizer):
+def test_a_tiny_model_learns_twenty_pairs_by_heart(tmp_path, recipe):
     pairs = toy_pairs(20, seed=5)
     folder = tmp_path / "twenty"
     folder.mkdir()
@@ -98,7 +103,7 @@ def test_a_tiny_model_learns_twenty_pairs_by_heart(tmp_path, optimizer):
         "train.label_smoothing=0",
         "train.log_every=50",
         "train.valid_every=150",  # an epoch is one step here: validate once, at the end
-        *optimizer,
+        *recipe,
     )
     trainer = Trainer(cfg, progress=False)
     run = trainer.train()

@@ -89,6 +89,7 @@ class TrainConfig:
     warmup_steps: int = 4000
     schedule: str = "inverse_sqrt"  # inverse_sqrt | constant | linear (to 0 at the budget's end)
     label_smoothing: float = 0.1
+    rdrop: float = 0.0  # weight of R-Drop's KL between two dropout passes; 0: off (2x compute)
     clip_norm: float | None = 1.0  # max gradient norm; None: no clipping
     accumulate: int = 1  # batches per optimizer step
     max_steps: int | None = None  # optimizer steps; None: no limit
@@ -311,6 +312,7 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         problems.append(f"train.momentum must be in (0, 1), got {t.momentum}")
     for key, x in [
         ("train.warmup_steps", t.warmup_steps),
+        ("train.rdrop", t.rdrop),
         ("train.average_checkpoints", t.average_checkpoints),
         ("train.weight_decay", t.weight_decay),
         ("decode.length_penalty", dec.length_penalty),
@@ -319,6 +321,8 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
     ]:
         if x < 0:
             problems.append(f"{key} must be >= 0, got {x}")
+    if t.rdrop and not (m.dropout or m.attention_dropout or m.activation_dropout):
+        problems.append("train.rdrop needs dropout: without it the two passes are identical")
     if m.share_all_embeddings and not v.joint:
         problems.append("model.share_all_embeddings needs vocab.joint: true")
     if v.kind == "bpe" and v.bpe_size < 300:

@@ -38,7 +38,7 @@ from translator.data import read_parallel
 from translator.distributed import Distributed
 from translator.evaluate import references_for, score
 from translator.files import atomic_write, atomic_write_text
-from translator.loss import sequence_loss
+from translator.loss import dropout_consistency_loss, sequence_loss
 from translator.model import build_model
 from translator.plots import plot_curves
 from translator.translate import Translator
@@ -411,10 +411,8 @@ class Trainer:
                 self._out_of_memory_hint(batch),
                 self.ddp.no_sync() if accumulating else contextlib.nullcontext(),
             ):
-                with self._autocast():
-                    logits = self.forward(batch.src, batch.tgt_in)
-                loss = sequence_loss(logits, batch.tgt_out, pad, t.label_smoothing)
-                self.scaler.scale(loss / (batch.n_tokens * len(group))).backward()
+                loss, objective = self._batch_loss(batch)
+                self.scaler.scale(objective / (batch.n_tokens * len(group))).backward()
             total += loss.detach()
             n_tgt += batch.n_tokens
             n_src += batch.n_src_tokens
@@ -436,6 +434,26 @@ class Trainer:
             self.skipped_steps += 1
         self.optimizer.zero_grad(set_to_none=True)
         return total, n_tgt, n_src
+
+    def _batch_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's summed cross-entropy, and the objective to minimise (summed, per batch).
+
+        With R-Drop the batch goes through the model twice, as one doubled batch so that the
+        two passes draw different dropout masks; the objective is the mean of the two
+        cross-entropies plus `train.rdrop` times the KL between the passes (R-Drop's weighting).
+        """
+        t, pad = self.cfg.train, self.tgt_vocab.pad_id
+        if not t.rdrop:
+            with self._autocast():
+                logits = self.forward(batch.src, batch.tgt_in)
+            loss = sequence_loss(logits, batch.tgt_out, pad, t.label_smoothing)
+            return loss, loss
+        with self._autocast():
+            logits = self.forward(batch.src.repeat(2, 1), batch.tgt_in.repeat(2, 1))
+        loss = sequence_loss(logits, batch.tgt_out.repeat(2, 1), pad, t.label_smoothing) / 2
+        first, second = logits.chunk(2)
+        consistency = dropout_consistency_loss(first, second, batch.tgt_out, pad)
+        return loss, loss + t.rdrop * consistency / 2
 
     def _skip_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
