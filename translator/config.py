@@ -89,7 +89,7 @@ class TrainConfig:
     warmup_steps: int = 4000
     schedule: str = "inverse_sqrt"  # inverse_sqrt | constant | linear (to 0 at the budget's end)
     label_smoothing: float = 0.1
-    rdrop: float = 0.0  # weight of R-Drop's KL between two dropout passes; 0: off (2x compute)
+    rdrop: float = 0.0  # weight of R-Drop's KL between two dropout passes; 0: off (on: ~2.5x/step)
     clip_norm: float | None = 1.0  # max gradient norm; None: no clipping
     accumulate: int = 1  # batches per optimizer step
     max_steps: int | None = None  # optimizer steps; None: no limit

@@ -450,10 +450,11 @@ class Trainer:
             return loss, loss
         with self._autocast():
             logits = self.forward(batch.src.repeat(2, 1), batch.tgt_in.repeat(2, 1))
-        loss = sequence_loss(logits, batch.tgt_out.repeat(2, 1), pad, t.label_smoothing) / 2
+        logits = logits.float()  # once, so that both losses read the same fp32 copy
+        both = sequence_loss(logits, batch.tgt_out.repeat(2, 1), pad, t.label_smoothing)
         first, second = logits.chunk(2)
         consistency = dropout_consistency_loss(first, second, batch.tgt_out, pad)
-        return loss, loss + t.rdrop * consistency / 2
+        return both / 2, (both + t.rdrop * consistency) / 2  # R-Drop's loss, halved
 
     def _skip_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -478,6 +479,11 @@ class Trainer:
             raise TrainingError(
                 f"out of memory on a batch of {rows} sentences x {max(cols, batch.src.shape[1])} "
                 f"tokens ({self.device}); lower data.max_tokens (now {self.cfg.data.max_tokens})"
+                + (
+                    " or turn train.rdrop off (it doubles the batch)"
+                    if self.cfg.train.rdrop
+                    else ""
+                )
             ) from None
 
     def _agreed_stop(self) -> str | None:
