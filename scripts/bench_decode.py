@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from translator import decode, translate
-from translator.data import read_parallel
 from translator.evaluate import references_for, score
+from translator.sources import read_texts
 from translator.tokenization import Tokenizer
 from translator.translate import Translator
 
@@ -80,7 +80,7 @@ def main() -> None:
 
     translator = Translator.load(args.run)
     d = translator.cfg.data
-    sources, refs = read_parallel(args.split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
+    sources, refs = read_texts(translator.cfg, args.split)
     refs = references_for(refs, d.lowercase)  # lowercased for a run trained on lowercased text
     translator.translate(sources[:64], beam_size=1)  # warm-up: allocator, oneDNN kernels
 

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -111,4 +112,31 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 
 
 def test_an_empty_config_takes_every_default():
-    assert config_from_dict({}) == Config()
+    cfg = config_from_dict({})
+    # Split names are the source's own: Multi30k's unless data.source says otherwise.
+    splits = dict(train_split="train", valid_split="val", test_split="test2016")
+    assert cfg == dataclasses.replace(Config(), data=dataclasses.replace(Config().data, **splits))
+
+
+def test_split_names_follow_the_source_and_paths_become_absolute(tmp_path, monkeypatch):
+    hub = config_from_dict({"data": {"source": "hub", "hub": "wmt14", "hub_config": "de-en"}})
+    assert (hub.data.train_split, hub.data.valid_split, hub.data.test_split) == (
+        "train",
+        "validation",
+        "test",
+    )
+    monkeypatch.chdir(tmp_path)
+    files = {"source": "files", "train_split": "c/train", "valid_split": "dev.tsv",
+             "test_split": "/data/test.jsonl"}  # fmt: skip
+    d = config_from_dict({"data": files}).data
+    assert (d.train_split, d.valid_split, d.test_split) == (
+        str(tmp_path / "c/train"),
+        str(tmp_path / "dev.tsv"),
+        "/data/test.jsonl",
+    )
+    with pytest.raises(ConfigError, match="data.source files needs data.valid_split"):
+        config_from_dict({"data": {"source": "files", "train_split": "a"}})
+    with pytest.raises(ConfigError, match="data.source hub needs data.hub"):
+        config_from_dict({"data": {"source": "hub"}})
+    with pytest.raises(ConfigError, match="data.source must be one of multi30k, files, hub"):
+        config_from_dict({"data": {"source": "ftp"}})

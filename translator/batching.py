@@ -195,10 +195,11 @@ def sampler_for(
     )
 
 
-def padding_ratio(sampler: TokenBatchSampler, epoch: int = 0) -> float:
-    """Fraction of batch positions (source and target) that are padding."""
+def padding_ratio(sampler: TokenBatchSampler, batches: list[list[int]] | None = None) -> float:
+    """Fraction of batch positions (source and target) that are padding, in `batches` (default:
+    the sampler's first epoch)."""
     real = padded = 0
-    for indices in sampler.epoch(epoch):
+    for indices in sampler.epoch(0) if batches is None else batches:
         src, tgt = sampler.src_lengths[indices], sampler.tgt_lengths[indices]
         real += int(src.sum() + tgt.sum())
         padded += len(indices) * int(src.max() + tgt.max())

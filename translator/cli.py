@@ -109,60 +109,108 @@ def _setup_logging() -> None:
     )
 
 
-@app.command(epilog="Example: `translator prepare --set vocab.min_freq=3`")
+@app.command(
+    epilog="Examples: `translator prepare --set vocab.min_freq=3`, `translator prepare --set "
+    "data.source=files --set data.train_split=corpus/train --set data.valid_split=corpus/dev.tsv "
+    "--set data.test_split=corpus/test.jsonl`"
+)
 @user_errors
 def prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Locate (or download) Multi30k, tokenize it with spaCy and build the vocabularies.
+    """Read the corpus (data.source), clean and tokenize it with spaCy, build the vocabularies.
 
-    The result is cached; a second run with the same settings only loads it. Prints a summary:
-    pairs, tokens, vocabulary sizes, out-of-vocabulary rates and batch padding.
+    The result is cached; a second run with the same settings only opens it. Prints a summary:
+    pairs, tokens, out-of-vocabulary rates, what cleaning dropped or changed, how many val and
+    test pairs also occur in train, and batch padding.
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    from translator.batching import padding_ratio, sampler_for
     from translator.config import load_config
     from translator.corpus import prepare as prepare_corpus
-    from translator.corpus import summarize
 
     started = time.perf_counter()
     cfg = load_config(config, set_ or [])
+    _setup_logging()
     corpus = prepare_corpus(cfg)
-    stats = summarize(corpus)
-    train, dropped = corpus.splits[cfg.data.train_split].filter_length(cfg.data.max_len)
-    sampler = sampler_for(
-        train, cfg.data.max_tokens, cfg.data.max_sentences, cfg.train.seed, cfg.data.pool_batches
-    )
-    seconds = time.perf_counter() - started
+    batches, padding = _batch_estimate(cfg, corpus.splits[cfg.data.train_split])
+    _print_summary(cfg, corpus, batches, padding)
+    typer.echo(f"cache: {corpus.path}\ntime: {time.perf_counter() - started:.1f} s")
 
-    src, tgt = cfg.data.src_lang, cfg.data.tgt_lang
-    table = Table(title=f"Multi30k {src}→{tgt} ({'cached' if corpus.cached else 'built'})")
-    for column in ("split", "pairs", f"{src} tokens", f"{tgt} tokens", f"{src} OOV", f"{tgt} OOV"):
+
+SUMMARY_PAIRS = 500_000  # batches and padding are estimated from at most this many pairs
+
+
+def _batch_estimate(cfg, train) -> tuple[str, float]:
+    """Batches per epoch and padding of train; from a sample on a large corpus (packing is a
+    Python loop: seconds per million pairs)."""
+    import numpy as np
+
+    from translator.batching import TokenBatchSampler, padding_ratio
+
+    d = cfg.data
+    src, tgt = train.src.lengths() + 1, train.tgt.lengths() + 1  # + <eos>, + <sos>/<eos>
+    share = min(1.0, SUMMARY_PAIRS / max(len(src), 1))
+    if share < 1.0:
+        pick = np.random.default_rng(0).choice(len(src), SUMMARY_PAIRS, replace=False)
+        src, tgt = src[pick], tgt[pick]
+    sampler = TokenBatchSampler(
+        src, tgt, d.max_tokens, d.max_sentences, cfg.train.seed, d.pool_batches
+    )
+    batches = sampler.epoch(0)
+    count = f"{len(batches):,}" if share == 1.0 else f"≈{round(len(batches) / share):,}"
+    return count, padding_ratio(sampler, batches)
+
+
+def _print_summary(cfg, corpus, batches: str, padding: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    d, v, meta = cfg.data, cfg.vocab, corpus.stats
+    src, tgt = d.src_lang, d.tgt_lang
+    roles = {d.train_split: "train", d.valid_split: "valid", d.test_split: "test"}
+    table = Table(title=f"{meta['source']} {src}→{tgt} ({'cached' if corpus.cached else 'built'})")
+    columns = ["split", "pairs", f"{src} tokens", f"{tgt} tokens", f"{src} OOV", f"{tgt} OOV"]
+    for column in columns + ["in train"]:
         table.add_column(column, justify="left" if column == "split" else "right")
-    for name, s in stats.items():
-        table.add_row(
-            name,
-            f"{s['pairs']:,}",
-            f"{s['src_tokens']:,}",
-            f"{s['tgt_tokens']:,}",
-            f"{s['src_oov']:.2%}",
-            f"{s['tgt_oov']:.2%}",
-        )
-    v = cfg.vocab
+    for name, s in meta["splits"].items():
+        overlap = f"{s['overlap_pairs']:,}" if "overlap_pairs" in s else ""
+        label = roles[name] if d.source == "files" else name  # paths are long; roles say enough
+        table.add_row(label, f"{s['pairs']:,}", f"{s['src_tokens']:,}", f"{s['tgt_tokens']:,}",
+                      f"{s['src_oov']:.2%}", f"{s['tgt_oov']:.2%}", overlap)  # fmt: skip
     how = f"BPE {v.bpe_size:,}" if v.kind == "bpe" else f"words, min_freq {v.min_freq}"
     if v.bpe_dropout:
         how += f"; BPE-dropout {v.bpe_dropout} resamples train every epoch, counts below are for "
         how += "the full segmentation"
-    console = Console()
-    console.print(table)
-    console.print(
+    train = meta["splits"][d.train_split]
+    dropped = meta["train_dropped"]
+    lines = [
         f"vocabulary: {src} {len(corpus.src_vocab):,}, {tgt} {len(corpus.tgt_vocab):,} "
-        f"({'joint ' if v.joint else ''}{how}, learned on train only)\n"
-        f"training batches at {cfg.data.max_tokens:,} tokens: {len(sampler.epoch(0)):,} per "
-        f"epoch, {padding_ratio(sampler):.1%} padding; {dropped} pairs over "
-        f"{cfg.data.max_len} tokens dropped\n"
-        f"cache: {corpus.path}\ntime: {seconds:.1f} s"
+        f"({'joint ' if v.joint else ''}{how}, learned on {meta['vocab_pairs']:,} training pairs)",
+        f"train: read {train['read']:,} pairs, dropped {dropped['empty']:,} with an empty side, "
+        f"{dropped['duplicates']:,} duplicates"
+        + ("" if d.dedup else " (data.dedup off)")
+        + f", {dropped['too_long']:,} over {d.max_len} tokens"
+        + (f", {dropped['ratio']:,} with a length ratio over {d.max_ratio}" if d.max_ratio else ""),
+        "cleaned: "
+        + ", ".join(
+            f"{sum(s[k] for s in meta['splits'].values()):,} {what}"
+            for k, what in (
+                ("nfc", "lines made NFC"),
+                ("bom", "BOMs removed"),
+                ("whitespace", "lines with stray whitespace or \\r"),
+            )
+        ),  # fmt: skip
+    ]
+    for name, s in meta["splits"].items():
+        if s.get("overlap_pairs") or s.get("overlap_sources"):
+            lines.append(
+                f"warning: {s['overlap_pairs']:,} {roles[name]} pairs and "
+                f"{s['overlap_sources']:,} {roles[name]} source sentences also occur in train"
+            )
+    lines.append(
+        f"training batches at {d.max_tokens:,} tokens: {batches} per epoch, {padding:.1%} padding"
     )
+    console = Console(soft_wrap=True)
+    console.print(table)
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
 
 
 @app.command(
@@ -214,6 +262,10 @@ def train(
     else:
         cfg = load_config(config, set_ or [])
     if nproc > 1:
+        if not resume:  # prepare once here: the workers then only open the cache
+            from translator.corpus import prepare as prepare_corpus
+
+            prepare_corpus(cfg)
         args = ["train", "--run-dir", str(run_dir or new_run_dir(cfg))]
         args += ["--resume"] if resume else (["--config", str(config)] if config else [])
         args += [x for pair in set_ or [] for x in ("--set", pair)]
@@ -319,8 +371,13 @@ def evaluate(
     run: RunOpt = None,
     ensemble: EnsembleOpt = None,
     split: Annotated[
-        str, typer.Option(help="Multi30k split: test2016, val, test2017, mscoco, test2018.")
-    ] = "test2016",
+        str,
+        typer.Option(
+            help="`test`, `valid` or `train`: the run's configured split; or a split of its "
+            "source by name: Multi30k test2016, val, test2017, mscoco, test2018; a Hub split "
+            "name; a file or prefix for data.source files."
+        ),
+    ] = "test",
     src: Annotated[Path | None, typer.Option(help="Score this source file instead.")] = None,
     ref: Annotated[Path | None, typer.Option(help="Reference translations for --src.")] = None,
     beam: BeamOpt = None,
@@ -353,8 +410,9 @@ def evaluate(
 
     A run trained on lowercased text (data.lowercase) is scored against lowercased references.
     """
-    from translator.data import read_lines, read_parallel
+    from translator.data import read_lines
     from translator.evaluate import references_for, score
+    from translator.sources import read_texts, resolve_split
     from translator.translate import Translator
 
     _check_at_least_one(beam=beam)
@@ -370,8 +428,8 @@ def evaluate(
             raise _fail(f"{src} has {len(sources)} lines but {ref} has {len(refs)}", 1)
         name = str(src)
     else:
-        sources, refs = read_parallel(split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
-        name = split
+        sources, refs = read_texts(translator.cfg, split)
+        name = resolve_split(translator.cfg, split)
     started = time.perf_counter()
     hyps = translator.translate(
         sources, beam_size=beam, length_penalty=length_penalty, progress=not as_json

@@ -26,18 +26,26 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    dir: str | None = (
-        None  # folder with {split}.{lang}.gz; None: $TRANSLATOR_DATA_DIR or user cache
-    )
+    source: str = "multi30k"  # multi30k | files | hub: where the corpus comes from
+    # multi30k: folder with {split}.{lang}.gz; None: $TRANSLATOR_DATA_DIR or the user cache
+    dir: str | None = None
     cache_dir: str | None = None  # prepared corpora; None: $TRANSLATOR_CACHE_DIR or user cache
-    verify_checksums: bool = True  # check official files against their pinned sha256
+    verify_checksums: bool = True  # multi30k: check official files against their pinned sha256
+    hub: str | None = None  # hub: a dataset on the Hugging Face Hub, or a save_to_disk folder
+    hub_config: str | None = None  # hub: the dataset's configuration, e.g. de-en
+    columns: tuple[str, str] | None = None  # table columns of source and target text
     src_lang: str = "en"
     tgt_lang: str = "de"
-    train_split: str = "train"
-    valid_split: str = "val"
-    test_split: str = "test2016"
+    # Split names (multi30k, hub) or paths (files); None: the source's own names
+    # (multi30k: train, val, test2016; hub: train, validation, test; files must set them).
+    train_split: str | None = None
+    valid_split: str | None = None
+    test_split: str | None = None
+    num_proc: int | None = None  # processes that tokenize; None: all cores
     lowercase: bool = False  # German capitalises nouns and sacreBLEU scores cased text
     max_len: int = 100  # tokens per side; longer training pairs are dropped (and counted)
+    max_ratio: float | None = None  # drop training pairs with one side this many times longer
+    dedup: bool = False  # drop exact duplicate training pairs (after normalization)
     max_tokens: int = 4096  # batch budget: sentences x longest side, padding included
     max_sentences: int | None = None  # optional cap on sentences per batch
     pool_batches: int = 100  # length-sort pools of about this many batches (more: less padding)
@@ -50,6 +58,8 @@ class VocabConfig:
     min_freq: int = 2  # word: tokens seen fewer times in train become <unk>
     max_size: int | None = None  # word: keep at most this many tokens (specials excluded)
     bpe_size: int = 10000  # bpe: vocabulary size the BPE learns (specials included)
+    # The BPE and the vocabulary are learned from at most this many training pairs, sampled
+    train_sentences: int = 1_000_000
     # bpe: chance to skip each merge when segmenting the training split, sampled anew every epoch
     # (BPE-dropout); validation, test and translation always use every merge
     bpe_dropout: float = 0.0
@@ -170,10 +180,33 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> None:
         node[leaf] = value
 
 
+# The split names each source uses when the config names none: train, validation, test.
+DEFAULT_SPLITS = {
+    "multi30k": ("train", "val", "test2016"),
+    "hub": ("train", "validation", "test"),
+}
+SPLIT_KEYS = ("train_split", "valid_split", "test_split")
+
+
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
     cfg = _build(Config, raw, "", source)
     validate(cfg, source)
-    return cfg
+    return dataclasses.replace(cfg, data=_resolve_splits(cfg.data, source))
+
+
+def _resolve_splits(d: DataConfig, source: str) -> DataConfig:
+    """Fill in the source's default split names; make file paths absolute, so that a run's saved
+    config finds its data from any working directory."""
+    defaults = DEFAULT_SPLITS.get(d.source)
+    values = {}
+    for key, default in zip(SPLIT_KEYS, defaults or (None,) * 3):
+        value = getattr(d, key)
+        if value is None and default is None:
+            raise ConfigError(f"{source}: data.source {d.source} needs data.{key} (a path)")
+        if d.source == "files":
+            value = str(Path(value).expanduser().absolute())
+        values[key] = value if value is not None else default
+    return dataclasses.replace(d, **values)
 
 
 def config_to_dict(cfg: Config) -> dict:
@@ -258,6 +291,8 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         "data.max_tokens": d.max_tokens,
         "data.max_sentences": d.max_sentences,
         "data.pool_batches": d.pool_batches,
+        "data.num_proc": d.num_proc,
+        "vocab.train_sentences": v.train_sentences,
         "vocab.min_freq": v.min_freq,
         "vocab.max_size": v.max_size,
         "vocab.bpe_size": v.bpe_size,
@@ -285,6 +320,7 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         f"{k} must be > 0, got {x}" for k, x in positive.items() if x is not None and x <= 0
     ]
     problems += [
+        _choice(d.source, ("multi30k", "files", "hub"), "data.source"),
         _choice(v.kind, ("word", "bpe"), "vocab.kind"),
         _choice(m.positions, ("sinusoidal", "learned"), "model.positions"),
         _choice(m.norm, ("post", "pre"), "model.norm"),
@@ -329,6 +365,12 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         problems.append(f"vocab.bpe_size must be >= 300 (room for the alphabet), got {v.bpe_size}")
     if v.bpe_dropout and v.kind != "bpe":
         problems.append("vocab.bpe_dropout needs vocab.kind: bpe")
+    if d.source == "hub" and not d.hub:
+        problems.append("data.source hub needs data.hub (a dataset name such as wmt14)")
+    if d.max_ratio is not None and d.max_ratio < 1:
+        problems.append(f"data.max_ratio must be >= 1, got {d.max_ratio}")
+    if d.columns is not None and d.columns[0] == d.columns[1]:
+        problems.append(f"data.columns must name two different columns, got {list(d.columns)}")
     if d.src_lang == d.tgt_lang:
         problems.append(f"data.src_lang and data.tgt_lang must differ, both are {d.src_lang!r}")
     if d.max_len + 2 > m.max_positions:

@@ -39,7 +39,7 @@ def score(
         if bootstrap:
             result[f"{key}_ci"] = round(bleu._ci, 2)  # sacreBLEU keeps the 95% half-width here
 
-    bleu = sacrebleu.BLEU()
+    bleu = _bleu_for(tgt_lang)
     add_bleu("bleu", bleu, hypotheses, references)
     chrf = sacrebleu.CHRF()
     result.update(
@@ -56,6 +56,17 @@ def score(
         tokenized = moses_lowercased(hypotheses, tgt_lang), moses_lowercased(references, tgt_lang)
         add_bleu("bleu_tok_lc", sacrebleu.BLEU(tokenize="none", force=True), *tokenized)
     return result
+
+
+def _bleu_for(tgt_lang: str):
+    """sacreBLEU's BLEU with its tokenizer for the target language (13a for most, zh for
+    Chinese; Japanese and Korean need sacrebleu's extras [ja], [ko], else 13a)."""
+    import sacrebleu
+
+    try:
+        return sacrebleu.BLEU(trg_lang=tgt_lang)
+    except RuntimeError:  # the language's tokenizer needs a package that is not installed
+        return sacrebleu.BLEU()
 
 
 def references_for(references: Sequence[str], lowercased_model: bool) -> list[str]:

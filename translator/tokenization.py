@@ -14,14 +14,22 @@ which is what sacreBLEU scores.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 
 JOINER = "\uffed"  # "￭": this token is written with no space before it
+BOM = "\ufeff"
+
+
+def clean(text: str) -> str:
+    """Text as read, made comparable: Unicode NFC, no byte-order marks, no line-end characters."""
+    text = text.replace(BOM, "").strip("\r\n")
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
 def normalize(text: str, lowercase: bool = False) -> str:
-    """One line of input as the model sees it: whitespace runs collapsed to one space, stripped."""
-    text = " ".join(text.split())
+    """One line of input as the model sees it: cleaned, whitespace runs collapsed to one space."""
+    text = " ".join(clean(text).split())
     return text.lower() if lowercase else text
 
 
@@ -31,16 +39,34 @@ class Tokenizer:
     def __init__(self, lang: str, lowercase: bool = False):
         import spacy  # imported here so that `translator --help` stays instant
 
-        try:
-            self._tokenizer = spacy.blank(lang).tokenizer
-        except ImportError as err:  # spaCy raises ImportError for an unknown language code
-            raise ValueError(f"spaCy has no tokenizer for language {lang!r}") from err
+        check_language(lang)
+        self._tokenizer = spacy.blank(lang).tokenizer
         self.lang = lang
         self.lowercase = lowercase
 
-    def tokenize(self, lines: Iterable[str], batch_size: int = 1000) -> list[list[str]]:
-        texts = (normalize(line, self.lowercase) for line in lines)
-        return [_mark(doc) for doc in self._tokenizer.pipe(texts, batch_size=batch_size)]
+    def tokenize(self, lines: Iterable[str]) -> list[list[str]]:
+        return self.tokenize_normalized(normalize(line, self.lowercase) for line in lines)
+
+    def tokenize_normalized(self, texts: Iterable[str]) -> list[list[str]]:
+        """For texts that went through `normalize` already."""
+        tokenizer = self._tokenizer
+        return [_mark(tokenizer(text)) for text in texts]
+
+
+def check_language(lang: str) -> None:
+    """Raise ValueError if spaCy has no tokenizer for `lang`."""
+    import importlib.util
+    from pathlib import Path
+
+    spacy_spec = importlib.util.find_spec("spacy")  # finds, without importing (a second)
+    if lang.isidentifier() and Path(spacy_spec.origin).parent.joinpath("lang", lang).is_dir():
+        return
+    import spacy  # a language added by a plugin is known to spaCy's registry only
+
+    try:
+        spacy.util.get_lang_class(lang)
+    except ImportError:  # spaCy raises ImportError for an unknown language code
+        raise ValueError(f"spaCy has no tokenizer for language {lang!r}") from None
 
 
 def _mark(doc) -> list[str]:

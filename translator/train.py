@@ -34,13 +34,13 @@ from translator.average import (
 from translator.batching import make_batch, sampler_for
 from translator.config import Config
 from translator.corpus import prepare
-from translator.data import read_parallel
 from translator.distributed import Distributed
 from translator.evaluate import references_for, score
 from translator.files import atomic_write, atomic_write_text
 from translator.loss import dropout_consistency_loss, sequence_loss
 from translator.model import build_model
 from translator.plots import plot_curves
+from translator.sources import read_texts
 from translator.translate import Translator
 
 log = logging.getLogger("translator")
@@ -234,7 +234,7 @@ class Trainer:
         self.valid_pairs, _ = corpus.splits[d.valid_split].filter_length(
             self.cfg.model.max_positions - 2
         )
-        src, refs = read_parallel(d.valid_split, d.src_lang, d.tgt_lang, d.dir, d.verify_checksums)
+        src, refs = read_texts(self.cfg, d.valid_split)
         limit = self.cfg.train.valid_max_sentences
         self.valid_src, self.valid_refs = src[:limit], references_for(refs[:limit], d.lowercase)
 

@@ -43,6 +43,10 @@ class Vocab:
         unk = self.unk_id
         return [self.stoi.get(token, unk) for token in tokens]
 
+    def encode_many(self, token_lists: Iterable[Sequence[str]]) -> list[list[int]]:
+        stoi, unk = self.stoi, self.unk_id
+        return [[stoi.get(token, unk) for token in tokens] for tokens in token_lists]
+
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Tokens for `ids`, stopping at <eos> and leaving out <pad> and <sos>."""
         tokens = []
