@@ -38,3 +38,10 @@ def test_bootstrap_adds_confidence_without_moving_the_score():
 def test_mismatched_lengths_fail():
     with pytest.raises(ValueError, match="3 hypotheses but 40 references"):
         score(REFS[:3], REFS)
+
+
+def test_bleu_tokenizes_by_the_target_language():
+    # Chinese has no spaces: 13a would see one "word" per sentence and score 0 for a near miss.
+    chinese = score(["我们爱猫。"], ["我们爱狗。"], tgt_lang="zh")
+    assert "tok:zh" in chinese["signature"] and chinese["bleu"] > 0
+    assert "tok:13a" in score(["Ein Hund."], ["Ein Hund."], tgt_lang="de")["signature"]
