@@ -2,9 +2,10 @@
 
     stats = build(cfg, folder)   # called by corpus.prepare when the cache has no such folder
 
-Each stage holds a bounded amount in memory, whatever the corpus size: text and tokens stay in
-memory-mapped Arrow files that `datasets` writes, work is done in batches, and what is kept per
-pair in memory is a few numbers (lengths, 64-bit hashes).
+Each stage holds a bounded amount in memory, whatever the corpus size: text and tokens stay in the
+Arrow files `datasets` writes, work is done in batches, and what is kept per pair in memory is a
+few numbers (lengths, 64-bit hashes). Our own passes over those files read them batch by batch
+instead of memory-mapping them, so the pages read do not pile up in the process's memory.
 
 1. read      sources.load_split: the split as an Arrow table of src and tgt text
 2. tokenize  Dataset.map, batched, over data.num_proc processes: Unicode NFC, BOMs and stray
@@ -12,7 +13,8 @@ pair in memory is a few numbers (lengths, 64-bit hashes).
              of each cleaned side (for duplicates and overlap)
 3. filter    train only, from those numbers: empty sides, exact duplicates (data.dedup)
 4. learn     the BPE and the vocabulary from at most vocab.train_sentences sampled training pairs
-5. encode    Dataset.map again: tokens -> ids (BPE piece ids, mapped to vocabulary ids on write)
+5. encode    tokens -> ids, streamed to flat files (BPE piece ids, mapped to vocabulary ids on
+             write; a word's pieces are looked up once, so one process keeps pace)
 6. filter    train only, from id lengths: over data.max_len, over data.max_ratio
 7. write     per split and side, flat int32 ids and int64 offsets as .npy files (memory-mapped on
              load), and meta.json with the count of every step, val/test overlap with train, OOV
@@ -75,7 +77,7 @@ def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
     d, v = cfg.data, cfg.vocab
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    work = tmp / "arrow"  # datasets' files, removed with tmp
+    work = tmp / "work"  # datasets' Arrow files and our intermediate ids, removed at the end
     seconds: dict[str, float] = {}
     num_proc = d.num_proc or len(os.sched_getaffinity(0))
     try:
@@ -99,29 +101,20 @@ def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
         sample = _sample(keep, v.train_sentences)
         log(f"learning the vocabulary from {len(sample):,} training pairs")
         with _timed(seconds, "learn"):
-            learned = _learn(cfg, train.select(sample) if len(sample) < len(train) else train, tmp)
-        if num_proc > 1:  # the BPE learned with threads; forked workers must not (tokenizers warns)
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            learned = _Learned(cfg, train, sample)
         with _timed(seconds, "encode"):
             encoded = {
-                name: _map(ds, _encode_batch, work / f"{stems[name]}.ids.arrow", num_proc,
-                           src_path=str(learned.src_path), tgt_path=str(learned.tgt_path),
-                           kind=v.kind)
+                name: _encode(ds, learned, work / stems[name], count=name == d.train_split)
                 for name, ds in tokens.items()
-            }  # fmt: skip
-        src_vocab, tgt_vocab = learned.finish(
-            encoded[d.train_split], sample, len(sample) < keep.sum()
-        )
+            }
+        src_vocab, tgt_vocab = learned.finish(len(sample) < keep.sum())
         keep, counts = _length_filter(encoded[d.train_split], keep, counts, d.max_len, d.max_ratio)
         with _timed(seconds, "write"):
-            src_vocab.to_file(tmp / "vocab.src.json")
-            tgt_vocab.to_file(tmp / "vocab.tgt.json")
+            learned.save(tmp)
             splits = {}
-            for name, ds in encoded.items():
+            for name, sides in encoded.items():
                 rows = keep if name == d.train_split else None
-                splits[name] = _write_split(
-                    ds, rows, tmp, stems[name], learned, src_vocab, tgt_vocab
-                )
+                splits[name] = _write_split(sides, rows, tmp / stems[name], learned)
                 splits[name].update(_fixes(tokens[name], rows))
             _overlap(tokens, d.train_split, keep, splits)
             if learned.sampled:
@@ -135,9 +128,6 @@ def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
             "seconds": {k: round(s, 2) for k, s in seconds.items()},
             "created": time.time(),
         }
-        for path in (learned.src_path, learned.tgt_path):
-            if path.name not in (Subword.FILE, TGT_SUBWORD_FILE):
-                path.unlink(missing_ok=True)  # word kind: the encoder's vocab files, now final
         shutil.rmtree(work, ignore_errors=True)
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
         try:
@@ -254,33 +244,31 @@ def _sample(keep: np.ndarray, limit: int) -> np.ndarray:
 
 
 class _Learned:
-    """What the encode stage needs (files its workers load) and how ids become vocabulary ids."""
+    """The BPE and/or vocabularies learned from the sampled training pairs; encodes tokens."""
 
-    def __init__(self, cfg: Config, sample_ds, folder: Path):
+    def __init__(self, cfg: Config, train, sample: np.ndarray):
         v = cfg.vocab
         self.kind, self.joint = v.kind, v.joint
         self.sampled = v.kind == "bpe" and v.bpe_dropout > 0
+        rows = np.zeros(len(train), dtype=bool)
+        rows[sample] = True
+        self.sample_rows = rows
+        lists = lambda column: _token_lists(train, column, rows)  # noqa: E731
         if v.kind == "bpe":
-            src_words, tgt_words = (
-                _token_lists(sample_ds, "src_tokens"),
-                _token_lists(sample_ds, "tgt_tokens"),
-            )
             if v.joint:
-                self.src_bpe = self.tgt_bpe = Subword.train(chain(src_words, tgt_words), v.bpe_size)
+                self.src_bpe = Subword.train(
+                    chain(lists("src_tokens"), lists("tgt_tokens")), v.bpe_size
+                )
+                self.tgt_bpe = self.src_bpe
             else:
-                self.src_bpe = Subword.train(src_words, v.bpe_size)
-                self.tgt_bpe = Subword.train(tgt_words, v.bpe_size)
-            self.src_path = folder / Subword.FILE
-            self.src_bpe.to_file(self.src_path)
-            self.tgt_path = self.src_path
-            if self.sampled:  # kept for resegmenting train (the source side's is the run's)
-                self.tgt_path = folder / TGT_SUBWORD_FILE
-                self.tgt_bpe.to_file(self.tgt_path)
-            elif not v.joint:
-                self.tgt_path = folder / "encoder.tgt.json"
-                self.tgt_bpe.to_file(self.tgt_path)
+                self.src_bpe = Subword.train(lists("src_tokens"), v.bpe_size)
+                self.tgt_bpe = Subword.train(lists("tgt_tokens"), v.bpe_size)
+            self.encoders = {"src": self.src_bpe.encode_ids, "tgt": self.tgt_bpe.encode_ids}
+            self.counts = {
+                "src": np.zeros(len(self.src_bpe.all_pieces()), dtype=np.int64),
+                "tgt": np.zeros(len(self.tgt_bpe.all_pieces()), dtype=np.int64),
+            }
             return
-        lists = lambda column: _token_lists(sample_ds, column)  # noqa: E731
         if v.joint:
             self.src_vocab = self.tgt_vocab = build_vocab(
                 chain(lists("src_tokens"), lists("tgt_tokens")), v.min_freq, v.max_size
@@ -288,27 +276,27 @@ class _Learned:
         else:
             self.src_vocab = build_vocab(lists("src_tokens"), v.min_freq, v.max_size)
             self.tgt_vocab = build_vocab(lists("tgt_tokens"), v.min_freq, v.max_size)
-        self.src_path, self.tgt_path = folder / "encoder.src.json", folder / "encoder.tgt.json"
-        self.src_vocab.to_file(self.src_path)
-        self.tgt_vocab.to_file(self.tgt_path)
+        self.encoders = {"src": self.src_vocab.encode_many, "tgt": self.tgt_vocab.encode_many}
+        self.counts = None
 
-    def finish(self, encoded_train, sample: np.ndarray, partial: bool) -> tuple[Vocab, Vocab]:
+    def count(self, side: str, ids: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> None:
+        """Count BPE pieces of the sampled training rows (the vocabulary is ranked by them)."""
+        if self.counts is not None:
+            counts = self.counts[side]
+            counts += np.bincount(ids[np.repeat(rows, lengths)], minlength=len(counts))
+
+    def finish(self, partial: bool) -> tuple[Vocab, Vocab]:
         """The vocabularies; for BPE, every piece the sampled training pairs use, by frequency.
         When the BPE saw only part of train (or BPE-dropout samples new segmentations), every
         other piece follows, so that no piece of the rest becomes <unk>."""
-        if self.kind != "bpe":
-            return self.src_vocab, self.tgt_vocab
-        rows = np.zeros(len(encoded_train), dtype=bool)
-        rows[sample] = True
-        src_counts = _count_ids(encoded_train, "src_ids", rows, len(self.src_bpe.all_pieces()))
-        tgt_counts = _count_ids(encoded_train, "tgt_ids", rows, len(self.tgt_bpe.all_pieces()))
-        complete = partial or self.sampled
-        if self.joint:
-            vocab = _vocab_by_count(self.src_bpe, src_counts + tgt_counts, complete)
-            self.src_vocab = self.tgt_vocab = vocab
-        else:
-            self.src_vocab = _vocab_by_count(self.src_bpe, src_counts, complete)
-            self.tgt_vocab = _vocab_by_count(self.tgt_bpe, tgt_counts, complete)
+        if self.kind == "bpe":
+            complete = partial or self.sampled
+            if self.joint:
+                both = self.counts["src"] + self.counts["tgt"]
+                self.src_vocab = self.tgt_vocab = _vocab_by_count(self.src_bpe, both, complete)
+            else:
+                self.src_vocab = _vocab_by_count(self.src_bpe, self.counts["src"], complete)
+                self.tgt_vocab = _vocab_by_count(self.tgt_bpe, self.counts["tgt"], complete)
         return self.src_vocab, self.tgt_vocab
 
     def lookup(self, side: str) -> np.ndarray | None:
@@ -320,14 +308,19 @@ class _Learned:
         )
         return np.array([vocab.stoi.get(p, vocab.unk_id) for p in bpe.all_pieces()], np.int32)
 
+    def save(self, folder: Path) -> None:
+        self.src_vocab.to_file(folder / "vocab.src.json")
+        self.tgt_vocab.to_file(folder / "vocab.tgt.json")
+        if self.kind == "bpe":
+            self.src_bpe.to_file(folder / Subword.FILE)
+            if self.sampled:  # resegments train every epoch (the source side's is the run's)
+                self.tgt_bpe.to_file(folder / TGT_SUBWORD_FILE)
 
-def _learn(cfg: Config, sample_ds, folder: Path) -> _Learned:
-    return _Learned(cfg, sample_ds.select_columns(["src_tokens", "tgt_tokens"]), folder)
 
-
-def _token_lists(ds, column: str):
-    for batch in ds.select_columns([column]).iter(batch_size=10_000):
-        yield from batch[column]
+def _token_lists(ds, column: str, rows: np.ndarray):
+    for start, batch in _record_batches(ds, [column]):
+        mask = rows[start : start + batch.num_rows]
+        yield from batch.column(0).filter(mask).to_pylist()
 
 
 def _vocab_by_count(bpe: Subword, counts: np.ndarray, complete: bool) -> Vocab:
@@ -342,34 +335,39 @@ def _vocab_by_count(bpe: Subword, counts: np.ndarray, complete: bool) -> Vocab:
     return Vocab(list(SPECIALS) + ranked)
 
 
-# -- stage 5: encode (runs in worker processes) ---------------------------------------------------
+# -- stage 5: encode -------------------------------------------------------------------------------
 
 
-def _encode_batch(batch, src_path: str, tgt_path: str, kind: str):
-    import pyarrow as pa
-
-    columns = {}
-    for side, path in (("src", src_path), ("tgt", tgt_path)):
-        key = (kind, path)
-        if key not in _tokenizers:
-            if kind == "bpe":
-                _tokenizers[key] = Subword.from_file(Path(path)).encode_ids
-            else:
-                _tokenizers[key] = Vocab.from_file(Path(path)).encode_many
-        ids = _tokenizers[key](batch.column(f"{side}_tokens").to_pylist())
-        lengths = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
-        offsets = np.zeros(len(ids) + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))
-        columns[f"{side}_ids"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
-    return pa.table(columns)
+def _encode(ds, learned: _Learned, stem: Path, count: bool) -> dict:
+    """Per side: ids appended to the flat file `stem`.<side>.raw, and every row's length.
+    `count`: this is train, whose sampled rows' pieces rank the vocabulary."""
+    lengths: dict = {"src": [], "tgt": []}
+    files = {side: open(f"{stem}.{side}.raw", "wb") for side in lengths}
+    try:
+        for start, batch in _record_batches(ds, ["src_tokens", "tgt_tokens"]):
+            for i, side in enumerate(lengths):
+                ids = learned.encoders[side](batch.column(i).to_pylist())
+                row_lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+                flat = np.fromiter(chain.from_iterable(ids), np.int32, int(row_lengths.sum()))
+                flat.tofile(files[side])
+                lengths[side].append(row_lengths)
+                if count:
+                    rows = learned.sample_rows[start : start + batch.num_rows]
+                    learned.count(side, flat, row_lengths, rows)
+    finally:
+        for f in files.values():
+            f.close()
+    return {
+        side: (Path(f"{stem}.{side}.raw"), np.concatenate(parts or [np.zeros(0, np.int64)]))
+        for side, parts in lengths.items()
+    }
 
 
 # -- stage 6: filter by length -------------------------------------------------------------------
 
 
-def _length_filter(encoded_train, keep, counts, max_len: int, max_ratio: float | None):
-    src_len, tgt_len = _lengths(encoded_train, "src_ids"), _lengths(encoded_train, "tgt_ids")
+def _length_filter(encoded_train: dict, keep, counts, max_len: int, max_ratio: float | None):
+    src_len, tgt_len = encoded_train["src"][1], encoded_train["tgt"][1]
     long = keep & ((src_len > max_len) | (tgt_len > max_len))
     counts["too_long"] = int(long.sum())
     keep = keep & ~long
@@ -384,41 +382,39 @@ def _length_filter(encoded_train, keep, counts, max_len: int, max_ratio: float |
 # -- stage 7: write -------------------------------------------------------------------------------
 
 
-def _write_split(ds, rows, folder, stem, learned, src_vocab, tgt_vocab) -> dict:
-    stats = {"file": stem, "read": len(ds)}
-    for side, vocab in (("src", src_vocab), ("tgt", tgt_vocab)):
-        n, tokens, unk = _write_side(ds, f"{side}_ids", rows, learned.lookup(side), vocab.unk_id,
-                                     folder / f"{stem}.{side}")  # fmt: skip
+def _write_split(sides: dict, rows, stem: Path, learned: _Learned) -> dict:
+    stats = {"file": stem.name, "read": len(sides["src"][1])}
+    for side, vocab in (("src", learned.src_vocab), ("tgt", learned.tgt_vocab)):
+        raw, lengths = sides[side]
+        n, tokens, unk = _write_side(raw, lengths, rows, learned.lookup(side), vocab.unk_id,
+                                     Path(f"{stem}.{side}"))  # fmt: skip
         stats.update({"pairs": n, f"{side}_tokens": tokens, f"{side}_oov": unk / max(tokens, 1)})
     return stats
 
 
-def _write_side(ds, column, rows, lookup, unk_id, stem: Path) -> tuple[int, int, int]:
-    """Write `stem`.ids.npy (flat int32) and `stem`.offsets.npy (int64, n + 1) for the kept rows;
+def _write_side(raw: Path, lengths, rows, lookup, unk_id: int, stem: Path) -> tuple[int, int, int]:
+    """Write `stem`.ids.npy (flat int32) and `stem`.offsets.npy (int64, n + 1) for the kept rows,
+    from the raw ids in chunks and with plain writes (no memory map: no dirty pages held);
     return pairs, tokens and <unk> tokens written."""
-    lengths = _lengths(ds, column)
-    if rows is not None:
-        lengths = lengths[rows]
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    kept = lengths if rows is None else lengths[rows]
+    offsets = np.zeros(len(kept) + 1, dtype=np.int64)
+    np.cumsum(kept, out=offsets[1:])
     np.save(f"{stem}.offsets.npy", offsets)
-    total = int(offsets[-1])
-    if total == 0:
-        np.save(f"{stem}.ids.npy", np.zeros(0, dtype=np.int32))
-        return len(lengths), 0, 0
-    out = np.lib.format.open_memmap(f"{stem}.ids.npy", mode="w+", dtype=np.int32, shape=(total,))
-    position = unk = 0
-    for start, chunk_lengths, values in _chunks(ds, column):
-        if rows is not None:
-            values = values[np.repeat(rows[start : start + len(chunk_lengths)], chunk_lengths)]
-        if lookup is not None:
-            values = lookup[values]
-        out[position : position + len(values)] = values
-        position += len(values)
-        unk += int(np.count_nonzero(values == unk_id))
-    out.flush()
-    del out
-    return len(lengths), total, unk
+    header = {"descr": np.dtype(np.int32).str, "fortran_order": False, "shape": (int(offsets[-1]),)}
+    unk = 0
+    with open(raw, "rb") as source, open(f"{stem}.ids.npy", "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        for start in range(0, len(lengths), CHUNK_ROWS):
+            chunk = lengths[start : start + CHUNK_ROWS]
+            values = np.fromfile(source, dtype=np.int32, count=int(chunk.sum()))
+            if rows is not None:
+                values = values[np.repeat(rows[start : start + CHUNK_ROWS], chunk)]
+            if lookup is not None:
+                values = lookup[values]
+            unk += int(np.count_nonzero(values == unk_id))
+            out.write(values.tobytes())
+    raw.unlink()
+    return len(kept), int(offsets[-1]), unk
 
 
 def _fixes(tokens, rows) -> dict:
@@ -454,12 +450,25 @@ def _write_words(train, keep: np.ndarray, path: Path) -> None:
     atomic_write_text(path, json.dumps([src, tgt], ensure_ascii=False))
 
 
-# -- Arrow columns as numpy, in bounded chunks ----------------------------------------------------
+# -- Arrow columns as numpy -------------------------------------------------------------------
+
+
+def _record_batches(ds, columns: list[str]):
+    """(first row, record batch of `columns`) over a map output's Arrow files, read with plain
+    reads: a memory map would keep every page read resident in this process."""
+    import pyarrow as pa
+
+    assert ds._indices is None, "a selection of rows has no files of its own"
+    row = 0
+    for entry in ds.cache_files:
+        with pa.OSFile(entry["filename"]) as source:
+            for batch in pa.ipc.open_stream(source):
+                yield row, batch.select(columns)
+                row += batch.num_rows
+    assert row == len(ds), f"read {row} rows of {len(ds)}"
 
 
 def _table_column(ds, column: str):
-    if ds._indices is not None:  # a selection: materialize just this column's rows
-        ds = ds.select_columns([column]).flatten_indices()
     return ds.data.table.column(column)
 
 
@@ -470,24 +479,4 @@ def _column(ds, column: str) -> np.ndarray:
 def _lengths(ds, column: str) -> np.ndarray:
     import pyarrow.compute as pc
 
-    lengths = pc.list_value_length(_table_column(ds, column))
-    return lengths.to_numpy().astype(np.int64)
-
-
-def _chunks(ds, column: str):
-    """(first row, lengths, flat values) for every CHUNK_ROWS rows of a list column."""
-    import pyarrow.compute as pc
-
-    data = _table_column(ds, column)
-    for start in range(0, len(data), CHUNK_ROWS):
-        chunk = data.slice(start, CHUNK_ROWS).combine_chunks()
-        lengths = pc.list_value_length(chunk).to_numpy().astype(np.int64)
-        yield start, lengths, chunk.flatten().to_numpy()
-
-
-def _count_ids(ds, column: str, rows: np.ndarray, size: int) -> np.ndarray:
-    counts = np.zeros(size, dtype=np.int64)
-    for start, lengths, values in _chunks(ds, column):
-        values = values[np.repeat(rows[start : start + len(lengths)], lengths)]
-        counts += np.bincount(values, minlength=size)[:size]
-    return counts
+    return pc.list_value_length(_table_column(ds, column)).to_numpy().astype(np.int64)
