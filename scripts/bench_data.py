@@ -220,12 +220,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="training steps (0: no training)")
     parser.add_argument("--work", type=Path, help="folder for the corpus, caches and runs")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the corpus and caches already in --work (the 'cold' prepare is then warm)",
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-data-"))
     corpus = work / "corpus"
     started = time.perf_counter()
-    write_corpus(corpus, args.pairs, args.formats, seed=0)
-    print(f"{args.pairs:,} pairs written in {time.perf_counter() - started:.0f} s to {corpus}")
+    if not (args.reuse and (corpus / "train.en").exists()):
+        write_corpus(corpus, args.pairs, args.formats, seed=0)
+        print(f"{args.pairs:,} pairs written in {time.perf_counter() - started:.0f} s to {corpus}")
     env = dict(os.environ)
     results = {}
     for fmt in args.formats:
@@ -237,7 +243,8 @@ def main() -> None:
             f"data.test_split={corpus / 'test'}",
         ]
         env["TRANSLATOR_CACHE_DIR"] = str(work / f"cache-{fmt}")
-        shutil.rmtree(env["TRANSLATOR_CACHE_DIR"], ignore_errors=True)
+        if not args.reuse:
+            shutil.rmtree(env["TRANSLATOR_CACHE_DIR"], ignore_errors=True)
         prepare = [sys.executable, "-m", "translator", "prepare"]
         prepare += [x for s in sets for x in ("--set", s)]
         cold, cold_peak, _ = run_child(prepare, env)

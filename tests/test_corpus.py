@@ -34,6 +34,24 @@ def test_ids_are_the_vocab_ids_of_the_spacy_tokens(toy_data, toy_config):
     assert corpus.tgt_vocab.decode(corpus.splits["val"].tgt[0].tolist()) == tokens
 
 
+def test_a_large_corpus_is_read_from_disk_batch_by_batch(toy_config, monkeypatch):
+    from translator import corpus as corpus_module
+    from translator.batching import make_batch
+
+    in_memory = prepare(toy_config)
+    monkeypatch.setattr(corpus_module, "READ_WHOLE_BYTES", 0)  # every ids file counts as large
+    on_disk = prepare(toy_config)
+    train, disk_train = in_memory.splits["train"], on_disk.splits["train"]
+    assert isinstance(disk_train.src.ids, corpus_module.DiskIds)
+    assert np.array_equal(np.asarray(disk_train.tgt.ids), train.tgt.ids)
+    vocab = in_memory.tgt_vocab
+    batch = make_batch(train, [3, 0, 7], vocab.pad_id, vocab.sos_id, vocab.eos_id)
+    disk_batch = make_batch(disk_train, [3, 0, 7], vocab.pad_id, vocab.sos_id, vocab.eos_id)
+    assert batch.src.equal(disk_batch.src) and batch.tgt_out.equal(disk_batch.tgt_out)
+    kept, _ = disk_train.filter_length(9)  # a selection is copied into memory
+    assert kept.src[0].tolist() == train.filter_length(9)[0].src[0].tolist()
+
+
 def test_filter_length_drops_long_and_empty_pairs():
     pairs = ParallelIds(
         IdArray.from_lists([[1] * 3, [1] * 9, [], [1] * 2]),

@@ -191,7 +191,8 @@ def test_german_to_english_and_cache_reuse(tmp_path):
         ("folder", 2, "is a folder; name a table file or a prefix"),
         ("columns", 2, "has no column 'en' (it has: a, b)"),
         ("utf8", 1, "train.de: line 3 is not valid UTF-8"),
-        ("empty", 1, "has no pairs left after cleaning (2 with an empty side"),
+        ("empty", 1, "has no pairs left after cleaning (2 with an empty side)"),
+        ("too_long", 1, "has no pairs left after cleaning (300 over data.max_len)"),
         ("language", 2, "data.src_lang: spaCy has no tokenizer for language 'qq'"),
     ],
 )
@@ -217,6 +218,8 @@ def test_bad_input_is_one_line_and_no_cache(tmp_path, setup, code, text):
     elif setup == "empty":
         write_text(tmp_path / "train.en", ["", "A."])
         write_text(tmp_path / "train.de", ["Ein.", " "])
+    elif setup == "too_long":
+        extra = ["--set", "data.max_len=3"]
     elif setup == "language":
         extra = ["--set", "data.src_lang=qq"]
     dev = tmp_path / "dev.tsv"

@@ -28,7 +28,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="markdown",
-    help="Train, run and score an English→German Transformer on Multi30k.",
+    help="Train, run and score a Transformer translator: Multi30k English→German by default, "
+    "any parallel corpus (files or the Hugging Face Hub) by config.",
 )
 
 ConfigOpt = Annotated[

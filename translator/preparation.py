@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -84,7 +85,10 @@ def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
         stems = split_stems(cfg)
         with _timed(seconds, "read"):
             raw = {name: load_split(cfg, name, work) for name in stems}
-        log(f"read {', '.join(f'{stems[n]} {len(ds):,}' for n, ds in raw.items())} pairs")
+        log(
+            f"read {', '.join(f'{stems[n]} {len(ds):,}' for n, ds in raw.items())} pairs; "
+            f"tokenizing with {num_proc} processes"
+        )
         with _timed(seconds, "tokenize"):
             tokens = {
                 name: _map(ds, _tokenize_batch, work / f"{stems[name]}.tokens.arrow", num_proc,
@@ -93,22 +97,20 @@ def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
             }  # fmt: skip
         train = tokens[d.train_split]
         keep, counts = _clean_filter(train, d.dedup)
-        if not keep.any():
-            raise DataError(
-                f"the training split {d.train_split} has no pairs left after cleaning "
-                f"({counts['empty']:,} with an empty side, {counts['duplicates']:,} duplicates)"
-            )
+        _require_pairs(keep, counts, d.train_split)
         sample = _sample(keep, v.train_sentences)
         log(f"learning the vocabulary from {len(sample):,} training pairs")
         with _timed(seconds, "learn"):
             learned = _Learned(cfg, train, sample)
+        log("encoding the ids")
         with _timed(seconds, "encode"):
             encoded = {
                 name: _encode(ds, learned, work / stems[name], count=name == d.train_split)
                 for name, ds in tokens.items()
             }
-        src_vocab, tgt_vocab = learned.finish(len(sample) < keep.sum())
+        learned.finish(partial=len(sample) < keep.sum())
         keep, counts = _length_filter(encoded[d.train_split], keep, counts, d.max_len, d.max_ratio)
+        _require_pairs(keep, counts, d.train_split)
         with _timed(seconds, "write"):
             learned.save(tmp)
             splits = {}
@@ -139,6 +141,16 @@ def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+DROPPED = {"empty": "with an empty side", "duplicates": "duplicates",
+           "too_long": "over data.max_len", "ratio": "over data.max_ratio"}  # fmt: skip
+
+
+def _require_pairs(keep: np.ndarray, counts: dict, name: str) -> None:
+    if not keep.any():
+        what = ", ".join(f"{n:,} {DROPPED[why]}" for why, n in counts.items() if n) or "none read"
+        raise DataError(f"the training split {name} has no pairs left after cleaning ({what})")
+
+
 @contextmanager
 def _timed(seconds: dict, stage: str):
     started = time.perf_counter()
@@ -149,8 +161,20 @@ def _timed(seconds: dict, stage: str):
 def _map(ds, function, cache_file: Path, num_proc: int, **kwargs):
     """`ds.map(function)` over Arrow batches, writing its output to `cache_file` (not the
     source's cache: a Hub dataset's folder must not grow by our intermediate files). Batches go
-    in and out as Arrow tables: no per-row conversion by `datasets`."""
+    in and out as Arrow tables: no per-row conversion by `datasets`. A progress bar on a
+    terminal; none in a log file."""
+    import datasets
+
     cache_file.parent.mkdir(parents=True, exist_ok=True)
+    if sys.stderr.isatty():
+        datasets.enable_progress_bars()
+    try:
+        return _map_arrow(ds, function, cache_file, num_proc, kwargs)
+    finally:
+        datasets.disable_progress_bars()
+
+
+def _map_arrow(ds, function, cache_file: Path, num_proc: int, kwargs: dict):
     return (
         ds.with_format("arrow")
         .map(

@@ -20,6 +20,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from translator import run_dir as rd
@@ -385,7 +386,7 @@ class Trainer:
         )
         return self.run_dir
 
-    def train_step(self, group: list[list[int]]) -> tuple[torch.Tensor, int, int]:
+    def train_step(self, group: list[np.ndarray]) -> tuple[torch.Tensor, int, int]:
         """One optimizer step over `group` (accumulated batches).
 
         Returns the summed loss and the target and source tokens it covered. A step whose loss
