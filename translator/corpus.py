@@ -156,6 +156,7 @@ def _cache_key(cfg: Config) -> str:
         "splits": {name: fingerprint(cfg, name) for name in split_stems(cfg)},
         "roles": [d.train_split, d.valid_split, d.test_split],
         "langs": [d.src_lang, d.tgt_lang],
+        "columns": d.columns,
         "lowercase": d.lowercase,
         "cleaning": [d.max_len, d.max_ratio, d.dedup],
         "vocab": [v.kind, v.joint, v.min_freq, v.max_size, v.bpe_size, v.train_sentences],

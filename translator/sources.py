@@ -121,7 +121,7 @@ def fingerprint(cfg: Config, split: str) -> str:
         parts = [sha256_of(p) for p in paths]
     else:
         parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths]
-    return hashlib.sha256(json.dumps([kind, parts, d.columns]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([kind, parts]).encode()).hexdigest()
 
 
 # -- reading --------------------------------------------------------------------------------
