@@ -61,7 +61,21 @@ def test_missing_data_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data.urllib.request, "urlopen", offline)
     result = invoke("prepare", "--set", f"data.dir={tmp_path}")
-    assert_one_line_error(result, 1, "Multi30k file train.en.gz is missing")
+    names = "train.en.gz, train.de.gz, val.en.gz, val.de.gz, test_2016_flickr.en.gz"
+    assert_one_line_error(result, 1, f"Multi30k files missing from {tmp_path}: {names}")
+
+
+def test_an_unknown_split_is_a_bad_argument(toy_data):
+    assert_one_line_error(invoke("prepare", "--set", "data.test_split=test2019"), 2, "test2019")
+    result = invoke("train", "-c", "configs/tiny.yaml", *sets(toy_data, "train.max_steps=2"))
+    assert result.exit_code == 0, result.output
+    assert_one_line_error(invoke("evaluate", "--split", "foo"), 2, "unknown split 'foo'")
+    assert_one_line_error(invoke("evaluate", "--src", "x.en"), 2, "--src and --ref go together")
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("translator ")
 
 
 def test_translate_without_any_run(tmp_path):

@@ -91,11 +91,19 @@ def test_offline_with_no_files_says_where_to_put_them(tmp_path, monkeypatch):
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    write_split_file = tmp_path / "val.de.gz"
+    write_split_file.write_bytes(gzip.compress(b"Ein Hund.\n"))  # present: not listed
     with pytest.raises(DataError) as err:
-        locate_split("test2016", ["en"], str(tmp_path))
+        data.locate_splits(["train", "val", "test2016"], ["en", "de"], str(tmp_path), False)
     message = str(err.value)
-    assert "test_2016_flickr.en.gz is missing from" in message and str(tmp_path) in message
+    # Every missing file in one message, with the folder and where to get them.
+    assert f"Multi30k files missing from {tmp_path}: train.en.gz, train.de.gz, val.en.gz, " in (
+        message
+    )
+    assert "test_2016_flickr.en.gz, test_2016_flickr.de.gz (download failed" in message
+    assert "val.de.gz," not in message
     assert "TRANSLATOR_DATA_DIR" in message and "no route to host" in message
+    assert "https://github.com/multi30k/dataset/raw/master/data/task1/raw/<file>" in message
 
 
 @requires_real_data

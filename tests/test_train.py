@@ -203,14 +203,14 @@ def test_validation_bleu_and_loss_are_recorded(toy_data):
     assert all(0 <= r["val_bleu"] <= 100 and math.isfinite(r["val_loss"]) for r in valid)
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resume_continues(toy_data, tmp_path):
+def _train_then_signal(toy_data, run, signum):
+    """Start a long training run in a subprocess, send it `signum` once it has logged a step;
+    return its exit code and output."""
     import os
-    import signal
     import subprocess
     import sys
     import time
 
-    run = tmp_path / "interrupted"
     sets = [
         x
         for pair in toy_overrides(
@@ -219,33 +219,29 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(toy_data, tmp_path):
         for x in ("--set", pair)
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "translator", "train", "-c", str(CONFIGS / "tiny.yaml")]
+    command += ["--run-dir", str(run), "--no-progress", *sets]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "translator",
-            "train",
-            "-c",
-            str(CONFIGS / "tiny.yaml"),
-            "--run-dir",
-            str(run),
-            "--no-progress",
-            *sets,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     try:
         deadline = time.time() + 180  # start-up is slow on a busy machine
         while not (run / rd.METRICS).exists() and time.time() < deadline:
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         output, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()  # never leave a training process behind, whatever happened
-    assert proc.returncode == 0, output
+    return proc.returncode, output
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues(toy_data, tmp_path):
+    import signal
+
+    run = tmp_path / "interrupted"
+    code, output = _train_then_signal(toy_data, run, signal.SIGINT)
+    # 130 like any program stopped by Ctrl-C: `train && evaluate` must not go on
+    assert code == 130, output
     assert "SIGINT" in output and "--resume" in output
     state = torch.load(run / rd.STATE, weights_only=True)
     assert state["step"] >= 1
@@ -253,6 +249,15 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(toy_data, tmp_path):
     cfg = resume_config(run, [f"train.max_steps={state['step'] + 3}"])
     Trainer(cfg, run_dir=run, resume=True, progress=False).train()
     assert torch.load(run / rd.STATE, weights_only=True)["step"] == state["step"] + 3
+
+
+def test_sigterm_saves_and_exits_143(toy_data, tmp_path):
+    import signal
+
+    run = tmp_path / "terminated"
+    code, output = _train_then_signal(toy_data, run, signal.SIGTERM)
+    assert code == 143, output
+    assert "SIGTERM" in output and "--resume" in output and (run / rd.STATE).exists()
 
 
 def test_bpe_dropout_trains_on_a_new_segmentation_every_epoch(toy_data, monkeypatch):

@@ -68,6 +68,24 @@ BeamOpt = Annotated[
 BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default for --confidence
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"translator {version('translator')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    pass  # the options of `translator` itself; the help text is the app's
+
+
 def _fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
@@ -224,7 +242,7 @@ def train(
     set_: SetOpt = None,
     run_dir: Annotated[
         Path | None,
-        typer.Option(help="Where to write the run [default: runs/<config-name>-<timestamp>]."),
+        typer.Option(help="Where to write the run [default: `runs/<config-name>-<timestamp>`]."),
     ] = None,
     resume: Annotated[
         bool,
@@ -272,7 +290,10 @@ def train(
         args += [x for pair in set_ or [] for x in ("--set", pair)]
         args += [] if progress else ["--no-progress"]
         raise typer.Exit(_torchrun(nproc, args))
-    Trainer(cfg, run_dir=run_dir, resume=resume, progress=progress).train()
+    trainer = Trainer(cfg, run_dir=run_dir, resume=resume, progress=progress)
+    trainer.train()
+    if trainer.stop_signal:  # saved and resumable, but not done: `train && evaluate` must stop
+        raise typer.Exit(128 + int(trainer.stop_signal))
 
 
 def _torchrun(nproc: int, args: list[str]) -> int:

@@ -40,7 +40,7 @@ from translator.preparation import (
     check_languages,
     split_stems,
 )
-from translator.sources import fingerprint
+from translator.sources import ensure_available, fingerprint
 from translator.subword import Subword
 from translator.vocab import Vocab
 
@@ -140,6 +140,7 @@ def cache_root(cfg: Config) -> Path:
 def prepare(cfg: Config) -> Corpus:
     """Open the cached corpus for `cfg`, building it first when missing."""
     check_languages(cfg)
+    ensure_available(cfg, list(split_stems(cfg)))
     folder = cache_root(cfg) / _cache_key(cfg)
     if (folder / "meta.json").exists():
         return _load(folder, cached=True)

@@ -91,17 +91,37 @@ def locate_split(
     split: str, langs: list[str], data_dir_setting: str | None = None, verify: bool = True
 ) -> list[Path]:
     """Return the verified `.gz` path of `split` for each language, downloading what is missing."""
-    split = canonical_split(split)
+    return locate_splits([split], langs, data_dir_setting, verify)[split]
+
+
+def locate_splits(
+    splits: list[str], langs: list[str], data_dir_setting: str | None = None, verify: bool = True
+) -> dict[str, list[Path]]:
+    """The verified `.gz` paths of several splits, downloading what is missing. When a download
+    fails, one error lists every file still missing, so that a user offline fetches them all at
+    once instead of learning of one per try."""
     folder = data_dir(data_dir_setting)
-    paths = []
-    for lang in langs:
-        path = folder / f"{split}.{lang}.gz"
-        if not path.exists():
+    wanted = {
+        split: [folder / f"{canonical_split(split)}.{lang}.gz" for lang in langs]
+        for split in splits
+    }
+    missing = list(dict.fromkeys(p for paths in wanted.values() for p in paths if not p.exists()))
+    for i, path in enumerate(missing):
+        try:
             _download(path)
-        elif verify:
-            _verify(path)
-        paths.append(path)
-    return paths
+        except OSError as err:  # URLError, timeouts and unwritable folders are all OSErrors
+            names = ", ".join(p.name for p in missing[i:])
+            raise DataError(
+                f"Multi30k files missing from {folder}: {names} (download failed: "
+                f"{getattr(err, 'reason', err)}). Download each from {URL.format(name='<file>')} "
+                "into that folder, or set TRANSLATOR_DATA_DIR (or data.dir) to a folder that has "
+                "them"
+            ) from None
+    if verify:
+        for path in dict.fromkeys(p for paths in wanted.values() for p in paths):
+            if path not in missing:  # a download was checked as it came in
+                _verify(path)
+    return wanted
 
 
 def _verify(path: Path) -> None:
@@ -117,20 +137,11 @@ def _verify(path: Path) -> None:
 
 
 def _download(path: Path) -> None:
-    url = URL.format(name=path.name)
-    hint = (
-        f"Multi30k file {path.name} is missing from {path.parent}. Download {url} there, "
-        "or set TRANSLATOR_DATA_DIR (or data.dir) to a folder that has it"
-    )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=30) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            _save_stream(response, path, total)
-    except DataError:
-        raise
-    except OSError as err:  # URLError, timeouts and unwritable folders are all OSErrors
-        raise DataError(f"{hint} (download failed: {getattr(err, 'reason', err)})") from None
+    """Download the official file into `path`; OSError if it cannot be had."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(URL.format(name=path.name), timeout=30) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        _save_stream(response, path, total)
 
 
 def _save_stream(stream, path: Path, total: int | None) -> None:

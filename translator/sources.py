@@ -31,7 +31,7 @@ import zlib
 from pathlib import Path
 
 from translator.config import Config, ConfigError
-from translator.data import DataError, locate_split, sha256_of
+from translator.data import DataError, canonical_split, locate_split, locate_splits, sha256_of
 
 TABLE_FORMATS = {  # extension -> datasets builder
     ".tsv": "csv",
@@ -72,6 +72,7 @@ def _split_files(cfg: Config, split: str) -> tuple[str, list[Path]]:
     """('text', [src file, tgt file]) or (builder, [table file]) for a multi30k or files split."""
     d = cfg.data
     if d.source == "multi30k":
+        _check_multi30k_split(split)
         return "text", locate_split(split, [d.src_lang, d.tgt_lang], d.dir, d.verify_checksums)
     path = Path(split).expanduser()
     if path.is_file():
@@ -85,6 +86,23 @@ def _split_files(cfg: Config, split: str) -> tuple[str, list[Path]]:
         f"{path}.{lang}" for lang, p in zip((d.src_lang, d.tgt_lang), pair) if not p
     )
     raise ConfigError(f"no such file: {path} (nor the text file {missing}, or .gz)")
+
+
+def ensure_available(cfg: Config, splits: list[str]) -> None:
+    """Multi30k: find or download every file of `splits` at once (an error lists all that are
+    missing). Other sources are read where they are."""
+    d = cfg.data
+    if d.source == "multi30k":
+        for split in splits:
+            _check_multi30k_split(split)
+        locate_splits(splits, [d.src_lang, d.tgt_lang], d.dir, d.verify_checksums)
+
+
+def _check_multi30k_split(split: str) -> None:
+    try:
+        canonical_split(split)
+    except DataError as err:  # a name no Multi30k split has is a bad setting or argument
+        raise ConfigError(str(err)) from None
 
 
 def _text_file(prefix: Path, lang: str) -> Path | None:

@@ -172,7 +172,7 @@ class Trainer:
         self.skipped_steps = self.nonfinite_in_a_row = 0  # NaN/inf (or fp16 overflow) steps
         self.grad_norm = math.nan  # of the last step, before clipping
         self.history: list[dict] = []
-        self._stop_signal: str | None = None
+        self.stop_signal: signal.Signals | None = None  # SIGINT or SIGTERM asked training to stop
         self._planned_stop: str | None = None  # patience ran out
         self.dist = Distributed()  # joined in setup()
         self._validated_step = -1
@@ -365,7 +365,7 @@ class Trainer:
                         stop_reason = stop_reason or self._agreed_stop()
             finally:
                 bar.close()
-            if self._stop_signal:
+            if self.stop_signal:
                 if self.dist.is_main:
                     self.save_checkpoint(best=False)
                 log.warning(
@@ -509,8 +509,8 @@ class Trainer:
 
     def _budget_reached(self) -> str | None:
         t = self.cfg.train
-        if self._stop_signal:
-            return f"interrupted by {self._stop_signal}"
+        if self.stop_signal:
+            return f"interrupted by {self.stop_signal.name}"
         if self._planned_stop:
             return self._planned_stop
         if t.max_steps and self.step >= t.max_steps:
@@ -753,10 +753,10 @@ class Trainer:
         """First Ctrl-C or SIGTERM: finish the step, save, stop. A second Ctrl-C aborts."""
 
         def request_stop(signum, frame):
-            if self._stop_signal:
+            if self.stop_signal:
                 raise KeyboardInterrupt
-            self._stop_signal = signal.Signals(signum).name
-            log.warning("%s received: saving a checkpoint after this step", self._stop_signal)
+            self.stop_signal = signal.Signals(signum)
+            log.warning("%s received: saving a checkpoint after this step", self.stop_signal.name)
 
         try:
             previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
