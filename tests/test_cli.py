@@ -42,7 +42,9 @@ def test_help_lists_every_command():
     [
         (["prepare", "--config", "nope.yaml"], "config file not found: nope.yaml"),
         (["prepare", "--set", "model.heads=3"], "unknown key model.heads"),
-        (["prepare", "--set", "model.d_model=abc"], "model.d_model must be int"),
+        (["prepare", "--set", "model.d_model=abc"], "--set model.d_model=abc: must be int"),
+        (["prepare", "--set", "model.d_model=-1"], "--set model.d_model=-1: must be > 0, got -1"),
+        (["prepare", "--set", "data.source=ftp"], "--set data.source=ftp: must be one of"),
         (["prepare", "--set", "oops"], "--set expects KEY=VALUE"),
         (["train", "--set", "model.n_heads=7"], "must be divisible by model.n_heads"),
     ],

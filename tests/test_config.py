@@ -78,7 +78,11 @@ def test_bad_values_give_one_error_naming_the_key_and_file(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(CONFIGS / "multi30k.yaml", [override])
     text = str(err.value)
-    assert message in text
+    key = override.partition("=")[0]
+    # A problem of a key set on the command line is blamed on that --set, with the key named once.
+    assert message in text or (
+        text.startswith(f"--set {override}: ") and message.removeprefix(f"{key} ") in text
+    )
     assert "\n" not in text
     if not text.startswith("--set"):
         assert "multi30k.yaml" in text

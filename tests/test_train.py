@@ -251,6 +251,31 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(toy_data, tmp_path):
     assert torch.load(run / rd.STATE, weights_only=True)["step"] == state["step"] + 3
 
 
+def test_resuming_a_finished_run_changes_nothing_and_says_how_to_extend_it(
+    toy_data, tmp_path, caplog
+):
+    import logging
+
+    run = tmp_path / "done"
+    cfg = load_config(
+        CONFIGS / "tiny.yaml",
+        toy_overrides(toy_data, "train.max_steps=6", "train.valid_every=3",
+                      "train.average_checkpoints=2"),
+    )  # fmt: skip
+    Trainer(cfg, run_dir=run, progress=False).train()
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with caplog.at_level(logging.INFO, logger="translator"):
+        Trainer(resume_config(run, []), run_dir=run, resume=True, progress=False).train()
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert "is complete (reached train.max_steps=6); nothing was changed" in caplog.text
+    assert "--set train.max_steps=12" in caplog.text
+    # A larger budget extends it as before.
+    Trainer(
+        resume_config(run, ["train.max_steps=8"]), run_dir=run, resume=True, progress=False
+    ).train()
+    assert torch.load(run / rd.STATE, weights_only=True)["step"] == 8
+
+
 def test_sigterm_saves_and_exits_143(toy_data, tmp_path):
     import signal
 

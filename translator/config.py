@@ -12,6 +12,7 @@ the documentation; a YAML file lists only what differs.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -156,7 +157,23 @@ def load_config(
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     raw.setdefault("name", path.stem)
     apply_overrides(raw, overrides)
-    return config_from_dict(raw, source=str(path))
+    try:
+        return config_from_dict(raw, source=str(path))
+    except ConfigError as err:
+        raise _blame_override(err, str(path), overrides) from None
+
+
+def _blame_override(err: ConfigError, source: str, overrides) -> ConfigError:
+    """A problem with a key the command line set is the command line's, not the file's:
+    `--set model.d_model=-1: must be > 0, got -1`."""
+    message = str(err).removeprefix(f"{source}: ")
+    for item in reversed(overrides):  # the last --set of a key is the one in force
+        key = item.partition("=")[0].strip()
+        if message.startswith(f"{key} must"):
+            return ConfigError(f"--set {item}: {message[len(key) + 1 :]}")
+        if re.search(rf"(^|\W){re.escape(key)}(\W|$)", message):
+            return ConfigError(f"--set {item}: {message}")
+    return err
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> None:

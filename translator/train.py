@@ -315,6 +315,15 @@ class Trainer:
     def _train(self) -> Path:
         self.setup()
         t = self.cfg.train
+        finished = self._finished() if self.resume else None
+        if finished:  # another step would push out a kept checkpoint and re-average: touch nothing
+            reason, key, value = finished
+            log.info(
+                "%s is complete (%s); nothing was changed. To train on, raise the budget, e.g. "
+                "translator train --resume --run-dir %s --set %s=%s",
+                self.run_dir, reason, self.run_dir, key, value,
+            )  # fmt: skip
+            return self.run_dir
         log.info(
             "training %s: %.2fM parameters on %s (%s)%s, run dir %s",
             self.cfg.name,
@@ -506,6 +515,22 @@ class Trainer:
         if t.max_minutes and elapsed_s and self.step:
             ends.append(self.step * t.max_minutes * 60 / elapsed_s)
         return min(ends) if ends else None
+
+    def _finished(self) -> tuple[str, str, str] | None:
+        """For a resumed run: (the budget it met, the key to raise, a larger value), or None."""
+        t = self.cfg.train
+        if t.max_steps and self.step >= t.max_steps:
+            return f"reached train.max_steps={t.max_steps}", "train.max_steps", str(2 * t.max_steps)
+        if t.max_epochs and self.epoch >= t.max_epochs:
+            epochs = str(2 * t.max_epochs)
+            return f"reached train.max_epochs={t.max_epochs}", "train.max_epochs", epochs
+        if t.max_minutes and self.elapsed_s >= t.max_minutes * 60:
+            minutes = f"{1.5 * t.max_minutes:g}"
+            return f"reached train.max_minutes={t.max_minutes:g}", "train.max_minutes", minutes
+        if t.patience and self.bad_validations >= t.patience:
+            reason = f"no better validation BLEU in {t.patience} validations"
+            return reason, "train.patience", str(2 * t.patience)
+        return None
 
     def _budget_reached(self) -> str | None:
         t = self.cfg.train
