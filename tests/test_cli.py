@@ -75,6 +75,19 @@ def test_an_unknown_split_is_a_bad_argument(toy_data):
     assert_one_line_error(invoke("evaluate", "--src", "x.en"), 2, "--src and --ref go together")
 
 
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["evaluate", "--alpah", "1"], "evaluate`; did you mean --alpha? (see `"),
+        (["train", "--resum"], "did you mean --resume?"),
+        (["evaluate", "--beam"], "Option '--beam' requires an argument."),
+        (["frob"], "No such command 'frob'."),
+    ],
+)  # fmt: skip
+def test_usage_errors_are_one_line_with_the_closest_option(args, text):
+    assert_one_line_error(invoke(*args), 2, text)
+
+
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.startswith("translator ")

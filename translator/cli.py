@@ -13,6 +13,7 @@ inside the commands so that `--help` stays instant.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import logging
@@ -23,8 +24,47 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
+
+try:  # Typer 0.2x carries its own copy of click, whose exceptions are these
+    from typer._click import exceptions as usage
+except ImportError:  # older Typer runs on click itself
+    from click import exceptions as usage
+
+class _OneLineUsageErrors(TyperGroup):
+    """Usage errors (an unknown option, a missing value) as one line on stderr, exit 2, with the
+    closest real option of that command: not Typer's boxed message and its odd suggestions."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except usage.NoArgsIsHelpError as err:
+            err.show()  # `translator` alone: the help
+            sys.exit(err.exit_code)
+        except usage.ClickException as err:
+            typer.echo(f"error: {_usage_message(err)}", err=True)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _usage_message(err: usage.ClickException) -> str:
+    ctx = getattr(err, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx else ""
+    if isinstance(err, usage.NoSuchOption) and ctx is not None:
+        options = [o for param in ctx.command.params for o in param.opts + param.secondary_opts]
+        close = difflib.get_close_matches(err.option_name, options, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"no such option {err.option_name} for `{ctx.command_path}`{hint}{where}"
+    return " ".join(err.format_message().split()) + where
+
 
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="markdown",
