@@ -223,3 +223,25 @@ def test_prepare_on_the_real_data():
     result = invoke("prepare", "--set", f"data.dir={REAL_DATA}")
     assert result.exit_code == 0, result.output
     assert "29,000" in result.output and "1,014" in result.output and "OOV" in result.output
+
+
+def test_translate_and_evaluate_say_what_decodes_and_warn_of_an_untrained_run(toy_data):
+    result = invoke("train", "-c", "configs/tiny.yaml", *sets(toy_data, "train.max_steps=3"))
+    assert result.exit_code == 0, result.output
+    run = latest_run()
+
+    result = invoke("translate", "A dog runs.", "--greedy")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1, result.output
+    assert f"run {run} (model.safetensors): greedy" in result.stderr
+    assert "warning: this run is barely trained: best val BLEU 0." in result.stderr
+
+    result = invoke("evaluate", "--split", "val", "--json", "--beam", "2", "--alpha", "1")
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (scores["run"], scores["weights"], scores["ensemble"]) == (
+        str(run),
+        "model.safetensors",
+        [],
+    )
+    assert (scores["beam"], scores["alpha"]) == (2, 1.0)
+    result = invoke("evaluate", "--split", "val", "--weights", "last.safetensors")
+    assert f"run {run} (last.safetensors): beam 2, alpha 0.6" in result.stdout

@@ -404,6 +404,8 @@ def translate(
     lines = list(text) if text else _read_input(input_)
     translator = Translator.load(run, ensemble=ensemble or ())
     beam = 1 if greedy else beam
+    typer.echo(_what_decodes(translator, beam, None), err=True)
+    _warn_if_undertrained(translator)
     if plot_attention is not None:
         from translator.plots import plot_attention as plot
 
@@ -492,6 +494,7 @@ def evaluate(
     else:
         sources, refs = read_texts(translator.cfg, split)
         name = resolve_split(translator.cfg, split)
+    _warn_if_undertrained(translator)  # once the inputs are known good: errors stay one line
     started = time.perf_counter()
     hyps = translator.translate(
         sources, beam_size=beam, length_penalty=length_penalty, progress=not as_json
@@ -512,12 +515,16 @@ def evaluate(
         alpha=translator.cfg.decode.length_penalty if length_penalty is None else length_penalty,
         lowercased_references=d.lowercase,
         models=1 + len(ensemble or ()),
+        run=str(translator.run_dir),
+        weights=translator.weights,
+        ensemble=[str(path) for path in translator.ensemble],
     )
     if output:
         _write_output(output, hyps)
     if as_json:
         typer.echo(json.dumps(result))
         return
+    typer.echo(_what_decodes(translator, result["beam"], result["alpha"]))
     models = f", an ensemble of {result['models']} models" if result["models"] > 1 else ""
     typer.echo(
         f"{name}: {len(hyps)} sentences, beam {result['beam']}{models}, {seconds:.1f} s "
@@ -597,6 +604,28 @@ def _read_input(path: Path | None) -> list[str]:
     if not path.exists():
         raise _fail(f"input file {path} does not exist", 1)
     return read_lines(path)
+
+
+def _what_decodes(translator, beam: int | None, alpha: float | None) -> str:
+    """One line that says which model and settings decode."""
+    dec = translator.cfg.decode
+    beam = dec.beam_size if beam is None else beam
+    alpha = dec.length_penalty if alpha is None else alpha
+    others = f" + {len(translator.ensemble)} ensembled runs" if translator.ensemble else ""
+    search = "greedy" if beam == 1 else f"beam {beam}, alpha {alpha:g}"
+    return f"run {translator.run_dir} ({translator.weights}){others}: {search}"
+
+
+def _warn_if_undertrained(translator) -> None:
+    from translator.run_dir import best_validation
+
+    best = best_validation(translator.run_dir)
+    if best is not None and best[0] < 1.0:
+        typer.echo(
+            f"warning: this run is barely trained: best val BLEU {best[0]:.1f} after "
+            f"{best[1]:,} steps; expect empty or repeated output",
+            err=True,
+        )
 
 
 def _write_output(path: Path | None, lines: list[str]) -> None:

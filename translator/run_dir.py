@@ -160,6 +160,23 @@ def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
     return Run(path, cfg, src_vocab, tgt_vocab, model.to(device).eval(), subword)
 
 
+def best_validation(path: Path) -> tuple[float, int] | None:
+    """(best validation BLEU, the step it was reached at) from a run's metrics, or None."""
+    import json
+
+    best = None
+    metrics = Path(path) / METRICS
+    lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.exists() else []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "val_bleu" in record and (best is None or record["val_bleu"] > best[0]):
+            best = (record["val_bleu"], record.get("step", 0))
+    return best
+
+
 def check_same_vocabularies(first: Run, other: Run) -> None:
     """Runs that decode together (an ensemble) must read and write the very same token ids."""
     a, b = first.cfg.data, other.cfg.data

@@ -36,6 +36,10 @@ class Translator:
         self.tokenizer = Tokenizer(cfg.data.src_lang, cfg.data.lowercase)
         self.subword = subword
         self.device = next(model.parameters()).device
+        # Where the model came from, when loaded from run dirs (`load`): said in reports.
+        self.run_dir: Path | None = None
+        self.weights: str | None = None
+        self.ensemble: list[Path] = []
 
     @classmethod
     def load(
@@ -58,7 +62,10 @@ class Translator:
             for other in others:
                 check_same_vocabularies(run, other)
             model = Ensemble([run.model, *(other.model for other in others)])
-        return cls(model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword)
+        translator = cls(model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword)
+        translator.run_dir, translator.weights = run.path, weights or BEST
+        translator.ensemble = [Path(path) for path in ensemble]
+        return translator
 
     def translate(
         self,
