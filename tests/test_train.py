@@ -276,6 +276,30 @@ def test_resuming_a_finished_run_changes_nothing_and_says_how_to_extend_it(
     assert torch.load(run / rd.STATE, weights_only=True)["step"] == 8
 
 
+def test_a_log_file_gets_plain_lines_one_event_each(toy_data, tmp_path):
+    """Not a terminal (nohup, tee, CI): no progress-bar frames, no wrapped lines."""
+    import re
+    import subprocess
+    import sys
+
+    sets = toy_overrides(
+        toy_data, "train.max_steps=20", "train.log_every=5", "train.valid_every=10"
+    )
+    command = [sys.executable, "-m", "translator", "train", "-c", str(CONFIGS / "tiny.yaml")]
+    command += ["--run-dir", str(tmp_path / "run"), *(x for s in sets for x in ("--set", s))]
+    with open(tmp_path / "train.log", "w") as log_file:
+        done = subprocess.run(command, stdout=log_file, stderr=log_file, timeout=300)
+    text = (tmp_path / "train.log").read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text and "Matplotlib" not in text
+    lines = text.splitlines()
+    assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING) ", line) for line in lines), lines
+    progress = [line for line in lines if re.search(r"step +\d+  epoch .* tok/s", line)]
+    assert len(progress) == 4  # every train.log_every steps: the bar's place in a file
+    validations = [line for line in lines if "val_loss" in line]
+    assert len(validations) == 2 and all("val_bleu" in line for line in validations)
+
+
 def test_sigterm_saves_and_exits_143(toy_data, tmp_path):
     import signal
 

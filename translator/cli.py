@@ -31,6 +31,7 @@ try:  # Typer 0.2x carries its own copy of click, whose exceptions are these
 except ImportError:  # older Typer runs on click itself
     from click import exceptions as usage
 
+
 class _OneLineUsageErrors(TyperGroup):
     """Usage errors (an unknown option, a missing value) as one line on stderr, exit 2, with the
     closest real option of that command: not Typer's boxed message and its odd suggestions."""
@@ -157,15 +158,20 @@ def user_errors(command):
 
 
 def _setup_logging() -> None:
-    from rich.logging import RichHandler
+    """Log lines go to stdout (stderr is for errors): rich ones on a terminal; in a file or pipe,
+    plain lines that never wrap, one event per line, so that a log of a whole run can be
+    grepped."""
+    if sys.stdout.isatty():
+        from rich.logging import RichHandler
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(show_path=False, markup=False)],
-        force=True,
-    )
+        handler: logging.Handler = RichHandler(show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%X"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for chatty in ("matplotlib", "PIL", "datasets", "filelock", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)  # e.g. "building the font cache"
 
 
 @app.command(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import sys
 import tempfile
 import urllib.request
 import zlib
@@ -154,7 +155,12 @@ def _save_stream(stream, path: Path, total: int | None) -> None:
         with (
             os.fdopen(fd, "wb") as out,
             tqdm(
-                total=total, unit="B", unit_scale=True, desc=f"download {path.name}", leave=False
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc=f"download {path.name}",
+                leave=False,
+                disable=not sys.stderr.isatty(),
             ) as bar,
         ):
             for block in iter(lambda: stream.read(1 << 16), b""):

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -576,6 +577,12 @@ class Trainer:
         self.planned_steps = self._planned_steps(elapsed / self.dist.world_size)
         if self.dist.is_main:
             self._record(record)
+            if bar.disable and self.progress:  # not a terminal: a plain line instead of a bar
+                log.info(
+                    "step %6d  epoch %6.2f  loss %.3f  lr %.1e  %6.0f tok/s  %s elapsed",
+                    record["step"], record["epoch"], record["train_loss"], record["lr"],
+                    record["tokens_per_s"], _clock(self.elapsed_s),
+                )  # fmt: skip
         bar.set_postfix(
             loss=f"{record['train_loss']:.3f}",
             lr=f"{record['lr']:.1e}",
@@ -769,7 +776,7 @@ class Trainer:
             initial=self.step,
             unit="step",
             desc="train",
-            disable=not self.progress,
+            disable=not (self.progress and sys.stderr.isatty()),  # else: log lines (_log_train)
             dynamic_ncols=True,
         )
 
@@ -792,6 +799,15 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return (
+        f"{minutes // 60}h{minutes % 60:02d}m{seconds:02d}s"
+        if minutes >= 60
+        else (f"{minutes}m{seconds:02d}s")
+    )
 
 
 def _dtype_name(dtype: torch.dtype | None) -> str:

@@ -12,6 +12,7 @@ with a warning.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -209,7 +210,13 @@ def _progress(batches: list, enabled: bool, n_sentences: int):
         return batches
     from tqdm import tqdm
 
-    bar = tqdm(total=n_sentences, unit="sent", desc="translate", leave=False)
+    bar = tqdm(
+        total=n_sentences,
+        unit="sent",
+        desc="translate",
+        leave=False,
+        disable=not sys.stderr.isatty(),
+    )  # no carriage-return frames in a log file
 
     def walk():
         for batch in batches:
