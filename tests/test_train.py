@@ -276,6 +276,27 @@ def test_resuming_a_finished_run_changes_nothing_and_says_how_to_extend_it(
     assert torch.load(run / rd.STATE, weights_only=True)["step"] == 8
 
 
+def test_the_bar_of_a_time_budget_ends_full_at_the_real_last_step(
+    toy_data, tmp_path, capsys, monkeypatch
+):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: a bar, not log lines
+    cfg = load_config(
+        CONFIGS / "tiny.yaml",
+        toy_overrides(
+            toy_data, "train.max_steps=null", "train.max_epochs=10000", "train.max_minutes=0.03",
+            "train.log_every=5", "train.valid_every=100000",
+        ),
+    )  # fmt: skip
+    run = Trainer(cfg, run_dir=tmp_path / "run", progress=True).train()
+    steps = torch.load(run / rd.STATE, weights_only=True)["step"]
+    frames = capsys.readouterr().err.split("\r")
+    last = [f for f in frames if f.startswith("train")][-1]
+    # Not the 10,000 epochs' step count: the pace measured against the 1.8 s, ending at 100%.
+    assert "100%" in last and f" {steps}/{steps} " in last, last
+
+
 def test_a_log_file_gets_plain_lines_one_event_each(toy_data, tmp_path):
     """Not a terminal (nohup, tee, CI): no progress-bar frames, no wrapped lines."""
     import re

@@ -349,8 +349,7 @@ class Trainer:
                     if self.planned_steps is None:  # first epoch since start or resume
                         # elapsed_s is 0, or the saved one: the same on every rank
                         self.planned_steps = self._planned_steps(self.elapsed_s)
-                        bar.total = self._planned_steps()  # the step or epoch limit
-                        bar.refresh()
+                        _set_total(bar, self.planned_steps, self.step)
                     while self.batch_in_epoch < len(batches) and stop_reason is None:
                         group = batches[self.batch_in_epoch : self.batch_in_epoch + t.accumulate]
                         self.batch_in_epoch += len(group)
@@ -373,6 +372,8 @@ class Trainer:
                         if not t.valid_every:
                             self._validate_and_save()
                         stop_reason = stop_reason or self._agreed_stop()
+                if not self.stop_signal:  # a budget was met: the bar ends full, at the real end
+                    _set_total(bar, self.step, self.step)
             finally:
                 bar.close()
             if self.stop_signal:
@@ -575,6 +576,7 @@ class Trainer:
         # Re-plan after building the record, so the logged lr is the one this step used;
         # from the ranks' mean clock, so that every rank plans the same learning rates.
         self.planned_steps = self._planned_steps(elapsed / self.dist.world_size)
+        _set_total(bar, self.planned_steps, self.step)  # a time budget: the pace measured so far
         if self.dist.is_main:
             self._record(record)
             if bar.disable and self.progress:  # not a terminal: a plain line instead of a bar
@@ -799,6 +801,14 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+def _set_total(bar, planned_steps: float | None, step: int) -> None:
+    """The bar measures whichever budget ends first (steps, epochs or minutes, the last two
+    extrapolated from the pace so far)."""
+    if planned_steps is not None:
+        bar.total = max(step, round(planned_steps))
+        bar.refresh()
 
 
 def _clock(seconds: float) -> str:
