@@ -144,3 +144,33 @@ def test_split_names_follow_the_source_and_paths_become_absolute(tmp_path, monke
         config_from_dict({"data": {"source": "hub"}})
     with pytest.raises(ConfigError, match="data.source must be one of multi30k, files, hub"):
         config_from_dict({"data": {"source": "ftp"}})
+
+
+def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("tiny").name == "tiny" and load_config("seed.yaml").name == "seed"
+    assert load_config(None).name == "multi30k"
+    (tmp_path / "tiny.yaml").write_text("model:\n  d_model: 64\n  n_heads: 2\n")
+    assert load_config("tiny.yaml").model.d_model == 64  # a file here comes first
+    with pytest.raises(ConfigError, match=r"not found: nope \(shipped configs: multi30k, "):
+        load_config("nope")
+
+
+def test_the_wheel_ships_the_configs(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "source"  # a clean copy: no build files left by an editable install
+    junk = shutil.ignore_patterns(".*", "*.egg-info", "build", "runs", "__pycache__", "docs")
+    shutil.copytree(CONFIGS.parent, source, symlinks=True, ignore=junk)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("translator-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {f"translator/configs/{c.name}" for c in CONFIGS.glob("*.yaml")} <= set(names)

@@ -75,7 +75,12 @@ app = typer.Typer(
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config [default: configs/multi30k.yaml]."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file, or the name of a shipped one: multi30k, multi30k-long, seed, "
+        "tiny, my-corpus [default: multi30k].",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,

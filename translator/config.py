@@ -134,16 +134,30 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "multi30k.yaml"
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"  # package data: in wheels too
+DEFAULT_CONFIG = SHIPPED_CONFIGS / "multi30k.yaml"
+
+
+def find_config(path: str | Path | None) -> Path:
+    """A config file: `path` as given (relative to the current folder), else a shipped config of
+    that name (`tiny`, `tiny.yaml`), else the default."""
+    if path is None:
+        return DEFAULT_CONFIG
+    path = Path(path)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_CONFIGS / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml")))
+    raise ConfigError(f"config file not found: {path} (shipped configs: {names})")
 
 
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
     """Read a YAML config, apply `a.b=value` overrides, build and validate a `Config`."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    path = find_config(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
