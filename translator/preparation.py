@@ -87,7 +87,7 @@ def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
             raw = {name: load_split(cfg, name, work) for name in stems}
         log(
             f"read {', '.join(f'{stems[n]} {len(ds):,}' for n, ds in raw.items())} pairs; "
-            f"tokenizing with {num_proc} processes"
+            f"tokenizing with {_processes(len(raw[d.train_split]), num_proc)} processes"
         )
         with _timed(seconds, "tokenize"):
             tokens = {
@@ -145,6 +145,12 @@ DROPPED = {"empty": "with an empty side", "duplicates": "duplicates",
            "too_long": "over data.max_len", "ratio": "over data.max_ratio"}  # fmt: skip
 
 
+def _processes(rows: int, num_proc: int) -> int:
+    """Worker processes for a split: one below SMALL_SPLIT rows, where starting workers costs
+    more than they save."""
+    return num_proc if rows >= SMALL_SPLIT else 1
+
+
 def _require_pairs(keep: np.ndarray, counts: dict, name: str) -> None:
     if not keep.any():
         what = ", ".join(f"{n:,} {DROPPED[why]}" for why, n in counts.items() if n) or "none read"
@@ -175,6 +181,7 @@ def _map(ds, function, cache_file: Path, num_proc: int, **kwargs):
 
 
 def _map_arrow(ds, function, cache_file: Path, num_proc: int, kwargs: dict):
+    processes = _processes(len(ds), num_proc)
     return (
         ds.with_format("arrow")
         .map(
@@ -183,7 +190,7 @@ def _map_arrow(ds, function, cache_file: Path, num_proc: int, kwargs: dict):
             batch_size=MAP_BATCH,
             fn_kwargs=kwargs,
             remove_columns=ds.column_names,
-            num_proc=num_proc if len(ds) >= SMALL_SPLIT and num_proc > 1 else None,
+            num_proc=processes if processes > 1 else None,
             cache_file_name=str(cache_file),
             load_from_cache_file=False,
             new_fingerprint=f"{cache_file.stem}-{time.time_ns()}",  # no hashing of the function
