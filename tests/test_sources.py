@@ -284,3 +284,34 @@ def test_train_translate_and_evaluate_german_to_english_from_files(tmp_path):
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     assert scores["n"] == 15 and scores["split"] == str(tmp_path / "test.jsonl")
     assert_one_line_error(invoke("evaluate", "--split", tmp_path / "nope"), 2, "no such file")
+
+
+def test_tables_with_trailing_tabs_empty_splits_and_odd_columns(tmp_path):
+    write_text(tmp_path / "train.en", [p[0] for p in PAIRS])
+    write_text(tmp_path / "train.de", [p[1] for p in PAIRS])
+    # A trailing tab on every row must not shift the columns.
+    rows = "".join(f"{en}\t{de}\t\n" for en, de in PAIRS[:5])
+    (tmp_path / "dev.tsv").write_text("en\tde\n" + rows)
+    (tmp_path / "empty.en").write_text("")
+    (tmp_path / "empty.de").write_text("")
+    cfg = files_config(tmp_path / "train", tmp_path / "dev.tsv", tmp_path / "empty")
+    corpus = prepare(cfg)
+    assert read_texts(cfg, "valid") == ([p[0] for p in PAIRS[:5]], [p[1] for p in PAIRS[:5]])
+    assert corpus.stats["splits"][str(tmp_path / "empty")]["pairs"] == 0  # empty, not an error
+
+    (tmp_path / "lists.jsonl").write_text('{"en": ["a"], "de": "b"}\n')
+    dev = f"data.valid_split={tmp_path / 'lists.jsonl'}"
+    sets = ["data.source=files", f"data.train_split={tmp_path / 'train'}", dev,
+            f"data.test_split={tmp_path / 'dev.tsv'}"]  # fmt: skip
+    result = invoke(
+        "prepare", "-c", CONFIGS / "tiny.yaml", *[x for s in sets for x in ("--set", s)]
+    )
+    assert_one_line_error(result, 2, "column 'en' is not text")
+
+
+def test_a_hub_folder_of_one_dataset_is_refused(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"en": ["A."], "de": ["Ein."]}).save_to_disk(tmp_path / "one")
+    result = invoke("prepare", "--set", "data.source=hub", "--set", f"data.hub={tmp_path / 'one'}")
+    assert_one_line_error(result, 2, "holds one dataset, not splits: save a DatasetDict")

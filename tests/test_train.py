@@ -269,6 +269,15 @@ def test_resuming_a_finished_run_changes_nothing_and_says_how_to_extend_it(
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert "is complete (reached train.max_steps=6); nothing was changed" in caplog.text
     assert "--set train.max_steps=12" in caplog.text
+    # Stopped after its last step but before the end of training (the averaging): resuming only
+    # finishes it, without training another step.
+    metrics = run / rd.METRICS
+    lines = [x for x in metrics.read_text().splitlines() if '"averaged"' not in x]
+    metrics.write_text("".join(x + "\n" for x in lines))
+    (run / "averaged.safetensors").unlink()
+    Trainer(resume_config(run, []), run_dir=run, resume=True, progress=False).train()
+    assert (run / "averaged.safetensors").exists()
+    assert torch.load(run / rd.STATE, weights_only=True)["step"] == 6
     # A larger budget extends it as before.
     Trainer(
         resume_config(run, ["train.max_steps=8"]), run_dir=run, resume=True, progress=False

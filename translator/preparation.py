@@ -181,6 +181,10 @@ def _map(ds, function, cache_file: Path, num_proc: int, **kwargs):
 
 
 def _map_arrow(ds, function, cache_file: Path, num_proc: int, kwargs: dict):
+    if len(ds) == 0:  # `map` would return no columns at all: keep the function's schema
+        import datasets
+
+        return datasets.Dataset(function(ds.data.table.slice(0, 0), **kwargs))
     processes = _processes(len(ds), num_proc)
     return (
         ds.with_format("arrow")

@@ -159,7 +159,13 @@ def load_split(cfg: Config, split: str, workdir: Path):
                 f"{paths[0]} has {len(src):,} lines but {paths[1]} has {len(tgt):,}; "
                 "they must be aligned line by line"
             )
-        return _quiet_datasets().concatenate_datasets(
+        datasets = _quiet_datasets()
+        if len(src) == 0:  # concatenating empty in-memory tables loses a column
+            text = datasets.Value("string")
+            return datasets.Dataset.from_dict(
+                {"src": [], "tgt": []}, datasets.Features(src=text, tgt=text)
+            )
+        return datasets.concatenate_datasets(
             [src.rename_column("text", "src"), tgt.rename_column("text", "tgt")], axis=1
         )
     return _select_columns(_read(paths[0], kind, workdir), cfg, str(paths[0]))
@@ -169,12 +175,17 @@ def _read(path: Path, kind: str, workdir: Path):
     datasets = _quiet_datasets()
     options: dict = {}
     builder = TABLE_FORMATS.get(kind, kind)
+    if builder == "text" and path.stat().st_size == 0:  # an empty split, not a builder error
+        return datasets.Dataset.from_dict(
+            {"text": []}, datasets.Features(text=datasets.Value("string"))
+        )
     if builder == "csv":
         columns = _csv_header(path, "\t" if kind == ".tsv" else ",")
         options = dict(
             sep="\t" if kind == ".tsv" else ",",
             quoting=csv.QUOTE_NONE if kind == ".tsv" else csv.QUOTE_MINIMAL,
             keep_default_na=False,  # a sentence "NA" or "null" is text, not a missing value
+            index_col=False,  # a trailing separator must not shift every column (pandas' index)
             na_filter=False,
             features=datasets.Features({c: datasets.Value("string") for c in columns}),
         )
@@ -208,7 +219,11 @@ def _read_error(path: Path, err: BaseException) -> Exception:
         return DataError(f"{path} is not a complete gzip file ({cause}); fetch it again")
     if isinstance(cause, PermissionError):
         return DataError(f"cannot read {path}: permission denied")
-    return DataError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else repr(err)}")
+    return DataError(f"cannot read {path}: {_first_line(cause)}")
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _first_bad_line(path: Path) -> int:
@@ -237,7 +252,10 @@ def _hub_split(hub: str, hub_config: str | None, split: str):
                         f"{where} has no split {split!r} (it has: {', '.join(loaded)})"
                     )
                 return loaded[split]
-            return loaded
+            raise ConfigError(
+                f"{where} holds one dataset, not splits: save a DatasetDict (train, validation, "
+                "test) with save_to_disk"
+            )
         _check_hub_name(hub, where)
         return datasets.load_dataset(hub, hub_config, split=split)
     except ConfigError:
@@ -253,6 +271,8 @@ def _hub_split(hub: str, hub_config: str | None, split: str):
         raise ConfigError(f"{where}: no such dataset ({str(err).splitlines()[0]})") from None
     except ValueError as err:  # bad names, unknown configs or splits
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # anything else `datasets` raises: one line, not a traceback
+        raise DataError(f"{where}: cannot load split {split!r}: {_first_line(err)}") from None
 
 
 def _check_hub_name(hub: str, where: str) -> None:
@@ -289,8 +309,13 @@ def _select_columns(ds, cfg: Config, where: str):
             f"and target columns with data.columns=[SRC,TGT]"
         )
     ds = ds.select_columns(wanted).rename_columns(dict(zip(wanted, ["src", "tgt"])))
+    import datasets
+
     for column in ("src", "tgt"):
-        if ds.features[column].dtype not in ("string", "large_string"):
+        feature = ds.features[column]
+        if not (
+            isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+        ):
             raise ConfigError(
                 f"{where}: column {wanted[0 if column == 'src' else 1]!r} is not text"
             )

@@ -317,7 +317,7 @@ class Trainer:
         self.setup()
         t = self.cfg.train
         finished = self._finished() if self.resume else None
-        if finished:  # another step would push out a kept checkpoint and re-average: touch nothing
+        if finished and self._ended():  # another step would push out a kept checkpoint: no
             reason, key, value = finished
             log.info(
                 "%s is complete (%s); nothing was changed. To train on, raise the budget, e.g. "
@@ -325,6 +325,8 @@ class Trainer:
                 self.run_dir, reason, self.run_dir, key, value,
             )  # fmt: skip
             return self.run_dir
+        if finished:  # stopped after its last step, before the end of training: only finish it
+            return self._end(finished[0])
         log.info(
             "training %s: %.2fM parameters on %s (%s)%s, run dir %s",
             self.cfg.name,
@@ -385,10 +387,15 @@ class Trainer:
                     self.run_dir,
                 )
                 return self.run_dir
-            if self._validated_step != self.step:
-                self._validate_and_save()
-            if self.cfg.train.average_checkpoints and self.dist.is_main:
-                self.average_checkpoints()
+            return self._end(stop_reason)  # inside the handlers: a Ctrl-C here stops cleanly too
+
+    def _end(self, stop_reason: str) -> Path:
+        """The end of training: a last validation unless this step had one, checkpoint
+        averaging."""
+        if self._validated_step != self.step:
+            self._validate_and_save()
+        if self.cfg.train.average_checkpoints and self.dist.is_main:
+            self.average_checkpoints()
         log.info(
             "stopped: %s. Best validation BLEU %.2f. Run dir: %s",
             stop_reason,
@@ -396,6 +403,16 @@ class Trainer:
             self.run_dir,
         )
         return self.run_dir
+
+    def _ended(self) -> bool:
+        """For a resumed run at its budget: whether the end of training (`_end`) ran at this
+        step, from the metrics history. Marks the step as validated if it was."""
+        at_step = [r for r in self.history if r.get("step") == self.step]
+        if any("val_loss" in r for r in at_step):
+            self._validated_step = self.step
+        averaging = self.cfg.train.average_checkpoints and len(kept_checkpoints(self.run_dir)) > 1
+        averaged = not averaging or any("averaged" in r for r in at_step)
+        return self._validated_step == self.step and averaged
 
     def train_step(self, group: list[np.ndarray]) -> tuple[torch.Tensor, int, int]:
         """One optimizer step over `group` (accumulated batches).
