@@ -181,10 +181,9 @@ def sampler_for(
     world_size: int = 1,
     accumulate: int = 1,
 ) -> TokenBatchSampler:
-    """A sampler over `pairs` with the padded sizes make_batch gives them (src+<eos>, tgt+1)."""
+    """A sampler over `pairs` with the padded sizes make_batch gives them."""
     return TokenBatchSampler(
-        pairs.src.lengths() + 1,
-        pairs.tgt.lengths() + 1,
+        *padded_lengths(pairs),
         max_tokens,
         max_sentences,
         seed,
@@ -193,6 +192,11 @@ def sampler_for(
         world_size,
         accumulate,
     )
+
+
+def padded_lengths(pairs: ParallelIds) -> tuple[np.ndarray, np.ndarray]:
+    """The lengths `make_batch` gives each pair: source + <eos>, target + <sos> (or <eos>)."""
+    return pairs.src.lengths() + 1, pairs.tgt.lengths() + 1
 
 
 def padding_ratio(sampler: TokenBatchSampler, batches: list[np.ndarray] | None = None) -> float:

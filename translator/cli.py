@@ -212,10 +212,10 @@ def _batch_estimate(cfg, train) -> tuple[str, float]:
     Python loop: seconds per million pairs)."""
     import numpy as np
 
-    from translator.batching import TokenBatchSampler, padding_ratio
+    from translator.batching import TokenBatchSampler, padded_lengths, padding_ratio
 
     d = cfg.data
-    src, tgt = train.src.lengths() + 1, train.tgt.lengths() + 1  # + <eos>, + <sos>/<eos>
+    src, tgt = padded_lengths(train)
     share = min(1.0, SUMMARY_PAIRS / max(len(src), 1))
     if share < 1.0:
         pick = np.random.default_rng(0).choice(len(src), SUMMARY_PAIRS, replace=False)

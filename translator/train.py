@@ -538,32 +538,35 @@ class Trainer:
     def _finished(self) -> tuple[str, str, str] | None:
         """For a resumed run: (the budget it met, the key to raise, a larger value), or None."""
         t = self.cfg.train
-        if t.max_steps and self.step >= t.max_steps:
-            return f"reached train.max_steps={t.max_steps}", "train.max_steps", str(2 * t.max_steps)
-        if t.max_epochs and self.epoch >= t.max_epochs:
-            epochs = str(2 * t.max_epochs)
-            return f"reached train.max_epochs={t.max_epochs}", "train.max_epochs", epochs
-        if t.max_minutes and self.elapsed_s >= t.max_minutes * 60:
-            minutes = f"{1.5 * t.max_minutes:g}"
-            return f"reached train.max_minutes={t.max_minutes:g}", "train.max_minutes", minutes
+        met = self._limit_met()
+        if met:
+            key, limit = met
+            larger = f"{1.5 * limit:g}" if key == "train.max_minutes" else str(2 * limit)
+            return f"reached {key}={limit}", key, larger
         if t.patience and self.bad_validations >= t.patience:
             reason = f"no better validation BLEU in {t.patience} validations"
             return reason, "train.patience", str(2 * t.patience)
         return None
 
-    def _budget_reached(self) -> str | None:
+    def _limit_met(self) -> tuple[str, float] | None:
+        """The first of train.max_steps, max_epochs, max_minutes used up: (key, its value)."""
         t = self.cfg.train
+        for key, limit, used, unit in (
+            ("train.max_steps", t.max_steps, self.step, 1),
+            ("train.max_epochs", t.max_epochs, self.epoch, 1),
+            ("train.max_minutes", t.max_minutes, self.elapsed_s, 60),
+        ):
+            if limit and used >= limit * unit:
+                return key, limit
+        return None
+
+    def _budget_reached(self) -> str | None:
         if self.stop_signal:
             return f"interrupted by {self.stop_signal.name}"
         if self._planned_stop:
             return self._planned_stop
-        if t.max_steps and self.step >= t.max_steps:
-            return f"reached train.max_steps={t.max_steps}"
-        if t.max_epochs and self.epoch >= t.max_epochs:
-            return f"reached train.max_epochs={t.max_epochs}"
-        if t.max_minutes and self.elapsed_s >= t.max_minutes * 60:
-            return f"reached train.max_minutes={t.max_minutes}"
-        return None
+        met = self._limit_met()
+        return f"reached {met[0]}={met[1]}" if met else None
 
     # -- logging and validation --------------------------------------------------------------
 
