@@ -245,3 +245,46 @@ def test_translate_and_evaluate_say_what_decodes_and_warn_of_an_untrained_run(to
     assert (scores["beam"], scores["alpha"]) == (2, 1.0)
     result = invoke("evaluate", "--split", "val", "--weights", "last.safetensors")
     assert f"run {run} (last.safetensors): beam 2, alpha 0.6" in result.stdout
+
+
+def test_translate_and_evaluate_share_every_decoding_option(toy_data, tmp_path):
+    result = invoke("train", "-c", "configs/tiny.yaml", *sets(toy_data, "train.max_steps=3"))
+    assert result.exit_code == 0, result.output
+    run = latest_run()
+    inputs = ["A dog runs.", "Two men talk in the park.", "A girl sleeps."]
+
+    def translate(*options):
+        result = invoke("translate", *inputs, "--weights", "last.safetensors", *options)
+        assert result.exit_code == 0, result.output
+        return result
+
+    wide = translate("--beam", "3", "--alpha", "1.2", "--max-len", "4", "--threads", "2")
+    assert f"run {run} (last.safetensors): beam 3, alpha 1.2, at most 4 tokens" in wide.stderr
+    assert all(len(line.split()) <= 4 for line in wide.stdout.splitlines())
+    # The batch size changes how sentences are grouped, never what they translate to.
+    assert translate("--greedy", "--batch-size", "1").stdout == translate("--greedy").stdout
+
+    result = invoke("evaluate", "--bleu", "--split", "val", "--json", "--greedy", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert scores["beam"] == 1 and scores["decode"]["threads"] == 1
+    assert scores["decode"]["length_penalty"] == scores["alpha"]
+
+    for command in (["translate", "A dog."], ["evaluate", "--split", "val"]):
+        assert_one_line_error(invoke(*command, "--greedy", "--beam", "3"), 2, "drop one")
+        assert_one_line_error(invoke(*command, "--threads", "0"), 2, "--threads must be")
+        assert_one_line_error(invoke(*command, "--batch-size", "0"), 2, "--batch-size must")
+        assert_one_line_error(invoke(*command, "--alpha", "-1"), 2, "--alpha must be >= 0")
+
+    # The Python API takes the same options, checked the same way.
+    from translator.config import ConfigError
+    from translator.translate import Translator
+
+    translator = Translator.load(run, weights="last.safetensors")
+    assert translator.translate(inputs, beam_size=3, length_penalty=1.2, max_len=4) == (
+        wide.stdout.splitlines()
+    )
+    with pytest.raises(ConfigError, match="decode.length_penalty must be >= 0"):
+        translator.translate(inputs, length_penalty=-1)
+    with pytest.raises(TypeError):
+        translator.translate(inputs, beam=3)  # not an option: a typo is not silently ignored

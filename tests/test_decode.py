@@ -193,3 +193,20 @@ def test_copy_task_is_learned_and_decoded_exactly():
     assert greedy_search(model, src, sos_id=SOS, eos_id=EOS) == expected
     beams = beam_search(model, src, beam_size=4, sos_id=SOS, eos_id=EOS)
     assert [nbest[0][0] for nbest in beams] == expected
+
+
+def test_a_few_sentences_decode_on_one_thread_and_the_setting_is_restored():
+    from translator.translate import SMALL_INPUT, _threads
+
+    torch.set_num_threads(2)
+    try:
+        with _threads(None, SMALL_INPUT):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with _threads(None, SMALL_INPUT + 1):  # a larger input keeps the process's setting
+            assert torch.get_num_threads() == 2
+        with _threads(3, 1):  # an explicit request always wins
+            assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # the suite's setting (conftest)

@@ -13,6 +13,7 @@ inside the commands so that `--help` stays instant.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import json
@@ -106,9 +107,41 @@ EnsembleOpt = Annotated[
     ),
 ]
 
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Weights file in the run dir (in each --ensemble run too), e.g. "
+        "averaged.safetensors [default: best]."
+    ),
+]
+
+# Decoding options, shared by translate and evaluate. Each overrides a key of the run's
+# `decode` config section (translator.config.DecodeConfig), which the Python API takes too.
 BeamOpt = Annotated[
     int | None,
     typer.Option("--beam", "-b", help="Beam size [default: the run's decode.beam_size]."),
+]
+GreedyOpt = Annotated[bool, typer.Option("--greedy", help="Greedy search (= --beam 1).")]
+AlphaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--alpha", help="Length penalty of beam search [default: the run's decode.length_penalty]."
+    ),
+]
+MaxLenOpt = Annotated[
+    int | None,
+    typer.Option(help="At most this many output tokens [default: 1.5 x source + 10]."),
+]
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(help="Sentences per decoding batch [default: the run's decode.batch_size]."),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="CPU threads [default: decode.threads, else 1 for up to 8 sentences and all cores "
+        "for more]."
+    ),
 ]
 
 BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default for --confidence
@@ -380,8 +413,13 @@ def translate(
         Path | None,
         typer.Option("--output", "-o", help="Write translations here [default: stdout]."),
     ] = None,
+    weights: WeightsOpt = None,
     beam: BeamOpt = None,
-    greedy: Annotated[bool, typer.Option("--greedy", help="Greedy search (= --beam 1).")] = False,
+    greedy: GreedyOpt = False,
+    alpha: AlphaOpt = None,
+    max_len: MaxLenOpt = None,
+    batch_size: BatchSizeOpt = None,
+    threads: ThreadsOpt = None,
     nbest: Annotated[
         int,
         typer.Option(
@@ -389,10 +427,6 @@ def translate(
             "(tab-separated), then a blank line."
         ),
     ] = 1,
-    max_len: Annotated[
-        int | None,
-        typer.Option(help="At most this many output tokens [default: 1.5 x source + 10]."),
-    ] = None,
     plot_attention: Annotated[
         Path | None,
         typer.Option(help="Save a cross-attention heatmap (PNG) of the first sentence."),
@@ -405,7 +439,8 @@ def translate(
     """
     from translator.translate import Translator
 
-    _check_at_least_one(beam=beam, nbest=nbest, max_len=max_len)
+    _check_at_least_one(nbest=nbest)
+    _check_decoding(beam, greedy, alpha, max_len, batch_size, threads)
     if text and input_:
         raise _fail("give sentences or --input, not both", 2)
     if greedy and nbest > 1:
@@ -413,25 +448,29 @@ def translate(
     if ensemble and plot_attention is not None:
         raise _fail("--plot-attention shows one model's attention; drop --ensemble", 2)
     lines = list(text) if text else _read_input(input_)
-    translator = Translator.load(run, ensemble=ensemble or ())
-    beam = 1 if greedy else beam
-    typer.echo(_what_decodes(translator, beam, None), err=True)
+    translator = Translator.load(run, weights=weights, ensemble=ensemble or ())
+    translator.options = translator.options.override(
+        beam_size=1 if greedy else beam,
+        length_penalty=alpha,
+        max_len=max_len,
+        batch_size=batch_size,
+        threads=threads,
+        nbest=nbest,
+    )
+    typer.echo(_what_decodes(translator), err=True)
     _warn_if_undertrained(translator)
     if plot_attention is not None:
         from translator.plots import plot_attention as plot
 
         first = next((line for line in lines if line.strip()), "")
-        plot(*translator.attention(first, beam_size=beam), plot_attention)
+        plot(*translator.attention(first), plot_attention)
         typer.echo(f"attention heatmap saved to {plot_attention}", err=True)
     progress = len(lines) > 100
     if nbest > 1:
-        results = translator.translate_nbest(
-            lines, nbest, beam_size=beam, max_len=max_len, progress=progress
-        )
+        results = translator.translate_nbest(lines, progress=progress)
         _write_output(output, ["".join(f"{h}\t{sc:.4f}\n" for h, sc in r) + "\n" for r in results])
         return
-    hyps = translator.translate(lines, beam_size=beam, max_len=max_len, progress=progress)
-    _write_output(output, hyps)
+    _write_output(output, translator.translate(lines, progress=progress))
 
 
 @app.command(
@@ -442,7 +481,14 @@ def translate(
 )
 @user_errors
 def evaluate(
-    bleu: Annotated[bool, typer.Option("--bleu", help="Score BLEU and chrF (sacreBLEU).")] = True,
+    bleu: Annotated[
+        bool,
+        typer.Option(
+            "--bleu",
+            help="Score BLEU: always done, with chrF beside it; the flag is accepted so that "
+            "`translator evaluate --bleu` reads as the docs write it.",
+        ),
+    ] = True,
     run: RunOpt = None,
     ensemble: EnsembleOpt = None,
     split: Annotated[
@@ -455,18 +501,13 @@ def evaluate(
     ] = "test",
     src: Annotated[Path | None, typer.Option(help="Score this source file instead.")] = None,
     ref: Annotated[Path | None, typer.Option(help="Reference translations for --src.")] = None,
+    weights: WeightsOpt = None,
     beam: BeamOpt = None,
-    length_penalty: Annotated[
-        float | None,
-        typer.Option("--alpha", help="Length penalty [default: the run's decode.length_penalty]."),
-    ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            help="Weights file in the run dir (in each --ensemble run too), e.g. "
-            "averaged.safetensors [default: best]."
-        ),
-    ] = None,
+    greedy: GreedyOpt = False,
+    alpha: AlphaOpt = None,
+    max_len: MaxLenOpt = None,
+    batch_size: BatchSizeOpt = None,
+    threads: ThreadsOpt = None,
     lowercase: Annotated[
         bool, typer.Option("--lowercase", help="Also report case-insensitive BLEU.")
     ] = False,
@@ -490,12 +531,17 @@ def evaluate(
     from translator.sources import read_texts, resolve_split
     from translator.translate import Translator
 
-    _check_at_least_one(beam=beam)
+    _check_decoding(beam, greedy, alpha, max_len, batch_size, threads)
     if (src is None) != (ref is None):
         raise _fail("--src and --ref go together", 2)
-    if length_penalty is not None and length_penalty < 0:
-        raise _fail(f"--alpha must be >= 0, got {length_penalty}", 2)
     translator = Translator.load(run, weights=weights, ensemble=ensemble or ())
+    translator.options = opts = translator.options.override(
+        beam_size=1 if greedy else beam,
+        length_penalty=alpha,
+        max_len=max_len,
+        batch_size=batch_size,
+        threads=threads,
+    )
     d = translator.cfg.data
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)
@@ -507,9 +553,7 @@ def evaluate(
         name = resolve_split(translator.cfg, split)
     _warn_if_undertrained(translator)  # once the inputs are known good: errors stay one line
     started = time.perf_counter()
-    hyps = translator.translate(
-        sources, beam_size=beam, length_penalty=length_penalty, progress=not as_json
-    )
+    hyps = translator.translate(sources, progress=not as_json)
     seconds = time.perf_counter() - started
     result = score(
         hyps,
@@ -522,8 +566,9 @@ def evaluate(
         seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),
         split=name,
-        beam=beam or translator.cfg.decode.beam_size,
-        alpha=translator.cfg.decode.length_penalty if length_penalty is None else length_penalty,
+        beam=opts.beam_size,
+        alpha=opts.length_penalty,
+        decode=dataclasses.asdict(opts),
         lowercased_references=d.lowercase,
         models=1 + len(ensemble or ()),
         run=str(translator.run_dir),
@@ -535,7 +580,7 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(result))
         return
-    typer.echo(_what_decodes(translator, result["beam"], result["alpha"]))
+    typer.echo(_what_decodes(translator))
     models = f", an ensemble of {result['models']} models" if result["models"] > 1 else ""
     typer.echo(
         f"{name}: {len(hyps)} sentences, beam {result['beam']}{models}, {seconds:.1f} s "
@@ -617,13 +662,29 @@ def _read_input(path: Path | None) -> list[str]:
     return read_lines(path)
 
 
-def _what_decodes(translator, beam: int | None, alpha: float | None) -> str:
+def _check_decoding(
+    beam: int | None,
+    greedy: bool,
+    alpha: float | None,
+    max_len: int | None,
+    batch_size: int | None,
+    threads: int | None,
+) -> None:
+    """The decoding flags' own errors, named as flags (the config's checks name keys)."""
+    _check_at_least_one(beam=beam, max_len=max_len, batch_size=batch_size, threads=threads)
+    if alpha is not None and alpha < 0:
+        raise _fail(f"--alpha must be >= 0, got {alpha}", 2)
+    if greedy and beam not in (None, 1):
+        raise _fail(f"--greedy means --beam 1, not --beam {beam}: drop one", 2)
+
+
+def _what_decodes(translator) -> str:
     """One line that says which model and settings decode."""
-    dec = translator.cfg.decode
-    beam = dec.beam_size if beam is None else beam
-    alpha = dec.length_penalty if alpha is None else alpha
+    opts = translator.options
     others = f" + {len(translator.ensemble)} ensembled runs" if translator.ensemble else ""
-    search = "greedy" if beam == 1 else f"beam {beam}, alpha {alpha:g}"
+    search = "greedy" if opts.beam_size == 1 else f"beam {opts.beam_size}"
+    search += f", alpha {opts.length_penalty:g}" if opts.beam_size > 1 else ""
+    search += f", at most {opts.max_len} tokens" if opts.max_len else ""
     return f"run {translator.run_dir} ({translator.weights}){others}: {search}"
 
 

@@ -117,11 +117,27 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    beam_size: int = 5
-    length_penalty: float = 0.6  # GNMT alpha
-    max_len_a: float = 1.5  # output length limit = a * source length + b
+    """How to decode: the one set of options of `translate`, `evaluate`, `serve` and the Python
+    API (each command's flags override these keys of the run's config)."""
+
+    beam_size: int = 5  # 1: greedy search
+    length_penalty: float = 0.6  # GNMT alpha (`--alpha`): > 0 favours longer outputs
+    max_len_a: float = 1.5  # output length limit = a * source length + b ...
     max_len_b: int = 10
+    max_len: int | None = None  # ... or at most this many output tokens
+    nbest: int = 1  # translations per input, best first (beam search keeps at least this many)
     batch_size: int = 128  # sentences per decoding batch
+    threads: int | None = None  # CPU threads; None: one for a few sentences, all cores for more
+
+    def override(self, **changes) -> DecodeConfig:
+        """A copy with the changes that are not None, checked like a config file's."""
+        updated = dataclasses.replace(
+            self, **{k: v for k, v in changes.items() if v is not None}
+        )
+        problems = _decode_problems(updated)
+        if problems:
+            raise ConfigError(problems[0])
+        return updated
 
 
 @dataclass(frozen=True)
@@ -344,8 +360,6 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         "train.patience": t.patience,
         "train.threads": t.threads,
         "train.clip_norm": t.clip_norm,
-        "decode.beam_size": dec.beam_size,
-        "decode.batch_size": dec.batch_size,
     }
     problems = [
         f"{k} must be > 0, got {x}" for k, x in positive.items() if x is not None and x <= 0
@@ -382,9 +396,6 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         ("train.rdrop", t.rdrop),
         ("train.average_checkpoints", t.average_checkpoints),
         ("train.weight_decay", t.weight_decay),
-        ("decode.length_penalty", dec.length_penalty),
-        ("decode.max_len_a", dec.max_len_a),
-        ("decode.max_len_b", dec.max_len_b),
     ]:
         if x < 0:
             problems.append(f"{key} must be >= 0, got {x}")
@@ -415,6 +426,21 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         )
     if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
         problems.append("set at least one of train.max_steps, train.max_epochs, train.max_minutes")
+    problems += _decode_problems(dec)
     problems = [p for p in problems if p]
     if problems:
         raise ConfigError(f"{source}: {problems[0]}")
+
+
+def _decode_problems(dec: DecodeConfig) -> list[str]:
+    problems = [
+        f"decode.{key} must be > 0, got {x}"
+        for key in ("beam_size", "batch_size", "max_len", "nbest", "threads")
+        if (x := getattr(dec, key)) is not None and x <= 0
+    ]
+    problems += [
+        f"decode.{key} must be >= 0, got {x}"
+        for key in ("length_penalty", "max_len_a", "max_len_b")
+        if (x := getattr(dec, key)) < 0
+    ]
+    return problems

@@ -2,11 +2,13 @@
 
     translator = Translator.load("runs/multi30k-20261125-120000")   # or Translator.load() = latest
     translator.translate(["A dog runs.", "Two men play chess."], beam_size=5)
+    translator.translate_nbest(["A dog runs."], nbest=3, length_penalty=1.0)
     Translator.load("runs/a", ensemble=["runs/b", "runs/c"])         # three models as one
 
-The model is loaded once; sentences are sorted by length into batches (little padding) and put back
-in input order. Empty lines give empty lines. Input longer than the model accepts is cut to fit,
-with a warning.
+Decoding options are the run's `decode` config section (`translator.options`, a DecodeConfig);
+keyword arguments override any of its keys for one call. The model is loaded once; sentences are
+sorted by length into batches (little padding) and put back in input order. Empty lines give
+empty lines. Input longer than the model accepts is cut to fit, with a warning.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from translator.batching import pad_sequences
-from translator.config import Config
+from translator.config import Config, DecodeConfig
 from translator.decode import beam_search, search
 from translator.subword import Subword
 from translator.tokenization import Tokenizer, detokenize
@@ -37,6 +40,7 @@ class Translator:
         self.tokenizer = Tokenizer(cfg.data.src_lang, cfg.data.lowercase)
         self.subword = subword
         self.device = next(model.parameters()).device
+        self.options = cfg.decode  # the run's decoding options; each call may override them
         # Where the model came from, when loaded from run dirs (`load`): said in reports.
         self.run_dir: Path | None = None
         self.weights: str | None = None
@@ -68,62 +72,33 @@ class Translator:
         translator.ensemble = [Path(path) for path in ensemble]
         return translator
 
-    def translate(
-        self,
-        texts: Sequence[str],
-        beam_size: int | None = None,
-        length_penalty: float | None = None,
-        max_len: int | None = None,
-        batch_size: int | None = None,
-        progress: bool = False,
-    ) -> list[str]:
-        """The best translation of each text; `None` options take the run's decode config."""
-        dec = self.cfg.decode
-        options = dict(
-            beam_size=dec.beam_size if beam_size is None else beam_size,
-            alpha=dec.length_penalty if length_penalty is None else length_penalty,
-            max_len_a=dec.max_len_a,
-            max_len_b=dec.max_len_b,
-            max_len=max_len,
-            sos_id=self.tgt_vocab.sos_id,
-            eos_id=self.tgt_vocab.eos_id,
-        )
+    def translate(self, texts: Sequence[str], progress: bool = False, **options) -> list[str]:
+        """The best translation of each text. `options` override the run's decoding options
+        (DecodeConfig: beam_size, length_penalty, max_len, batch_size, threads, ...)."""
+        opts = self.options.override(**options)
         results = self._batched(
-            texts, lambda src: search(self.model, src, **options), batch_size, progress
+            texts, lambda src: search(self.model, src, **self._search_args(opts)), opts, progress
         )
         return ["" if ids is None else self._detokenize(ids) for ids in results]
 
     def translate_nbest(
-        self,
-        texts: Sequence[str],
-        nbest: int,
-        beam_size: int | None = None,
-        length_penalty: float | None = None,
-        max_len: int | None = None,
-        batch_size: int | None = None,
-        progress: bool = False,
+        self, texts: Sequence[str], progress: bool = False, **options
     ) -> list[list[tuple[str, float]]]:
-        """The `nbest` best (translation, score) pairs of each text, best first."""
-        dec = self.cfg.decode
-        options = dict(
-            beam_size=max(nbest, dec.beam_size if beam_size is None else beam_size),
-            alpha=dec.length_penalty if length_penalty is None else length_penalty,
-            max_len_a=dec.max_len_a,
-            max_len_b=dec.max_len_b,
-            max_len=max_len,
-            nbest=nbest,
-            sos_id=self.tgt_vocab.sos_id,
-            eos_id=self.tgt_vocab.eos_id,
+        """The `nbest` best (translation, score) pairs of each text, best first; the beam is
+        widened to `nbest` when it is narrower."""
+        opts = self.options.override(**options)
+        args = self._search_args(opts) | dict(
+            beam_size=max(opts.nbest, opts.beam_size), nbest=opts.nbest
         )
         results = self._batched(
-            texts, lambda src: beam_search(self.model, src, **options), batch_size, progress
+            texts, lambda src: beam_search(self.model, src, **args), opts, progress
         )
         return [
             [] if hyps is None else [(self._detokenize(ids), score) for ids, score in hyps]
             for hyps in results
         ]
 
-    def attention(self, text: str, beam_size: int | None = None):
+    def attention(self, text: str, **options):
         """(source tokens, output tokens, cross-attention (layers, T, S) averaged over heads).
 
         Token lists include the <eos> each side ends with. The weights come from one
@@ -133,51 +108,56 @@ class Translator:
 
         if isinstance(self.model, Ensemble):
             raise ValueError("attention heatmaps show one model, not an ensemble")
+        opts = self.options.override(**options)
         (ids,) = self._encode([text])
         if not ids:
             raise ValueError("nothing to plot: the input is empty")
         src = self._tensor([ids])
-        dec = self.cfg.decode
-        (hyp,) = search(
-            self.model,
-            src,
-            beam_size=beam_size or dec.beam_size,
-            sos_id=self.tgt_vocab.sos_id,
-            eos_id=self.tgt_vocab.eos_id,
-            alpha=dec.length_penalty,
-            max_len_a=dec.max_len_a,
-            max_len_b=dec.max_len_b,
-        )
-        tgt_in = torch.tensor([[self.tgt_vocab.sos_id, *hyp]], device=self.device)
-        layers = [layer.cross_attn for layer in self.model.decoder.layers]
-        for attn in layers:
-            attn.record_weights = True
-        try:
-            with torch.inference_mode():
-                self.model(src, tgt_in)
-            weights = torch.stack([attn.last_weights[0].float().mean(0) for attn in layers])
-        finally:
+        with _threads(opts.threads, 1):
+            (hyp,) = search(self.model, src, **self._search_args(opts))
+            tgt_in = torch.tensor([[self.tgt_vocab.sos_id, *hyp]], device=self.device)
+            layers = [layer.cross_attn for layer in self.model.decoder.layers]
             for attn in layers:
-                attn.record_weights, attn.last_weights = False, None
+                attn.record_weights = True
+            try:
+                with torch.inference_mode():
+                    self.model(src, tgt_in)
+                weights = torch.stack([attn.last_weights[0].float().mean(0) for attn in layers])
+            finally:
+                for attn in layers:
+                    attn.record_weights, attn.last_weights = False, None
         src_tokens = [self.src_vocab.itos[i] for i in ids] + ["<eos>"]
         out_tokens = [self.tgt_vocab.itos[i] for i in hyp] + ["<eos>"]
         return src_tokens, out_tokens, weights.cpu().numpy()
 
+    def _search_args(self, opts: DecodeConfig) -> dict:
+        """The keywords of translator.decode's searches for these options."""
+        return dict(
+            beam_size=opts.beam_size,
+            alpha=opts.length_penalty,
+            max_len_a=opts.max_len_a,
+            max_len_b=opts.max_len_b,
+            max_len=opts.max_len,
+            sos_id=self.tgt_vocab.sos_id,
+            eos_id=self.tgt_vocab.eos_id,
+        )
+
     def _batched(
-        self, texts: Sequence[str], decode, batch_size: int | None, progress: bool
+        self, texts: Sequence[str], decode, opts: DecodeConfig, progress: bool
     ) -> list:
         """Run `decode` on length-sorted batches; results in input order, None for empty input."""
-        batch_size = batch_size or self.cfg.decode.batch_size
         ids = self._encode(texts)
         order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
         results: list = [None] * len(texts)
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        size = opts.batch_size
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
         was_training = self.model.training
         self.model.eval()
         try:
-            for batch in _progress(batches, progress, len(order)):
-                for i, result in zip(batch, decode(self._tensor([ids[i] for i in batch]))):
-                    results[i] = result
+            with _threads(opts.threads, len(order)):
+                for batch in _progress(batches, progress, len(order)):
+                    for i, result in zip(batch, decode(self._tensor([ids[i] for i in batch]))):
+                        results[i] = result
         finally:
             self.model.train(was_training)
         return results
@@ -203,6 +183,26 @@ class Translator:
                 "%d input(s) longer than %d tokens were cut to fit the model", too_long, limit
             )
         return [x[:limit] for x in ids]
+
+
+SMALL_INPUT = 8  # sentences; fewer decode fastest on one thread (see _threads)
+
+
+@contextmanager
+def _threads(requested: int | None, n_sentences: int):
+    """Run with `requested` CPU threads, or, when None, one thread for a few sentences: a
+    sentence's matrices are too small to share out, and a second thread only waits on a busy
+    core. Larger inputs keep the process's setting (all cores, or what training chose)."""
+    wanted = requested or (1 if n_sentences <= SMALL_INPUT else None)
+    before = torch.get_num_threads()
+    if wanted is None or wanted == before:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _progress(batches: list, enabled: bool, n_sentences: int):
