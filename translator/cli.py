@@ -144,6 +144,14 @@ ThreadsOpt = Annotated[
     ),
 ]
 
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        help="`torch`, or `ctranslate2`: the run's CTranslate2 export (`translator export`), "
+        "with the same tokenization, BPE and detokenization around it."
+    ),
+]
+
 BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default for --confidence
 
 
@@ -420,6 +428,7 @@ def translate(
     max_len: MaxLenOpt = None,
     batch_size: BatchSizeOpt = None,
     threads: ThreadsOpt = None,
+    engine: EngineOpt = "torch",
     nbest: Annotated[
         int,
         typer.Option(
@@ -448,7 +457,13 @@ def translate(
     if ensemble and plot_attention is not None:
         raise _fail("--plot-attention shows one model's attention; drop --ensemble", 2)
     lines = list(text) if text else _read_input(input_)
-    translator = Translator.load(run, weights=weights, ensemble=ensemble or ())
+    translator = Translator.load(
+        run,
+        weights=weights,
+        ensemble=ensemble or (),
+        engine=_check_engine(engine),
+        threads=_load_threads(engine, threads, len(lines)),
+    )
     translator.options = translator.options.override(
         beam_size=1 if greedy else beam,
         length_penalty=alpha,
@@ -508,6 +523,7 @@ def evaluate(
     max_len: MaxLenOpt = None,
     batch_size: BatchSizeOpt = None,
     threads: ThreadsOpt = None,
+    engine: EngineOpt = "torch",
     lowercase: Annotated[
         bool, typer.Option("--lowercase", help="Also report case-insensitive BLEU.")
     ] = False,
@@ -534,7 +550,13 @@ def evaluate(
     _check_decoding(beam, greedy, alpha, max_len, batch_size, threads)
     if (src is None) != (ref is None):
         raise _fail("--src and --ref go together", 2)
-    translator = Translator.load(run, weights=weights, ensemble=ensemble or ())
+    translator = Translator.load(
+        run,
+        weights=weights,
+        ensemble=ensemble or (),
+        engine=_check_engine(engine),
+        threads=threads,
+    )
     translator.options = opts = translator.options.override(
         beam_size=1 if greedy else beam,
         length_penalty=alpha,
@@ -571,6 +593,7 @@ def evaluate(
         decode=dataclasses.asdict(opts),
         lowercased_references=d.lowercase,
         models=1 + len(ensemble or ()),
+        engine=translator.engine,
         run=str(translator.run_dir),
         weights=translator.weights,
         ensemble=[str(path) for path in translator.ensemble],
@@ -636,6 +659,153 @@ def average(
     typer.echo(f"wrote {loaded.path / AVERAGED}")
 
 
+@app.command(
+    epilog="Examples: `translator export --quantization int8`, "
+    "`translator export --run runs/a --output runs/a/ct2 --no-check`, then "
+    "`translator evaluate --bleu --engine ctranslate2`"
+)
+@user_errors
+def export(
+    run: RunOpt = None,
+    weights: WeightsOpt = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="Export format: `ctranslate2` (the only one).")
+    ] = "ctranslate2",
+    quantization: Annotated[
+        str,
+        typer.Option(
+            help="CTranslate2 weight type: float32 (exact), int8 (fastest on CPU), "
+            "int8_float32, int8_float16, int16, float16, bfloat16."
+        ),
+    ] = "float32",
+    output: Annotated[
+        Path | None, typer.Option(help="Folder to write [default: RUN/ct2, where --engine looks].")
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            help="Decode the validation split with both engines and print their BLEU and the "
+            "share of identical outputs."
+        ),
+    ] = True,
+) -> None:
+    """Export a run's model to CTranslate2 (int8 CPU inference), with its tokenizer and BPE.
+
+    The folder is self-contained: CTranslate2's model and vocabularies, the run's config,
+    vocabularies and BPE, and translator.json (origin, pre- and post-processing). Then
+    `translate`, `evaluate` and `serve` take `--engine ctranslate2`.
+    """
+    from translator.ct2 import EXPORT_DIR, QUANTIZATIONS
+    from translator.ct2 import export as export_model
+    from translator.run_dir import BEST, latest_run, load_run
+
+    if format_ != "ctranslate2":
+        raise _fail(f"--format must be ctranslate2, got {format_!r}", 2)
+    if quantization not in QUANTIZATIONS:
+        raise _fail(f"--quantization must be one of {', '.join(QUANTIZATIONS)}", 2)
+    _setup_logging()
+    loaded = load_run(run or latest_run(), weights or BEST)
+    output = output or loaded.path / EXPORT_DIR
+    started = time.perf_counter()
+    export_model(loaded, weights or BEST, output, quantization)
+    size = sum(f.stat().st_size for f in output.iterdir()) / 1e6
+    typer.echo(
+        f"exported {loaded.path} ({weights or BEST}) to {output}: CTranslate2 {quantization}, "
+        f"{size:.1f} MB, {time.perf_counter() - started:.1f} s"
+    )
+    if check:
+        _check_export(loaded.path, weights or BEST, output)
+
+
+def _check_export(run: Path, weights: str, exported: Path) -> None:
+    """Both engines on the validation split: BLEU side by side and how many outputs agree."""
+    from translator.evaluate import references_for, score
+    from translator.sources import read_texts
+    from translator.translate import Translator
+
+    engines = [
+        Translator.load(run, weights=weights),
+        Translator.load(exported, engine="ctranslate2"),
+    ]
+    sources, refs = read_texts(engines[0].cfg, "valid")
+    refs = references_for(refs, engines[0].cfg.data.lowercase)
+    opts = engines[0].options
+    typer.echo(
+        f"parity on the validation split ({len(sources):,} sentences, beam {opts.beam_size}, "
+        f"alpha {opts.length_penalty:g}; --no-check skips this):"
+    )
+    outputs = []
+    for translator in engines:
+        started = time.perf_counter()
+        hyps = translator.translate(sources)
+        seconds = time.perf_counter() - started
+        bleu = score(hyps, refs, translator.cfg.data.tgt_lang, literature=False)["bleu"]
+        typer.echo(
+            f"  {translator.engine:<12} BLEU {bleu:6.2f}   {seconds:6.1f} s "
+            f"({len(hyps) / seconds:,.0f} sentences/s)"
+        )
+        outputs.append(hyps)
+    same = sum(a == b for a, b in zip(*outputs)) / max(len(sources), 1)
+    typer.echo(f"  identical outputs: {same:.1%}")
+
+
+@app.command(
+    epilog="Examples: `translator serve`, `translator serve --run runs/a --port 9000 --engine "
+    "ctranslate2`, then `curl -s localhost:8000/v1/translate -H 'content-type: "
+    'application/json\' -d \'{"text": "A dog runs."}\'`'
+)
+@user_errors
+def serve(
+    run: RunOpt = None,
+    weights: WeightsOpt = None,
+    engine: EngineOpt = "torch",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    threads: ThreadsOpt = None,
+    max_batch: Annotated[int, typer.Option(help="Sentences decoded together.")] = 64,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="How long a batch waits for more requests.")
+    ] = 5.0,
+    max_sentences: Annotated[int, typer.Option(help="Sentences per request (413).")] = 100,
+    max_chars: Annotated[int, typer.Option(help="Characters per sentence (422).")] = 1000,
+    max_body_bytes: Annotated[int, typer.Option(help="Request body size (413).")] = 1_000_000,
+    timeout: Annotated[float, typer.Option(help="Seconds per request (504).")] = 30.0,
+) -> None:
+    """Serve a run: an HTTP API, the LibreTranslate API, and a web page at /.
+
+    POST /v1/translate, GET /v1/info, GET /health; POST /translate and GET /languages as
+    LibreTranslate has them, so its clients work unchanged. Concurrent requests are decoded
+    together in batches.
+    """
+    import uvicorn
+
+    from translator.serve import ServeSettings, create_app
+    from translator.translate import Translator
+
+    _check_at_least_one(
+        port=port, max_batch=max_batch, max_sentences=max_sentences, max_chars=max_chars,
+        max_body_bytes=max_body_bytes, threads=threads,
+    )  # fmt: skip
+    if timeout <= 0 or batch_wait_ms < 0:
+        raise _fail("--timeout must be > 0 and --batch-wait-ms >= 0", 2)
+    _setup_logging()
+    translator = Translator.load(
+        run, weights=weights, engine=_check_engine(engine), threads=threads
+    )
+    if threads:
+        translator.options = translator.options.override(threads=threads)
+    settings = ServeSettings(
+        max_body_bytes=max_body_bytes, max_sentences=max_sentences, max_chars=max_chars,
+        timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+    )  # fmt: skip
+    app = create_app(translator, settings)
+    typer.echo(_what_decodes(translator))
+    typer.echo(f"serving on http://{host}:{port} (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 def _check_at_least_one(**options: int | None) -> None:
     for name, value in options.items():
         if value is not None and value < 1:
@@ -678,10 +848,30 @@ def _check_decoding(
         raise _fail(f"--greedy means --beam 1, not --beam {beam}: drop one", 2)
 
 
+def _check_engine(engine: str) -> str:
+    from translator.translate import ENGINES
+
+    if engine not in ENGINES:
+        raise _fail(f"--engine must be {' or '.join(ENGINES)}, got {engine!r}", 2)
+    return engine
+
+
+def _load_threads(engine: str, threads: int | None, n_sentences: int) -> int | None:
+    """CTranslate2 fixes its threads when it loads: pick them for this input now (torch picks
+    per call, translate._threads)."""
+    from translator.translate import SMALL_INPUT
+
+    if engine != "ctranslate2" or threads:
+        return threads
+    return 1 if n_sentences <= SMALL_INPUT else None
+
+
 def _what_decodes(translator) -> str:
     """One line that says which model and settings decode."""
     opts = translator.options
     others = f" + {len(translator.ensemble)} ensembled runs" if translator.ensemble else ""
+    if translator.engine != "torch":
+        others += f", {translator.engine} {translator.quantization}"
     search = "greedy" if opts.beam_size == 1 else f"beam {opts.beam_size}"
     search += f", alpha {opts.length_penalty:g}" if opts.beam_size > 1 else ""
     search += f", at most {opts.max_len} tokens" if opts.max_len else ""

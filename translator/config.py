@@ -129,11 +129,16 @@ class DecodeConfig:
     batch_size: int = 128  # sentences per decoding batch
     threads: int | None = None  # CPU threads; None: one for a few sentences, all cores for more
 
+    def output_limit(self, src_len: int, max_positions: int) -> int:
+        """Most output tokens (<eos> excluded) for a source of `src_len` tokens (<eos>
+        included), capped so that the positions fit the model."""
+        if self.max_len is not None:
+            return min(self.max_len, max_positions - 1)
+        return min(int(self.max_len_a * src_len + self.max_len_b), max_positions - 1)
+
     def override(self, **changes) -> DecodeConfig:
         """A copy with the changes that are not None, checked like a config file's."""
-        updated = dataclasses.replace(
-            self, **{k: v for k, v in changes.items() if v is not None}
-        )
+        updated = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
         problems = _decode_problems(updated)
         if problems:
             raise ConfigError(problems[0])

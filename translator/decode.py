@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from translator.config import DecodeConfig
 from translator.model import Transformer
 
 
@@ -35,11 +36,9 @@ def max_output_lengths(
     max_len: int | None,
 ) -> list[int]:
     """Per-sentence limit on output tokens (EOS excluded), capped so positions fit the model."""
-    cap = model.max_positions - 1  # position 0 is SOS
-    if max_len is not None:
-        return [min(max_len, cap)] * src_pad_mask.size(0)
+    limits = DecodeConfig(max_len_a=max_len_a, max_len_b=max_len_b, max_len=max_len)
     src_lens = (~src_pad_mask).sum(dim=1).tolist()
-    return [min(int(max_len_a * n + max_len_b), cap) for n in src_lens]
+    return [limits.output_limit(n, model.max_positions) for n in src_lens]
 
 
 def _check_beam(beam_size: int, nbest: int) -> None:

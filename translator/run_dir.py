@@ -130,14 +130,12 @@ class Run:
     cfg: Config
     src_vocab: Vocab
     tgt_vocab: Vocab
-    model: object  # translator.model.Transformer, in eval mode
+    model: object  # translator.model.Transformer, in eval mode; None in a bundle without weights
     subword: Subword | None = None
 
 
-def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
-    """Rebuild the model of a run dir from the bundle alone."""
-    from translator.model import build_model
-
+def read_bundle(path: Path) -> Run:
+    """The config, vocabularies and BPE of a run dir (or of an export folder): no model."""
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"run dir {path} does not exist")
@@ -155,9 +153,18 @@ def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
             subword = Subword.from_file(path / SUBWORD)
         except Exception as err:  # tokenizers raises a plain Exception on bad JSON
             raise RunError(f"{path} has a missing or damaged {SUBWORD}: {err}") from None
-    model = build_model(cfg.model, len(src_vocab), len(tgt_vocab), src_vocab.pad_id)
-    load_weights(model, path / weights)
-    return Run(path, cfg, src_vocab, tgt_vocab, model.to(device).eval(), subword)
+    return Run(path, cfg, src_vocab, tgt_vocab, None, subword)
+
+
+def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
+    """Rebuild the model of a run dir from the bundle alone."""
+    from translator.model import build_model
+
+    run = read_bundle(path)
+    model = build_model(run.cfg.model, len(run.src_vocab), len(run.tgt_vocab), run.src_vocab.pad_id)
+    load_weights(model, run.path / weights)
+    run.model = model.to(device).eval()
+    return run
 
 
 def best_validation(path: Path) -> tuple[float, int] | None:

@@ -19,11 +19,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
-from translator.batching import pad_sequences
 from translator.config import Config, DecodeConfig
-from translator.decode import beam_search, search
 from translator.subword import Subword
 from translator.tokenization import Tokenizer, detokenize
 from translator.vocab import Vocab
@@ -31,7 +27,15 @@ from translator.vocab import Vocab
 log = logging.getLogger("translator")
 
 
+ENGINES = ("torch", "ctranslate2")
+
+
 class Translator:
+    """The text pipeline around an engine's search. This class decodes with PyTorch; the
+    CTranslate2 engine (translator.ct2) is a subclass that replaces the `_search*` methods."""
+
+    engine = "torch"
+
     def __init__(
         self, model, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab, subword: Subword | None = None
     ):
@@ -39,8 +43,8 @@ class Translator:
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.tokenizer = Tokenizer(cfg.data.src_lang, cfg.data.lowercase)
         self.subword = subword
-        self.device = next(model.parameters()).device
         self.options = cfg.decode  # the run's decoding options; each call may override them
+        self.max_source_tokens = model.max_positions - 1  # room for <eos>; an ensemble's shortest
         # Where the model came from, when loaded from run dirs (`load`): said in reports.
         self.run_dir: Path | None = None
         self.weights: str | None = None
@@ -53,11 +57,22 @@ class Translator:
         weights: str | None = None,
         device: str = "cpu",
         ensemble: Sequence[Path] = (),
+        engine: str = "torch",
+        threads: int | None = None,
     ) -> Translator:
         """A run's model; with `ensemble`, those runs' models decode beside it (the same
-        `weights` file in each)."""
+        `weights` file in each). `engine="ctranslate2"` decodes with the run's CTranslate2
+        export instead (`translator export`); `threads` is then fixed at load."""
         from translator.run_dir import BEST, check_same_vocabularies, latest_run, load_run
 
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}")
+        if engine == "ctranslate2":
+            from translator.ct2 import CTranslate2Translator
+
+            if ensemble:
+                raise ValueError("the ctranslate2 engine decodes one model; drop --ensemble")
+            return CTranslate2Translator.load(run_dir or latest_run(), weights, device, threads)
         run = load_run(run_dir or latest_run(), weights or BEST, device)
         model = run.model
         if ensemble:
@@ -76,9 +91,7 @@ class Translator:
         """The best translation of each text. `options` override the run's decoding options
         (DecodeConfig: beam_size, length_penalty, max_len, batch_size, threads, ...)."""
         opts = self.options.override(**options)
-        results = self._batched(
-            texts, lambda src: search(self.model, src, **self._search_args(opts)), opts, progress
-        )
+        results = self._batched(texts, lambda ids: self._search(ids, opts), opts, progress)
         return ["" if ids is None else self._detokenize(ids) for ids in results]
 
     def translate_nbest(
@@ -87,12 +100,8 @@ class Translator:
         """The `nbest` best (translation, score) pairs of each text, best first; the beam is
         widened to `nbest` when it is narrower."""
         opts = self.options.override(**options)
-        args = self._search_args(opts) | dict(
-            beam_size=max(opts.nbest, opts.beam_size), nbest=opts.nbest
-        )
-        results = self._batched(
-            texts, lambda src: beam_search(self.model, src, **args), opts, progress
-        )
+        opts = opts.override(beam_size=max(opts.nbest, opts.beam_size))
+        results = self._batched(texts, lambda ids: self._search_nbest(ids, opts), opts, progress)
         return [
             [] if hyps is None else [(self._detokenize(ids), score) for ids, score in hyps]
             for hyps in results
@@ -104,6 +113,8 @@ class Translator:
         Token lists include the <eos> each side ends with. The weights come from one
         teacher-forced pass over the model's own translation.
         """
+        import torch
+
         from translator.ensemble import Ensemble
 
         if isinstance(self.model, Ensemble):
@@ -112,10 +123,10 @@ class Translator:
         (ids,) = self._encode([text])
         if not ids:
             raise ValueError("nothing to plot: the input is empty")
-        src = self._tensor([ids])
         with _threads(opts.threads, 1):
-            (hyp,) = search(self.model, src, **self._search_args(opts))
-            tgt_in = torch.tensor([[self.tgt_vocab.sos_id, *hyp]], device=self.device)
+            (hyp,) = self._search([ids], opts)
+            src = self._tensor([ids])
+            tgt_in = torch.tensor([[self.tgt_vocab.sos_id, *hyp]], device=src.device)
             layers = [layer.cross_attn for layer in self.model.decoder.layers]
             for attn in layers:
                 attn.record_weights = True
@@ -130,6 +141,20 @@ class Translator:
         out_tokens = [self.tgt_vocab.itos[i] for i in hyp] + ["<eos>"]
         return src_tokens, out_tokens, weights.cpu().numpy()
 
+    def _search(self, batch: list[list[int]], opts: DecodeConfig) -> list[list[int]]:
+        """The best output ids of each source (ids without <eos>)."""
+        from translator.decode import search
+
+        return search(self.model, self._tensor(batch), **self._search_args(opts))
+
+    def _search_nbest(
+        self, batch: list[list[int]], opts: DecodeConfig
+    ) -> list[list[tuple[list[int], float]]]:
+        from translator.decode import beam_search
+
+        args = self._search_args(opts) | dict(nbest=opts.nbest)
+        return beam_search(self.model, self._tensor(batch), **args)
+
     def _search_args(self, opts: DecodeConfig) -> dict:
         """The keywords of translator.decode's searches for these options."""
         return dict(
@@ -142,29 +167,38 @@ class Translator:
             eos_id=self.tgt_vocab.eos_id,
         )
 
-    def _batched(
-        self, texts: Sequence[str], decode, opts: DecodeConfig, progress: bool
-    ) -> list:
-        """Run `decode` on length-sorted batches; results in input order, None for empty input."""
+    def _batched(self, texts: Sequence[str], decode, opts: DecodeConfig, progress: bool) -> list:
+        """Run `decode` on length-sorted batches of source ids; results in input order, None
+        for empty input."""
         ids = self._encode(texts)
         order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
         results: list = [None] * len(texts)
         size = opts.batch_size
         batches = [order[i : i + size] for i in range(0, len(order), size)]
+        with self._decoding(opts, len(order)):
+            for batch in _progress(batches, progress, len(order)):
+                for i, result in zip(batch, decode([ids[i] for i in batch])):
+                    results[i] = result
+        return results
+
+    @contextmanager
+    def _decoding(self, opts: DecodeConfig, n_sentences: int):
+        """The model in eval mode, on the right number of threads, for one call."""
         was_training = self.model.training
         self.model.eval()
         try:
-            with _threads(opts.threads, len(order)):
-                for batch in _progress(batches, progress, len(order)):
-                    for i, result in zip(batch, decode(self._tensor([ids[i] for i in batch]))):
-                        results[i] = result
+            with _threads(opts.threads, n_sentences):
+                yield
         finally:
             self.model.train(was_training)
-        return results
 
-    def _tensor(self, sequences: list[list[int]]) -> torch.Tensor:
+    def _tensor(self, sequences: list[list[int]]):
+        import torch
+
+        from translator.batching import pad_sequences
+
         src = pad_sequences(sequences, self.src_vocab.pad_id, suffix=self.src_vocab.eos_id)
-        return torch.from_numpy(src).to(self.device)
+        return torch.from_numpy(src).to(next(self.model.parameters()).device)
 
     def _detokenize(self, ids: list[int]) -> str:
         return detokenize(self.tgt_vocab.decode(ids))
@@ -175,7 +209,7 @@ class Translator:
         return tokens if self.subword is None else self.subword.segment(tokens)
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
-        limit = self.model.max_positions - 1  # room for <eos>; an ensemble's shortest
+        limit = self.max_source_tokens
         ids = [self.src_vocab.encode(t) for t in self.source_pieces(texts)]
         too_long = sum(len(x) > limit for x in ids)
         if too_long:
@@ -193,6 +227,8 @@ def _threads(requested: int | None, n_sentences: int):
     """Run with `requested` CPU threads, or, when None, one thread for a few sentences: a
     sentence's matrices are too small to share out, and a second thread only waits on a busy
     core. Larger inputs keep the process's setting (all cores, or what training chose)."""
+    import torch
+
     wanted = requested or (1 if n_sentences <= SMALL_INPUT else None)
     before = torch.get_num_threads()
     if wanted is None or wanted == before:

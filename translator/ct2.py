@@ -1,0 +1,288 @@
+"""CTranslate2: export a run's model to it, and decode with it behind our own text pipeline.
+
+    export(load_run(path), Path("runs/a/ct2"), quantization="int8")   # `translator export`
+    CTranslate2Translator.load(Path("runs/a"))    # = Translator.load(engine="ctranslate2")
+
+CTranslate2 is the int8 CPU inference engine behind OpenNMT, fairseq and Marian deployments. The
+export is built with its model-spec API from our weights, and minds the details that would change
+outputs silently:
+- positions: CTranslate2's built-in sinusoidal table puts all sines before all cosines; ours (the
+  paper's) interleaves them, so our own table (sinusoidal or learned) is stored in the model;
+- embeddings are scaled by sqrt(d_model) (scale_embeddings), as ours are;
+- post-norm layers (pre_norm=False; then no final LayerNorm), LayerNorm epsilon 1e-5;
+- fused projections: self-attention Q;K;V in one matrix, cross-attention Q, then K;V;
+- special tokens: our <sos>/<eos>/<unk> strings, the source's <eos> added by the engine;
+- shared embeddings stay shared (the converter stores one copy of identical arrays).
+Two differences are inherent in the engine and stated where they show: CTranslate2 divides a
+beam hypothesis' score by |Y|^alpha (ours: GNMT's ((5 + |Y|) / 6)^alpha), and it takes one output
+length limit per batch, so longer outputs are cut to each sentence's own limit afterwards.
+
+The export folder is self-contained: CTranslate2's model.bin, config.json and vocabularies, our
+config.yaml, vocabularies and BPE (the same pre- and post-processing), and `translator.json`, which
+says where the model came from and how to feed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from translator.config import DecodeConfig
+from translator.files import atomic_write_text
+from translator.translate import Translator
+from translator.vocab import EOS, PAD, SOS, UNK
+
+EXPORT_DIR = "ct2"  # in the run dir, where `export` writes and the engine looks by default
+INFO = "translator.json"
+QUANTIZATIONS = ("float32", "int8", "int8_float32", "int8_float16", "int16", "float16", "bfloat16")
+
+
+def _ctranslate2():
+    try:
+        import ctranslate2
+    except ImportError:
+        raise RuntimeError(
+            "CTranslate2 is not installed: pip install ctranslate2 (or translator[ctranslate2])"
+        ) from None
+    return ctranslate2
+
+
+def model_spec(run):
+    """CTranslate2's TransformerSpec holding the weights of `run` (a run_dir.Run)."""
+    _ctranslate2()
+    import numpy as np
+    from ctranslate2.specs import common_spec, transformer_spec
+
+    m = run.cfg.model
+    spec = transformer_spec.TransformerSpec.from_config(
+        (m.encoder_layers, m.decoder_layers),
+        m.n_heads,
+        pre_norm=m.norm == "pre",
+        activation=common_spec.Activation.RELU,
+        alignment_layer=-1,
+        alignment_heads=m.n_heads,  # attention returned = the last layer, heads averaged
+    )
+    spec.config.layer_norm_epsilon = 1e-5  # torch.nn.LayerNorm's
+    model = run.model
+
+    def array(tensor) -> np.ndarray:
+        return tensor.detach().float().cpu().numpy()
+
+    def linear(target, module) -> None:
+        target.weight = array(module.weight)
+        if module.bias is not None:
+            target.bias = array(module.bias)
+
+    def norm(target, module) -> None:
+        target.gamma, target.beta = array(module.weight), array(module.bias)
+
+    def positions(module) -> np.ndarray:
+        return array(module.pe if hasattr(module, "pe") else module.weight)
+
+    def attention(target, module, cross: bool) -> None:
+        q, kv, out = module.w_q, module.w_kv, module.w_o
+        if cross:  # query; fused key-value (our w_kv is already K then V); output
+            linear(target.linear[0], q)
+            linear(target.linear[1], kv)
+            linear(target.linear[2], out)
+        else:  # fused query-key-value; output
+            target.linear[0].weight = np.concatenate([array(q.weight), array(kv.weight)])
+            target.linear[0].bias = np.concatenate([array(q.bias), array(kv.bias)])
+            linear(target.linear[1], out)
+
+    enc, dec = spec.encoder, spec.decoder
+    enc.embeddings[0].weight = array(model.src_embed.lut.weight)
+    enc.position_encodings.encodings = positions(model.src_pos)
+    for target, layer in zip(enc.layer, model.encoder.layers, strict=True):
+        attention(target.self_attention, layer.self_attn, cross=False)
+        norm(target.self_attention.layer_norm, layer.sublayers[0].norm)
+        linear(target.ffn.linear_0, layer.ffn.w_1)
+        linear(target.ffn.linear_1, layer.ffn.w_2)
+        norm(target.ffn.layer_norm, layer.sublayers[1].norm)
+    dec.embeddings.weight = array(model.tgt_embed.lut.weight)
+    dec.position_encodings.encodings = positions(model.tgt_pos)
+    for target, layer in zip(dec.layer, model.decoder.layers, strict=True):
+        attention(target.self_attention, layer.self_attn, cross=False)
+        norm(target.self_attention.layer_norm, layer.sublayers[0].norm)
+        attention(target.attention, layer.cross_attn, cross=True)
+        norm(target.attention.layer_norm, layer.sublayers[1].norm)
+        linear(target.ffn.linear_0, layer.ffn.w_1)
+        linear(target.ffn.linear_1, layer.ffn.w_2)
+        norm(target.ffn.layer_norm, layer.sublayers[2].norm)
+    if m.norm == "pre":  # the final LayerNorm of a pre-norm stack
+        norm(enc.layer_norm, model.encoder.norm)
+        norm(dec.layer_norm, model.decoder.norm)
+    linear(dec.projection, model.generator)
+
+    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = UNK, SOS, EOS
+    spec.config.decoder_start_token = SOS
+    spec.config.add_source_eos = True  # our encoder reads the pieces, then <eos>
+    spec.register_source_vocabulary(run.src_vocab.itos)
+    spec.register_target_vocabulary(run.tgt_vocab.itos)
+    return spec
+
+
+def export(run, weights: str, output: Path, quantization: str = "float32") -> Path:
+    """Write the CTranslate2 folder for `run` (loaded with `weights`) to `output`, atomically:
+    a failed export leaves any earlier export in place."""
+    import shutil
+    import tempfile
+
+    from ctranslate2.converters.converter import Converter
+
+    from translator.run_dir import write_bundle_files
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"unknown quantization {quantization!r}: choose {', '.join(QUANTIZATIONS)}"
+        )
+    spec = model_spec(run)
+
+    class RunConverter(Converter):
+        def _load(self):
+            return spec
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        RunConverter().convert(str(tmp / "model"), quantization=quantization, force=True)
+        for item in (tmp / "model").iterdir():
+            item.rename(tmp / item.name)
+        (tmp / "model").rmdir()
+        write_bundle_files(tmp, run.cfg, run.src_vocab, run.tgt_vocab, run.subword)
+        weights_path = run.path / weights
+        info = {
+            "format": "translator-ctranslate2",
+            "version": 1,
+            "run": str(run.path),
+            "weights": weights,
+            "weights_sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest(),
+            "quantization": quantization,
+            "src_lang": run.cfg.data.src_lang,
+            "tgt_lang": run.cfg.data.tgt_lang,
+            "preprocess": "spaCy tokens (config.yaml data.src_lang, data.lowercase), then the BPE "
+            "of subword.json when present; pieces as CTranslate2 tokens; the engine adds <eos>",
+            "postprocess": "drop <pad>/<sos>; a piece starting with the joiner U+FFED joins the "
+            "previous one, others are separated by one space",
+            "max_source_tokens": run.cfg.model.max_positions - 1,
+        }
+        atomic_write_text(tmp / INFO, json.dumps(info, indent=2, ensure_ascii=False))
+        if output.exists():
+            old = output.with_name(f".{output.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            output.rename(old)
+            tmp.rename(output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output
+
+
+def find_export(path: Path) -> Path:
+    """The export folder of a run dir (RUN/ct2), or `path` itself when it is one."""
+    from translator.run_dir import RunError
+
+    path = Path(path)
+    for folder in (path, path / EXPORT_DIR):
+        if (folder / "model.bin").exists() and (folder / INFO).exists():
+            return folder
+    raise RunError(f"no CTranslate2 export in {path}: run `translator export --run {path}` first")
+
+
+class CTranslate2Translator(Translator):
+    """Our tokenization, BPE and detokenization around CTranslate2's search."""
+
+    engine = "ctranslate2"
+
+    def __init__(self, ct2_translator, bundle, info: dict, path: Path):
+        self.ct2, self.info, self.export_dir = ct2_translator, info, path
+        self.cfg, self.src_vocab, self.tgt_vocab = bundle.cfg, bundle.src_vocab, bundle.tgt_vocab
+        from translator.tokenization import Tokenizer
+
+        self.tokenizer = Tokenizer(self.cfg.data.src_lang, self.cfg.data.lowercase)
+        self.subword = bundle.subword
+        self.options = self.cfg.decode
+        self.max_source_tokens = self.cfg.model.max_positions - 1
+        self.run_dir, self.weights, self.ensemble = Path(info["run"]), info["weights"], []
+        self.model = None
+
+    @classmethod
+    def load(
+        cls,
+        run_dir: Path,
+        weights: str | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> CTranslate2Translator:
+        from translator.run_dir import RunError, read_bundle
+
+        ctranslate2 = _ctranslate2()
+        path = find_export(run_dir)
+        info = json.loads((path / INFO).read_text(encoding="utf-8"))
+        if weights is not None and weights != info["weights"]:
+            raise RunError(
+                f"{path} was exported from {info['weights']}, not {weights}: "
+                f"run `translator export --weights {weights}` to decode those"
+            )
+        bundle = read_bundle(path)
+        engine = ctranslate2.Translator(
+            str(path), device=device, compute_type="default", intra_threads=threads or 0
+        )
+        return cls(engine, bundle, info, path)
+
+    @property
+    def quantization(self) -> str:
+        return self.info["quantization"]
+
+    def _decoding(self, opts: DecodeConfig, n_sentences: int):
+        from contextlib import nullcontext
+
+        return nullcontext()  # CTranslate2's threads are set when it loads
+
+    def _run(self, batch: list[list[int]], opts: DecodeConfig, nbest: int, attention=False):
+        itos = self.src_vocab.itos
+        limits = [opts.output_limit(len(ids) + 1, self.cfg.model.max_positions) for ids in batch]
+        results = self.ct2.translate_batch(
+            [[itos[i] for i in ids] for ids in batch],
+            beam_size=opts.beam_size,
+            num_hypotheses=nbest,
+            length_penalty=opts.length_penalty,
+            max_decoding_length=max(limits) + 1,  # then cut to each sentence's own limit
+            max_input_length=0,  # inputs are already cut to fit the model
+            suppress_sequences=[[PAD], [SOS]],  # never outputs, as in our search
+            return_scores=nbest > 1,
+            return_attention=attention,
+        )
+        stoi, unk = self.tgt_vocab.stoi, self.tgt_vocab.unk_id
+        return [
+            (result, [[stoi.get(t, unk) for t in hyp][:limit] for hyp in result.hypotheses])
+            for result, limit in zip(results, limits, strict=True)
+        ]
+
+    def _search(self, batch: list[list[int]], opts: DecodeConfig) -> list[list[int]]:
+        return [hyps[0] for _, hyps in self._run(batch, opts, 1)]
+
+    def _search_nbest(self, batch, opts: DecodeConfig) -> list[list[tuple[list[int], float]]]:
+        return [
+            list(zip(hyps, result.scores, strict=True))
+            for result, hyps in self._run(batch, opts, opts.nbest)
+        ]
+
+    def attention(self, text: str, **options):
+        """(source tokens, output tokens, attention (1, T, S)): CTranslate2 returns the last
+        layer's cross-attention, heads averaged (as exported), without the source's <eos>."""
+        import numpy as np
+
+        opts = self.options.override(**options)
+        (ids,) = self._encode([text])
+        if not ids:
+            raise ValueError("nothing to plot: the input is empty")
+        ((result, (hyp, *_)),) = self._run([ids], opts, 1, attention=True)
+        weights = np.asarray(result.attention[0], dtype=np.float32)[: len(hyp) + 1]
+        src_tokens = [self.src_vocab.itos[i] for i in ids] + ["<eos>"]
+        out_tokens = [self.tgt_vocab.itos[i] for i in hyp] + ["<eos>"]
+        return src_tokens[: weights.shape[1]], out_tokens[: len(weights)], weights[None]

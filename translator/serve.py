@@ -1,0 +1,424 @@
+"""`translator serve`: a trained run behind an HTTP API, the LibreTranslate API and a web page.
+
+    app = create_app(Translator.load("runs/a"), ServeSettings())
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Endpoints:
+    POST /v1/translate   {"text": str | [str], "beam_size", "alpha", "nbest", "attention"}
+    GET  /v1/info        the run, the model, its vocabularies, val BLEU, engine, limits
+    GET  /health
+    POST /translate      LibreTranslate's API ({"q", "source", "target", "format",
+    GET  /languages       "alternatives"} -> {"translatedText", "alternatives"})
+    GET  /               the page (translator/web), served from here: it works offline
+
+The model is loaded once. Requests' sentences are queued and decoded together (`Batcher`): a
+batch closes at `max_batch` sentences or after `batch_wait_ms`, and runs on one decoding thread,
+off the event loop. A text is split into lines and sentences (translator.documents) and joined
+back. Every error is a JSON object {"error": "..."} with a 4xx status (a 500 only for a bug, and
+the server goes on serving).
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations, which
+# name request models built inside create_app.
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
+
+from translator.documents import Document, sentencizer
+
+log = logging.getLogger("translator")
+
+WEB = Path(__file__).resolve().parent / "web"
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech", "es": "Spanish"}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    max_body_bytes: int = 1_000_000  # larger requests: 413
+    max_sentences: int = 100  # per request, after splitting texts into sentences: 413
+    max_chars: int = 1000  # per sentence: 422
+    timeout_s: float = 30.0  # per request, queueing included: 504
+    max_batch: int = 64  # sentences decoded together
+    batch_wait_ms: float = 5.0  # how long a batch waits for more requests
+    max_beam: int = 10
+    max_nbest: int = 5
+
+
+class ServeError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _request_models():
+    """The request bodies (pydantic models; built on first use so that importing this module
+    stays cheap)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    Texts = Annotated[str | list[str], Field(description="a text, or a list of texts")]
+
+    class TranslateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        text: Texts
+        beam_size: int | None = Field(None, ge=1)
+        alpha: float | None = Field(None, ge=0)
+        nbest: int = Field(1, ge=1)
+        attention: bool = False
+
+    class LibreRequest(BaseModel):
+        model_config = ConfigDict(extra="ignore")  # api_key and the like
+        q: Texts
+        source: str = "auto"
+        target: str | None = None
+        format: str = "text"
+        alternatives: int = Field(0, ge=0)
+
+    return TranslateRequest, LibreRequest
+
+
+@dataclass
+class _Job:
+    sentences: list[str]
+    options: tuple  # (beam_size, alpha, nbest): jobs batch together only when these agree
+    future: asyncio.Future
+
+
+class Batcher:
+    """Queue sentences from concurrent requests and decode them in shared batches."""
+
+    def __init__(self, decode, max_batch: int, wait_s: float) -> None:
+        self.decode = decode  # (sentences, beam_size, alpha, nbest) -> results, in a thread
+        self.max_batch, self.wait_s = max_batch, wait_s
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.held: deque[_Job] = deque()  # jobs whose options did not match the last batch
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, sentences: list[str], options: tuple) -> list:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Job(sentences, options, future))
+        return await future
+
+    async def _next(self) -> _Job:
+        return self.held.popleft() if self.held else await self.queue.get()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._next()
+            jobs, size = [first], len(first.sentences)
+            deadline = loop.time() + self.wait_s
+            while size < self.max_batch:
+                try:
+                    job = self.held.popleft() if self.held else None
+                    job = job or await asyncio.wait_for(
+                        self.queue.get(), max(0.0, deadline - loop.time())
+                    )
+                except asyncio.TimeoutError:
+                    break
+                if job.options != first.options:
+                    self.held.append(job)  # next batch; a held job is never overtaken twice
+                    break
+                jobs.append(job)
+                size += len(job.sentences)
+            jobs = [job for job in jobs if not job.future.done()]  # timed out meanwhile
+            if not jobs:
+                continue
+            sentences = [s for job in jobs for s in job.sentences]
+            try:
+                results = await loop.run_in_executor(
+                    self.executor, self.decode, sentences, *first.options
+                )
+            except Exception as err:  # a bug: fail these requests, keep serving
+                log.exception("decoding failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(err)
+                continue
+            start = 0
+            for job in jobs:
+                part = results[start : start + len(job.sentences)]
+                start += len(job.sentences)
+                if not job.future.done():
+                    job.future.set_result(part)
+
+
+def create_app(translator, settings: ServeSettings | None = None):
+    """The FastAPI app serving `translator` (translate.Translator or ct2.CTranslate2Translator)."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+
+    settings = settings or ServeSettings()
+    TranslateRequest, LibreRequest = _request_models()
+    cfg = translator.cfg
+    src_lang, tgt_lang = cfg.data.src_lang, cfg.data.tgt_lang
+    nlp = sentencizer(src_lang)
+
+    def decode(sentences: list[str], beam_size: int, alpha: float, nbest: int) -> list:
+        if nbest > 1:
+            return translator.translate_nbest(
+                sentences, beam_size=beam_size, length_penalty=alpha, nbest=nbest
+            )
+        hyps = translator.translate(sentences, beam_size=beam_size, length_penalty=alpha)
+        return [[(hyp, None)] for hyp in hyps]
+
+    batcher = Batcher(decode, settings.max_batch, settings.batch_wait_ms / 1000)
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title="translator",
+        summary=f"{src_lang}→{tgt_lang} translation with a trained run",
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(ServeError)
+    async def serve_error(request, err: ServeError):
+        return error(err.status, err.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, err: RequestValidationError):
+        problems = err.errors()
+        first = problems[0] if problems else {}
+        if first.get("type") == "json_invalid" or not isinstance(first.get("loc"), tuple):
+            return error(400, "the body is not valid JSON (UTF-8)")
+        where = ".".join(str(x) for x in first["loc"][1:]) or "body"
+        status = 400 if request.url.path == "/translate" else 422  # LibreTranslate's: 400
+        return error(status, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, err: HTTPException):
+        if err.status_code == 400:  # FastAPI could not decode the body (e.g. not UTF-8)
+            return error(400, "the body is not valid JSON (UTF-8)")
+        return error(err.status_code, str(err.detail))
+
+    @app.exception_handler(Exception)
+    async def internal(request, err: Exception):
+        log.exception("internal error on %s", request.url.path)
+        return error(500, "internal error (the server logged it and goes on serving)")
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            return error(413, f"the body is over {settings.max_body_bytes:,} bytes")
+        if length is None and request.method == "POST":
+            body = await request.body()  # a chunked body has no length to check first
+            if len(body) > settings.max_body_bytes:
+                return error(413, f"the body is over {settings.max_body_bytes:,} bytes")
+        return await call_next(request)
+
+    def split_texts(texts: list[str]) -> list[Document]:
+        documents = []
+        for text in texts:
+            if not text.strip():
+                raise ServeError(422, "text is empty")
+            doc = Document.split(
+                text, nlp, lambda s: len(translator.source_pieces([s])[0]),
+                translator.max_source_tokens,
+            )  # fmt: skip
+            long = next((s for s in doc.sentences if len(s) > settings.max_chars), None)
+            if long is not None:
+                raise ServeError(
+                    422, f"a sentence of {len(long):,} characters is over {settings.max_chars:,}"
+                )
+            documents.append(doc)
+        total = sum(len(doc.sentences) for doc in documents)
+        if total > settings.max_sentences:
+            raise ServeError(
+                413, f"{total} sentences in one request, over {settings.max_sentences}"
+            )
+        return documents
+
+    async def translate_documents(texts: list[str], beam: int, alpha: float, nbest: int):
+        documents = await run_in_threadpool(split_texts, texts)
+        sentences = [s for doc in documents for s in doc.sentences]
+        try:
+            results = await asyncio.wait_for(
+                batcher.submit(sentences, (beam, alpha, nbest)), settings.timeout_s
+            )
+        except asyncio.TimeoutError:
+            raise ServeError(504, f"no answer within {settings.timeout_s:g} s") from None
+        start = 0
+        for doc in documents:
+            part = results[start : start + len(doc.sentences)]
+            start += len(doc.sentences)
+            # The k-th alternative of a text joins each sentence's k-th best (or its last).
+            ranked = [
+                (
+                    doc.join([hyps[min(k, len(hyps) - 1)][0] if hyps else "" for hyps in part]),
+                    sum(hyps[min(k, len(hyps) - 1)][1] or 0.0 for hyps in part if hyps),
+                )
+                for k in range(nbest)
+            ]
+            yield doc, ranked
+
+    def options(beam: int | None, alpha: float | None) -> tuple[int, float]:
+        dec = translator.options
+        return (
+            dec.beam_size if beam is None else beam,
+            dec.length_penalty if alpha is None else alpha,
+        )
+
+    @app.post("/v1/translate")
+    async def translate_v1(request: TranslateRequest):
+        started = time.perf_counter()
+        texts = [request.text] if isinstance(request.text, str) else request.text
+        if not texts:
+            raise ServeError(422, "text is an empty list")
+        beam, alpha = options(request.beam_size, request.alpha)
+        if beam > settings.max_beam or request.nbest > settings.max_nbest:
+            raise ServeError(
+                422,
+                f"beam_size must be at most {settings.max_beam} and nbest at most "
+                f"{settings.max_nbest}",
+            )
+        if request.nbest > 1 and beam == 1:
+            raise ServeError(422, "nbest needs beam search: beam_size must be at least nbest")
+        beam = max(beam, request.nbest)
+        items = []
+        async for doc, ranked in translate_documents(texts, beam, alpha, request.nbest):
+            item: dict = {"text": ranked[0][0], "warnings": doc.warnings}
+            if request.nbest > 1:
+                item["nbest"] = [{"text": t, "score": round(sc, 4)} for t, sc in ranked]
+            if request.attention:
+                item["attention"] = [
+                    await run_in_threadpool(attention_of, sentence, beam, alpha)
+                    for sentence in doc.sentences
+                ]
+            items.append(item)
+        return {
+            "translations": items,
+            "engine": translator.engine,
+            "beam_size": beam,
+            "alpha": alpha,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+
+    def attention_of(sentence: str, beam: int, alpha: float) -> dict:
+        source, target, weights = translator.attention(
+            sentence, beam_size=beam, length_penalty=alpha
+        )
+        return {
+            "source": source,
+            "target": target,
+            "weights": [[round(float(x), 4) for x in row] for row in weights[-1]],
+        }
+
+    @app.get("/v1/info")
+    async def info():
+        return model_card(translator, settings)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.post("/translate")
+    async def translate_libre(request: LibreRequest):
+        if request.source not in ("auto", src_lang) or request.target not in (None, tgt_lang):
+            raise ServeError(
+                400,
+                f"this model translates {src_lang} to {tgt_lang}, "
+                f"not {request.source} to {request.target}",
+            )
+        if request.format != "text":
+            raise ServeError(400, f"format {request.format!r} is not supported: use text")
+        texts = [request.q] if isinstance(request.q, str) else request.q
+        if not texts:
+            raise ServeError(400, "q is an empty list")
+        if request.alternatives >= settings.max_nbest:
+            raise ServeError(400, f"alternatives must be below {settings.max_nbest}")
+        n = 1 + request.alternatives
+        beam, alpha = options(None, None)
+        translated, alternatives = [], []
+        try:
+            async for _, ranked in translate_documents(texts, max(beam, n), alpha, n):
+                translated.append(ranked[0][0])
+                alternatives.append([t for t, _ in ranked[1:]])
+        except ServeError as err:  # LibreTranslate answers input errors with 400
+            raise ServeError(400 if err.status == 422 else err.status, err.message) from None
+        single = isinstance(request.q, str)
+        body: dict = {"translatedText": translated[0] if single else translated}
+        if request.alternatives:
+            body["alternatives"] = alternatives[0] if single else alternatives
+        return body
+
+    @app.get("/languages")
+    async def languages():
+        def name(code: str) -> str:
+            return LANGUAGE_NAMES.get(code, code)
+
+        return [
+            {"code": src_lang, "name": name(src_lang), "targets": [tgt_lang]},
+            {"code": tgt_lang, "name": name(tgt_lang), "targets": []},
+        ]
+
+    if (WEB / "index.html").exists():
+        app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def page():
+            return FileResponse(WEB / "index.html")
+
+    return app
+
+
+def model_card(translator, settings: ServeSettings) -> dict:
+    """What /v1/info says: enough to know which model answers and how."""
+    from translator.run_dir import best_validation
+
+    cfg = translator.cfg
+    m = cfg.model
+    best = best_validation(translator.run_dir) if translator.run_dir else None
+    model = translator.model
+    parameters = (
+        sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        if model is not None
+        else None
+    )
+    return {
+        "run": str(translator.run_dir),
+        "weights": translator.weights,
+        "engine": translator.engine,
+        "quantization": getattr(translator, "quantization", None),
+        "src_lang": cfg.data.src_lang,
+        "tgt_lang": cfg.data.tgt_lang,
+        "parameters": parameters,
+        "model": {
+            key: getattr(m, key)
+            for key in ("d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff", "norm")
+        },
+        "max_source_tokens": translator.max_source_tokens,
+        "vocab": {"src": len(translator.src_vocab), "tgt": len(translator.tgt_vocab)},
+        "val_bleu": best[0] if best else None,
+        "steps": best[1] if best else None,
+        "decode": asdict(translator.options),
+        "limits": asdict(settings),
+    }
