@@ -1,11 +1,13 @@
-"""Decoding speed and quality on a Multi30k split: greedy and beam, cached and uncached.
+"""Decoding speed and quality on a split: greedy and beam, cached and uncached, per engine.
 
     python scripts/bench_decode.py                      # latest run, test2016
     python scripts/bench_decode.py --run runs/X --split val --beams 1 5 --alphas 0.6 1.0
+    python scripts/bench_decode.py --engine torch ctranslate2 --ct2 runs/X/ct2 runs/X/ct2-int8
 
-Prints, for each mode, seconds, sentences/s, output tokens/s, cased sacreBLEU and chrF. The
-uncached greedy search re-feeds the whole prefix at every step (as JoeyNMT does); comparing it
-with the cached one in the same run shows what the key/value cache buys.
+Prints, for each mode, seconds, sentences/s, output tokens/s, cased sacreBLEU and chrF, and for
+other engines the share of outputs identical to torch's at the same beam. The uncached greedy
+search re-feeds the whole prefix at every step (as JoeyNMT does); comparing it with the cached one
+in the same run shows what the key/value cache buys.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from translator import decode, translate
+from translator import decode
 from translator.evaluate import references_for, score
+from translator.run_dir import latest_run
 from translator.sources import read_texts
 from translator.tokenization import Tokenizer
 from translator.translate import Translator
@@ -51,6 +54,7 @@ def timed(
     tokens = sum(len(t) + 1 for t in Tokenizer(translator.cfg.data.tgt_lang).tokenize(hyps))
     result = score(hyps, refs, translator.cfg.data.tgt_lang)
     return {
+        "hyps": hyps,
         "seconds": seconds,
         "sent_s": len(sources) / seconds,
         "tok_s": tokens / seconds,
@@ -74,37 +78,59 @@ def main() -> None:
     )
     parser.add_argument("--uncached", action="store_true", help="also time uncached greedy")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--engine", nargs="+", default=["torch"], choices=["torch", "ctranslate2"])
+    parser.add_argument(
+        "--ct2",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="CTranslate2 export folders to time (default: RUN/ct2)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    translator = Translator.load(args.run)
-    d = translator.cfg.data
-    sources, refs = read_texts(translator.cfg, args.split)
-    refs = references_for(refs, d.lowercase)  # lowercased for a run trained on lowercased text
-    translator.translate(sources[:64], beam_size=1)  # warm-up: allocator, oneDNN kernels
+    run = args.run or latest_run()
+    engines = []
+    if "torch" in args.engine:
+        engines.append(("torch", Translator.load(run)))
+    if "ctranslate2" in args.engine:
+        for folder in args.ct2 or [run]:
+            ct2 = Translator.load(folder, engine="ctranslate2", threads=args.threads)
+            engines.append((f"ct2 {ct2.quantization}", ct2))
+    cfg = engines[0][1].cfg
+    sources, refs = read_texts(cfg, args.split)
+    refs = references_for(refs, cfg.data.lowercase)  # lowercased for a run trained on lowercase
 
-    rows = [
-        (f"beam {b}" if b > 1 else "greedy", timed(translator, sources, refs, b))
-        for b in args.beams
-    ]
-    for alpha in args.alphas:
-        beam = max(args.beams)
-        rows.append((f"beam {beam} alpha {alpha}", timed(translator, sources, refs, beam, alpha)))
-    if args.uncached:
-        cached = translate.search
-        translate.search = uncached_search  # swap the search the Translator calls
-        try:
-            rows.append(("greedy, no cache", timed(translator, sources, refs, 1)))
-        finally:
-            translate.search = cached
+    rows, reference = [], {}
+    for engine, translator in engines:
+        translator.translate(sources[:64], beam_size=1)  # warm-up: allocator, oneDNN kernels
+        for b in args.beams:
+            result = timed(translator, sources, refs, b)
+            reference.setdefault(b, result["hyps"])  # the first engine's outputs
+            same = sum(x == y for x, y in zip(result["hyps"], reference[b])) / len(sources)
+            rows.append((engine, f"beam {b}" if b > 1 else "greedy", result, same))
+        for alpha in args.alphas:
+            beam = max(args.beams)
+            result = timed(translator, sources, refs, beam, alpha)
+            rows.append((engine, f"beam {beam} alpha {alpha}", result, None))
+        if args.uncached and engine == "torch":
+            cached = decode.search
+            decode.search = uncached_search  # swap the search the Translator calls
+            try:
+                result = timed(translator, sources, refs, 1)
+                rows.append((engine, "greedy, no cache", result, None))
+            finally:
+                decode.search = cached
 
     print(f"{args.split}: {len(sources)} sentences, {torch.get_num_threads()} threads")
-    print(f"{'mode':<22}{'seconds':>9}{'sent/s':>9}{'tok/s':>9}{'BLEU':>8}{'tok-lc':>8}{'chrF':>8}")
-    for name, r in rows:
+    header = f"{'engine':<14}{'mode':<20}{'seconds':>9}{'sent/s':>9}{'tok/s':>9}{'BLEU':>8}"
+    print(header + f"{'tok-lc':>8}{'chrF':>8}{'same':>8}")
+    for engine, name, r, same in rows:
         print(
-            f"{name:<22}{r['seconds']:>9.2f}{r['sent_s']:>9.1f}{r['tok_s']:>9.0f}"
+            f"{engine:<14}{name:<20}{r['seconds']:>9.2f}{r['sent_s']:>9.1f}{r['tok_s']:>9.0f}"
             f"{r['bleu']:>8.2f}{r['bleu_tok_lc']:>8.2f}{r['chrf']:>8.2f}"
+            + (f"{same:>8.1%}" if same is not None else "")
         )
 
 

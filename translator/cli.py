@@ -4,6 +4,8 @@
     translator train --set train.max_minutes=30
     translator translate "A dog runs through the snow."
     translator evaluate --bleu --split test2016
+    translator serve                    # HTTP API, LibreTranslate API and a web page
+    translator export --quantization int8   # CTranslate2, for --engine ctranslate2
 
 User errors (bad config, missing data, bad run dir, unreadable input) print one line on stderr
 and exit non-zero: 2 for a bad config or argument, 1 for the rest (TRANSLATOR_DEBUG=1 shows the
