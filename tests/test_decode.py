@@ -210,3 +210,48 @@ def test_a_few_sentences_decode_on_one_thread_and_the_setting_is_restored():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)  # the suite's setting (conftest)
+
+
+def reference_beam(model, src_row, k: int, alpha: float, limit: int) -> list:
+    """fairseq's beam search written plainly, one hypothesis at a time and without a cache:
+    each step ranks the 2k best continuations of the live beams; an <eos> among the first k
+    finishes a hypothesis while fewer than k have finished; the k best others live on."""
+    src_row = src_row[src_row != PAD].unsqueeze(0)
+    memory, mask = model.encode(src_row)
+    live, finished = [([], 0.0)], []
+    for t in range(limit + 1):
+        candidates = []
+        for beam, (ids, total) in enumerate(live):
+            logits = model.decode(torch.tensor([[SOS, *ids]]), memory, mask)[0, -1]
+            lprobs = logits.float().log_softmax(-1)
+            lprobs[[PAD, SOS]] = float("-inf")
+            if t == limit:  # the limit: only <eos> may follow
+                lprobs[torch.arange(VOCAB) != EOS] = float("-inf")
+            values, tokens = lprobs.topk(min(2 * k, VOCAB))
+            candidates += [
+                (total + v, beam, tok) for v, tok in zip(values.tolist(), tokens.tolist())
+            ]
+        candidates = sorted(candidates, key=lambda c: -c[0])[: 2 * k]
+        for total, beam, tok in candidates[:k]:
+            if tok == EOS and total > float("-inf") and len(finished) < k:
+                finished.append((live[beam][0], total / length_penalty(t + 1, alpha)))
+        if len(finished) >= k:
+            break
+        live = [(live[b][0] + [tok], s) for s, b, tok in candidates if tok != EOS][:k]
+    return sorted(finished, key=lambda h: -h[1])
+
+
+@torch.inference_mode()
+def test_beam_search_equals_the_plain_reference_and_keeps_k_finished():
+    """The batched, cached beam must make the very choices of the plain one, including the cap
+    of k finished hypotheses per sentence (more would change which n-best are returned)."""
+    k, alpha = 4, 1.5  # a strong length reward: extra finished hypotheses would win places
+    model = random_model()
+    with torch.no_grad():
+        model.generator.weight[EOS] *= 1.3  # many hypotheses end together: the cap matters
+    for seed in (0, 1, 2, 3):
+        src = random_src(LENGTHS, seed=seed)
+        batched = beam_search(model, src, beam_size=k, sos_id=SOS, eos_id=EOS, alpha=alpha, nbest=k)
+        for row, n in enumerate(LENGTHS):
+            expected = reference_beam(model, src[row], k, alpha, limit=int(1.5 * n + 10))
+            assert [ids for ids, _ in batched[row]] == [ids for ids, _ in expected], row

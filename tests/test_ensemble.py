@@ -1,15 +1,22 @@
 """Tests for translator.ensemble: several models searched as one."""
 
+import json
 import math
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
+from conftest import CONFIGS, TOY_BPE, toy_overrides
 from test_decode import EOS, SOS, TINY, VOCAB, random_model, random_src
 
+from translator.config import load_config
 from translator.decode import beam_search, greedy_search, length_penalty
 from translator.ensemble import Ensemble
 from translator.model import build_model
+from translator.run_dir import RunError
+from translator.train import Trainer
+from translator.translate import Translator
 
 LENGTHS = [9, 4, 7, 1, 12, 5]
 
@@ -87,3 +94,17 @@ def test_a_source_too_long_for_one_member_is_cut_with_a_warning_not_an_error(cap
     translator = Translator(Ensemble([random_model(), short]), Config(), vocab, vocab)
     (out,) = translator.translate([" ".join(f"w{i % 16}" for i in range(30))], beam_size=2)
     assert isinstance(out, str) and "longer than 11 tokens were cut" in caplog.text
+
+
+def test_runs_with_the_same_vocabularies_but_another_bpe_are_refused(toy_data, tmp_path):
+    """Same ids, other segmentation: the members would read different pieces of each word."""
+    cfg = load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data, "train.max_steps=2", *TOY_BPE))
+    run = Trainer(cfg, run_dir=tmp_path / "a", progress=False).train()
+    other = tmp_path / "b"
+    shutil.copytree(run, other)
+    bpe = json.loads((other / "subword.json").read_text(encoding="utf-8"))
+    bpe["model"]["merges"] = bpe["model"]["merges"][:-1]  # one merge fewer, same vocabularies
+    (other / "subword.json").write_text(json.dumps(bpe), encoding="utf-8")
+    Translator.load(run, ensemble=[run])  # the same run twice is fine
+    with pytest.raises(RunError, match="different BPE"):
+        Translator.load(run, ensemble=[other])

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -15,6 +16,14 @@ from translator.train import Trainer, learning_rate, resolve_precision, resume_c
 
 def tiny(toy_data, *extra):
     return load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data, *extra))
+
+
+def replace_train(cfg, **changes):
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+
+
+def read_metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / rd.METRICS).read_text().splitlines()]
 
 
 def test_learning_rate_warms_up_linearly_then_decays_as_inverse_sqrt():
@@ -356,3 +365,54 @@ def test_bpe_dropout_trains_on_a_new_segmentation_every_epoch(toy_data, monkeypa
     assert len({len(s.tgt.ids) for s in samples}) > 1  # and different every epoch (sampled)
     last, _ = samples[-1].filter_length(cfg.data.max_len)
     assert (trainer.train_pairs.tgt.ids == last.tgt.ids).all()  # the last epoch trained on it
+
+
+def test_patience_stops_a_run_that_no_longer_improves(toy_data):
+    # A learning rate too small to change the greedy outputs: BLEU never beats the first
+    # validation, so patience 2 ends the run at the third validation, long before max_steps.
+    cfg = tiny(toy_data, "train.lr=1e-9", "train.valid_every=5", "train.max_steps=100")
+    patient = replace_train(cfg, patience=2)
+    run = Trainer(patient, progress=False).train()
+    validations = [r for r in read_metrics(run) if "val_bleu" in r]
+    assert [r["step"] for r in validations] == [5, 10, 15]
+    untired = Trainer(cfg, progress=False).train()  # no patience: the whole budget
+    assert [r["step"] for r in read_metrics(untired) if "val_bleu" in r][-1] == 100
+
+
+@pytest.mark.parametrize("better", [True, False])
+def test_the_averaged_weights_are_kept_only_when_they_validate_better(toy_data, better):
+    cfg = tiny(toy_data, "train.valid_every=5", "train.max_steps=15")
+    trainer = Trainer(replace_train(cfg, average_checkpoints=3), progress=False)
+    run = trainer.train()
+    best_before, best_bleu = load_file(run / rd.BEST), trainer.best_bleu
+    averaged_bleu = best_bleu + (1.0 if better else -1.0)
+    trainer.validation_bleu = lambda: averaged_bleu  # what the average scores, either way
+    trainer.average_checkpoints()
+    best, averaged = load_file(run / rd.BEST), load_file(run / "averaged.safetensors")
+    expected = averaged if better else best_before
+    assert all(torch.equal(best[name], expected[name]) for name in best)
+    assert trainer.best_bleu == (averaged_bleu if better else best_bleu)
+    # The model in memory holds the weights that ended up best, too.
+    state = trainer.model.state_dict()
+    assert all(torch.equal(state[name], expected[name]) for name in best)
+
+
+def test_accumulated_gradients_are_averaged_over_the_group(toy_data, tmp_path):
+    """A step over the same batch twice (accumulate 2) must move the weights exactly as a
+    step over it once: the group's gradient is the mean of its batches' gradients. With plain
+    SGD momentum (no Adam normalisation, no clipping) a sum would move them twice as far."""
+    moves = []
+    for accumulate in (1, 2):
+        cfg = tiny(toy_data, "train.optimizer=nag", "train.clip_norm=null", "train.lr=0.1")
+        trainer = Trainer(
+            replace_train(cfg, accumulate=accumulate, warmup_steps=0),
+            run_dir=tmp_path / f"a{accumulate}",
+            progress=False,
+        )
+        trainer.setup()
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        batch = trainer.sampler.epoch(0)[0]
+        trainer.train_step([batch] * accumulate)
+        moves.append({n: p.detach() - before[n] for n, p in trainer.model.named_parameters()})
+    for name, move in moves[0].items():
+        torch.testing.assert_close(moves[1][name], move, rtol=1e-4, atol=1e-7)
