@@ -288,3 +288,19 @@ def test_translate_and_evaluate_share_every_decoding_option(toy_data, tmp_path):
         translator.translate(inputs, length_penalty=-1)
     with pytest.raises(TypeError):
         translator.translate(inputs, beam=3)  # not an option: a typo is not silently ignored
+
+
+def test_a_bug_is_called_an_internal_error_not_passed_off_as_a_user_error(monkeypatch):
+    from translator.translate import Translator
+
+    def broken(*args, **kwargs):
+        raise ValueError("could not broadcast shapes (3,) and (4,)")  # a bug, not the user's
+
+    monkeypatch.setattr(Translator, "load", broken)
+    assert_one_line_error(
+        invoke("translate", "A dog."), 1, "internal error (ValueError: could not broadcast"
+    )
+    assert "TRANSLATOR_DEBUG=1" in invoke("translate", "A dog.").stderr
+    monkeypatch.setenv("TRANSLATOR_DEBUG", "1")
+    result = invoke("translate", "A dog.")
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)  # the traceback

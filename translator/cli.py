@@ -181,26 +181,32 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 def user_errors(command):
-    """Turn the errors a user can cause into one line on stderr and an exit code."""
+    """Turn the errors a user can cause (translator.errors.UserError, OSError) into one line on
+    stderr and an exit code; any other exception is a bug, said as "internal error"."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from translator.config import ConfigError
-        from translator.data import DataError
-        from translator.run_dir import RunError
+        from translator.errors import UserError
 
         try:
             return command(*args, **kwargs)
         except typer.Exit:  # already reported (click's Exit is a RuntimeError)
             raise
-        except ConfigError as err:
-            raise _fail(str(err), 2) from None
-        except (DataError, RunError, OSError, ValueError, RuntimeError) as err:
-            if os.environ.get("TRANSLATOR_DEBUG"):  # developers: keep the traceback
-                raise
-            raise _fail(str(err).splitlines()[0] if str(err) else repr(err), 1) from None
         except KeyboardInterrupt:
             raise _fail("interrupted", 130) from None
+        except Exception as err:
+            if os.environ.get("TRANSLATOR_DEBUG"):  # developers: keep the traceback
+                raise
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if isinstance(err, UserError):
+                raise _fail(message, err.exit_code) from None
+            if isinstance(err, OSError):  # a file or the network: the message names it
+                raise _fail(message, 1) from None
+            raise _fail(
+                f"internal error ({type(err).__name__}: {message}). This is a bug: run again "
+                "with TRANSLATOR_DEBUG=1 for the traceback, and report it with that",
+                1,
+            ) from None
 
     return wrapper
 

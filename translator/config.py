@@ -20,9 +20,13 @@ from pathlib import Path
 
 import yaml
 
+from translator.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config problem a user can fix: bad key, bad type, impossible value, unreadable file."""
+
+    exit_code = 2  # a setting or argument to fix, as usage errors
 
 
 @dataclass(frozen=True)

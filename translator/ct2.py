@@ -29,7 +29,8 @@ import json
 from pathlib import Path
 
 from translator.config import DecodeConfig
-from translator.files import atomic_write_text
+from translator.errors import InputError, UserError
+from translator.files import atomic_folder, atomic_write_text
 from translator.translate import Translator
 from translator.vocab import EOS, PAD, SOS, UNK
 
@@ -42,7 +43,7 @@ def _ctranslate2():
     try:
         import ctranslate2
     except ImportError:
-        raise RuntimeError(
+        raise UserError(
             "CTranslate2 is not installed: pip install ctranslate2 (or translator[ctranslate2])"
         ) from None
     return ctranslate2
@@ -126,15 +127,12 @@ def model_spec(run):
 def export(run, weights: str, output: Path, quantization: str = "float32") -> Path:
     """Write the CTranslate2 folder for `run` (loaded with `weights`) to `output`, atomically:
     a failed export leaves any earlier export in place."""
-    import shutil
-    import tempfile
-
     from ctranslate2.converters.converter import Converter
 
     from translator.run_dir import write_bundle_files
 
     if quantization not in QUANTIZATIONS:
-        raise ValueError(
+        raise InputError(
             f"unknown quantization {quantization!r}: choose {', '.join(QUANTIZATIONS)}"
         )
     spec = model_spec(run)
@@ -144,21 +142,18 @@ def export(run, weights: str, output: Path, quantization: str = "float32") -> Pa
             return spec
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+    with atomic_folder(output, replace=True) as tmp:  # a failed export keeps the last one
         RunConverter().convert(str(tmp / "model"), quantization=quantization, force=True)
         for item in (tmp / "model").iterdir():
             item.rename(tmp / item.name)
         (tmp / "model").rmdir()
         write_bundle_files(tmp, run.cfg, run.src_vocab, run.tgt_vocab, run.subword)
-        weights_path = run.path / weights
         info = {
             "format": "translator-ctranslate2",
             "version": 1,
             "run": str(run.path),
             "weights": weights,
-            "weights_sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest(),
+            "weights_sha256": hashlib.sha256((run.path / weights).read_bytes()).hexdigest(),
             "quantization": quantization,
             "src_lang": run.cfg.data.src_lang,
             "tgt_lang": run.cfg.data.tgt_lang,
@@ -169,16 +164,6 @@ def export(run, weights: str, output: Path, quantization: str = "float32") -> Pa
             "max_source_tokens": run.cfg.model.max_positions - 1,
         }
         atomic_write_text(tmp / INFO, json.dumps(info, indent=2, ensure_ascii=False))
-        if output.exists():
-            old = output.with_name(f".{output.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            output.rename(old)
-            tmp.rename(output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return output
 
 
@@ -280,7 +265,7 @@ class CTranslate2Translator(Translator):
         opts = self.options.override(**options)
         (ids,) = self._encode([text])
         if not ids:
-            raise ValueError("nothing to plot: the input is empty")
+            raise InputError("nothing to plot: the input is empty")
         ((result, (hyp, *_)),) = self._run([ids], opts, 1, attention=True)
         weights = np.asarray(result.attention[0], dtype=np.float32)[: len(hyp) + 1]
         src_tokens = [self.src_vocab.itos[i] for i in ids] + ["<eos>"]

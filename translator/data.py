@@ -14,10 +14,12 @@ import gzip
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
+
+from translator.errors import UserError
+from translator.files import atomic_write
 
 URL = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/{name}"
 
@@ -56,7 +58,7 @@ SHA256 = {
 }
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Data that cannot be used: missing, corrupt, or misaligned files."""
 
 
@@ -146,14 +148,13 @@ def _download(path: Path) -> None:
 
 
 def _save_stream(stream, path: Path, total: int | None) -> None:
-    """Copy `stream` to a temp file beside `path`; rename only if the sha256 is the pinned one."""
+    """Copy `stream` into `path` atomically, and only if its sha256 is the pinned one."""
     from tqdm import tqdm
 
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
+    def download(tmp: str) -> None:
+        digest = hashlib.sha256()
         with (
-            os.fdopen(fd, "wb") as out,
+            open(tmp, "wb") as out,
             tqdm(
                 total=total,
                 unit="B",
@@ -170,10 +171,8 @@ def _save_stream(stream, path: Path, total: int | None) -> None:
         expected = SHA256.get(path.name)
         if expected and digest.hexdigest() != expected:
             raise DataError(f"downloaded {path.name} has the wrong sha256; it was not saved")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, download)
 
 
 def read_lines(path: Path) -> list[str]:

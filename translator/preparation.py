@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from itertools import chain
@@ -39,7 +38,7 @@ import numpy as np
 
 from translator.config import Config, ConfigError
 from translator.data import DataError
-from translator.files import atomic_write_text
+from translator.files import atomic_folder, atomic_write_text
 from translator.sources import describe, load_split
 from translator.subword import Subword
 from translator.tokenization import BOM, check_language, clean
@@ -76,12 +75,11 @@ def check_languages(cfg: Config) -> None:
 
 def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
     d, v = cfg.data, cfg.vocab
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    work = tmp / "work"  # datasets' Arrow files and our intermediate ids, removed at the end
     seconds: dict[str, float] = {}
     num_proc = d.num_proc or len(os.sched_getaffinity(0))
-    try:
+    # The folder appears complete or not at all.
+    with atomic_folder(folder) as tmp:
+        work = tmp / "work"  # datasets' Arrow files and our intermediate ids, removed at the end
         stems = split_stems(cfg)
         with _timed(seconds, "read"):
             raw = {name: load_split(cfg, name, work) for name in stems}
@@ -132,13 +130,6 @@ def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
         }
         shutil.rmtree(work, ignore_errors=True)
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, folder)  # the folder appears complete or not at all
-        except OSError:
-            if not (folder / "meta.json").exists():  # not a concurrent prepare that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 DROPPED = {"empty": "with an empty side", "duplicates": "duplicates",

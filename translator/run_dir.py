@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from translator.config import Config, ConfigError, config_from_dict, dump_config
+from translator.errors import UserError
 from translator.files import atomic_write, atomic_write_text
 from translator.subword import Subword
 from translator.vocab import Vocab
@@ -41,7 +42,7 @@ BEST, LAST, STATE, METRICS, CURVES = (
 )
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """A run dir that is missing, incomplete or inconsistent."""
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
+from translator.errors import InputError
+
 JOINER = "\uffed"  # "￭": this token is written with no space before it
 BOM = "\ufeff"
 
@@ -54,7 +56,7 @@ class Tokenizer:
 
 
 def check_language(lang: str) -> None:
-    """Raise ValueError if spaCy has no tokenizer for `lang`."""
+    """Raise InputError (a ValueError) if spaCy has no tokenizer for `lang`."""
     import importlib.util
     from pathlib import Path
 
@@ -66,7 +68,7 @@ def check_language(lang: str) -> None:
     try:
         spacy.util.get_lang_class(lang)
     except ImportError:  # spaCy raises ImportError for an unknown language code
-        raise ValueError(f"spaCy has no tokenizer for language {lang!r}") from None
+        raise InputError(f"spaCy has no tokenizer for language {lang!r}") from None
 
 
 def _mark(doc) -> list[str]:

@@ -34,9 +34,10 @@ from translator.average import (
     prune_checkpoints,
 )
 from translator.batching import make_batch, sampler_for
-from translator.config import Config
+from translator.config import Config, ConfigError
 from translator.corpus import prepare
 from translator.distributed import Distributed
+from translator.errors import UserError
 from translator.evaluate import references_for, score
 from translator.files import atomic_write, atomic_write_text
 from translator.loss import dropout_consistency_loss, sequence_loss
@@ -70,9 +71,9 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA GPU is available")
+        raise ConfigError("train.device is cuda but no CUDA GPU is available")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("train.device is mps but Apple MPS is not available")
+        raise ConfigError("train.device is mps but Apple MPS is not available")
     return torch.device(name)
 
 
@@ -139,7 +140,7 @@ def resume_config(path: Path, overrides: list[str]) -> Config:
     return config_from_dict(raw, source=str(path / rd.CONFIG))
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on (out of memory, losses that stay NaN); saved files stay intact."""
 
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from translator.config import Config, DecodeConfig
+from translator.errors import InputError
 from translator.subword import Subword
 from translator.tokenization import Tokenizer, detokenize
 from translator.vocab import Vocab
@@ -66,12 +67,12 @@ class Translator:
         from translator.run_dir import BEST, check_same_vocabularies, latest_run, load_run
 
         if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}")
+            raise InputError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}")
         if engine == "ctranslate2":
             from translator.ct2 import CTranslate2Translator
 
             if ensemble:
-                raise ValueError("the ctranslate2 engine decodes one model; drop --ensemble")
+                raise InputError("the ctranslate2 engine decodes one model; drop --ensemble")
             return CTranslate2Translator.load(run_dir or latest_run(), weights, device, threads)
         run = load_run(run_dir or latest_run(), weights or BEST, device)
         model = run.model
@@ -118,11 +119,11 @@ class Translator:
         from translator.ensemble import Ensemble
 
         if isinstance(self.model, Ensemble):
-            raise ValueError("attention heatmaps show one model, not an ensemble")
+            raise InputError("attention heatmaps show one model, not an ensemble")
         opts = self.options.override(**options)
         (ids,) = self._encode([text])
         if not ids:
-            raise ValueError("nothing to plot: the input is empty")
+            raise InputError("nothing to plot: the input is empty")
         with _threads(opts.threads, 1):
             (hyp,) = self._search([ids], opts)
             src = self._tensor([ids])
