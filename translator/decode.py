@@ -4,7 +4,7 @@
     best = search(model, src, beam_size=5, sos_id=vocab.sos_id, eos_id=vocab.eos_id)
     nbest = beam_search(model, src, beam_size=5, sos_id=..., eos_id=..., nbest=3)
 
-`model` is a Transformer, or a translator.ensemble.Ensemble, which offers the same interface.
+`model` is a Transformer, or a translator.ensemble.Ensemble: any `Searchable`.
 `src` is a LongTensor (B, S) on the model's device, right-padded with `model.pad_id`.
 Hypotheses are lists of token ids without SOS and EOS. A sentence's output is at most
 min(a * src_len + b, max_positions - 1) tokens long (src_len counts non-pad tokens), or
@@ -16,11 +16,26 @@ elsewhere.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
 from translator.config import DecodeConfig
-from translator.model import Transformer
+
+
+class Searchable(Protocol):
+    """What the searches need from a model: translator.model.Transformer and
+    translator.ensemble.Ensemble both offer it."""
+
+    pad_id: int
+    max_positions: int
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def decode(self, tgt_in: Tensor, memory, src_pad_mask, cache=None) -> Tensor: ...
+
+    def new_cache(self): ...
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -29,7 +44,7 @@ def length_penalty(length: int, alpha: float) -> float:
 
 
 def max_output_lengths(
-    model: Transformer,
+    model: Searchable,
     src_pad_mask: Tensor,
     max_len_a: float,
     max_len_b: int,
@@ -48,7 +63,7 @@ def _check_beam(beam_size: int, nbest: int) -> None:
         raise ValueError(f"nbest must be between 1 and beam_size={beam_size}, got {nbest}")
 
 
-def _banned_ids(model: Transformer, sos_id: int) -> list[int]:
+def _banned_ids(model: Searchable, sos_id: int) -> list[int]:
     # Padding and SOS are never outputs; banning them keeps a weak model's hypotheses clean.
     return sorted({model.pad_id, sos_id})
 
@@ -74,7 +89,7 @@ def beam_step(lprobs: Tensor, scores: Tensor, beam_size: int) -> tuple[Tensor, T
 
 @torch.inference_mode()
 def greedy_search(
-    model: Transformer,
+    model: Searchable,
     src: Tensor,
     *,
     sos_id: int,
@@ -90,7 +105,7 @@ def greedy_search(
 
 
 def _greedy(
-    model: Transformer,
+    model: Searchable,
     memory: Tensor,
     src_pad_mask: Tensor,
     max_lens: list[int],
@@ -127,7 +142,7 @@ def _cut(ids: list[int], eos_id: int) -> list[int]:
 
 @torch.inference_mode()
 def greedy_search_uncached(
-    model: Transformer,
+    model: Searchable,
     src: Tensor,
     *,
     sos_id: int,
@@ -152,7 +167,7 @@ def greedy_search_uncached(
 
 @torch.inference_mode()
 def beam_search(
-    model: Transformer,
+    model: Searchable,
     src: Tensor,
     *,
     beam_size: int,
@@ -172,7 +187,7 @@ def beam_search(
 
 
 def _beam(
-    model: Transformer,
+    model: Searchable,
     memory: Tensor,
     src_pad_mask: Tensor,
     max_lens: list[int],
@@ -239,7 +254,7 @@ def _beam(
 
 @torch.inference_mode()
 def search(
-    model: Transformer,
+    model: Searchable,
     src: Tensor,
     *,
     beam_size: int = 1,

@@ -455,6 +455,20 @@ class Transformer(nn.Module):
     def new_cache(self) -> DecoderCache:
         return DecoderCache()
 
+    @torch.inference_mode()
+    def cross_attention(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """The decoder's attention over the source in one teacher-forced pass:
+        (layers, B, heads, T, S), each row a distribution over the source positions."""
+        layers = [layer.cross_attn for layer in self.decoder.layers]
+        for attn in layers:
+            attn.record_weights = True
+        try:
+            self(src, tgt_in)
+            return torch.stack([attn.last_weights.float() for attn in layers])
+        finally:
+            for attn in layers:
+                attn.record_weights, attn.last_weights = False, None
+
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """src (B, S), tgt_in (B, T) token ids -> logits (B, T, V_tgt)."""
         memory, src_pad_mask = self.encode(src)

@@ -124,20 +124,11 @@ class Translator:
         (ids,) = self._encode([text])
         if not ids:
             raise InputError("nothing to plot: the input is empty")
-        with _threads(opts.threads, 1):
+        with self._decoding(opts, 1):
             (hyp,) = self._search([ids], opts)
             src = self._tensor([ids])
             tgt_in = torch.tensor([[self.tgt_vocab.sos_id, *hyp]], device=src.device)
-            layers = [layer.cross_attn for layer in self.model.decoder.layers]
-            for attn in layers:
-                attn.record_weights = True
-            try:
-                with torch.inference_mode():
-                    self.model(src, tgt_in)
-                weights = torch.stack([attn.last_weights[0].float().mean(0) for attn in layers])
-            finally:
-                for attn in layers:
-                    attn.record_weights, attn.last_weights = False, None
+            weights = self.model.cross_attention(src, tgt_in)[:, 0].mean(1)  # heads averaged
         src_tokens = [self.src_vocab.itos[i] for i in ids] + ["<eos>"]
         out_tokens = [self.tgt_vocab.itos[i] for i in hyp] + ["<eos>"]
         return src_tokens, out_tokens, weights.cpu().numpy()
