@@ -11,7 +11,8 @@ from translator import run_dir as rd
 from translator.config import ConfigError, load_config
 from translator.corpus import Corpus
 from translator.loss import sequence_loss
-from translator.train import Trainer, learning_rate, resolve_precision, resume_config
+from translator.schedule import Position, learning_rate, limit_met, planned_steps
+from translator.train import Trainer, resolve_precision, resume_config
 
 
 def tiny(toy_data, *extra):
@@ -49,13 +50,15 @@ def test_linear_schedule_warms_up_then_reaches_zero_at_the_end_of_the_budget():
     assert learning_rate(600, cfg, planned_steps=None) == pytest.approx(1e-3)  # end unknown
 
 
-def test_the_budget_end_is_the_nearest_limit_a_time_limit_extrapolated(toy_data, tmp_path):
+def test_the_budget_end_is_the_nearest_limit_a_time_limit_extrapolated(toy_data):
     cfg = tiny(toy_data, "train.max_steps=1000", "train.max_epochs=30", "train.max_minutes=2")
-    trainer = Trainer(cfg, run_dir=tmp_path / "r", progress=False)
-    trainer.step, trainer.epoch, trainer._epoch_batches = 100, 5, 20
-    assert trainer._planned_steps() == 600  # 30 epochs x 20 batches
-    assert trainer._planned_steps(elapsed_s=60) == 200  # 100 steps a minute, 2 minutes
-    assert trainer._planned_steps(elapsed_s=6) == 600
+    at = Position(step=100, epoch=5)
+    assert planned_steps(cfg.train, at, epoch_batches=20) == 600  # 30 epochs x 20 batches
+    assert planned_steps(cfg.train, at, 20, elapsed_s=60) == 200  # 100 steps a minute, 2 min
+    assert planned_steps(cfg.train, at, 20, elapsed_s=6) == 600
+    assert limit_met(cfg.train, at) is None
+    assert limit_met(cfg.train, Position(step=100, epoch=30)) == ("train.max_epochs", 30)
+    assert limit_met(cfg.train, Position(elapsed_s=120)) == ("train.max_minutes", 2)
 
 
 def test_a_linear_schedule_run_ends_with_a_learning_rate_of_zero(toy_data):

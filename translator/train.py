@@ -43,6 +43,7 @@ from translator.files import atomic_write, atomic_write_text
 from translator.loss import dropout_consistency_loss, sequence_loss
 from translator.model import build_model
 from translator.plots import plot_curves
+from translator.schedule import Position, extended, learning_rate, limit_met, planned_steps
 from translator.sources import read_texts
 from translator.translate import Translator
 
@@ -101,26 +102,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         log.warning("fp16 is not supported on CPU; training in fp32")
         return None
     return dtype
-
-
-def learning_rate(step: int, cfg, planned_steps: float | None = None) -> float:
-    """Linear warmup to cfg.lr over warmup_steps, then one of three schedules:
-
-    inverse_sqrt: lr * sqrt(warmup / step); constant: lr; linear: down to zero at
-    `planned_steps`, the end of the budget (annealing to zero within a fixed budget beats
-    inverse_sqrt's long tail of high rates; Li et al. 2020, "Budgeted training").
-    """
-    step = max(step, 1)
-    warmup = cfg.warmup_steps
-    if warmup and step < warmup:
-        return cfg.lr * step / warmup
-    if cfg.schedule == "constant":
-        return cfg.lr
-    if cfg.schedule == "linear":
-        if planned_steps is None or planned_steps <= warmup:
-            return cfg.lr  # the budget's end is not known yet, or falls inside the warmup
-        return cfg.lr * max(planned_steps - step, 0) / (planned_steps - warmup)
-    return cfg.lr * math.sqrt(max(warmup, 1) / step)
 
 
 def resume_config(path: Path, overrides: list[str]) -> Config:
@@ -523,42 +504,21 @@ class Trainer:
             reason = "another rank stopped"
         return reason
 
+    def _position(self) -> Position:
+        return Position(self.step, self.epoch, self.batch_in_epoch, self.elapsed_s)
+
     def _planned_steps(self, elapsed_s: float | None = None) -> float | None:
-        """The step where the budget ends: the nearest of max_steps, max_epochs and (given the
-        time spent) max_minutes, the last two extrapolated from the pace so far."""
-        t = self.cfg.train
-        ends = [t.max_steps] if t.max_steps else []
-        if t.max_epochs:  # steps so far + the rest at this epoch's pace (BPE-dropout varies it)
-            per_epoch = math.ceil(self._epoch_batches / t.accumulate)
-            done_this_epoch = math.ceil(self.batch_in_epoch / t.accumulate)
-            ends.append(self.step - done_this_epoch + (t.max_epochs - self.epoch) * per_epoch)
-        if t.max_minutes and elapsed_s and self.step:
-            ends.append(self.step * t.max_minutes * 60 / elapsed_s)
-        return min(ends) if ends else None
+        return planned_steps(self.cfg.train, self._position(), self._epoch_batches, elapsed_s)
 
     def _finished(self) -> tuple[str, str, str] | None:
         """For a resumed run: (the budget it met, the key to raise, a larger value), or None."""
         t = self.cfg.train
-        met = self._limit_met()
+        met = limit_met(t, self._position())
         if met:
-            key, limit = met
-            larger = f"{1.5 * limit:g}" if key == "train.max_minutes" else str(2 * limit)
-            return f"reached {key}={limit}", key, larger
+            return f"reached {met[0]}={met[1]}", met[0], extended(*met)
         if t.patience and self.bad_validations >= t.patience:
             reason = f"no better validation BLEU in {t.patience} validations"
-            return reason, "train.patience", str(2 * t.patience)
-        return None
-
-    def _limit_met(self) -> tuple[str, float] | None:
-        """The first of train.max_steps, max_epochs, max_minutes used up: (key, its value)."""
-        t = self.cfg.train
-        for key, limit, used, unit in (
-            ("train.max_steps", t.max_steps, self.step, 1),
-            ("train.max_epochs", t.max_epochs, self.epoch, 1),
-            ("train.max_minutes", t.max_minutes, self.elapsed_s, 60),
-        ):
-            if limit and used >= limit * unit:
-                return key, limit
+            return reason, "train.patience", extended("train.patience", t.patience)
         return None
 
     def _budget_reached(self) -> str | None:
@@ -566,7 +526,7 @@ class Trainer:
             return f"interrupted by {self.stop_signal.name}"
         if self._planned_stop:
             return self._planned_stop
-        met = self._limit_met()
+        met = limit_met(self.cfg.train, self._position())
         return f"reached {met[0]}={met[1]}" if met else None
 
     # -- logging and validation --------------------------------------------------------------

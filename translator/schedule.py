@@ -1,0 +1,77 @@
+"""Learning rates and budgets: pure arithmetic over steps, epochs and minutes, with no model.
+
+    learning_rate(step, cfg.train, planned_steps)       # warmup, then the schedule
+    planned_steps(cfg.train, position, epoch_batches)   # where the nearest budget ends
+    limit_met(cfg.train, position)                      # ("train.max_steps", 1000) or None
+
+A `Position` is where a run stands: steps, epochs and the batch inside the epoch done, and the
+training seconds spent. Time budgets are extrapolated from the pace so far, so a linear schedule
+on a time budget depends on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from translator.config import TrainConfig
+
+
+@dataclass
+class Position:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    elapsed_s: float = 0.0
+
+
+def learning_rate(step: int, cfg: TrainConfig, planned_steps: float | None = None) -> float:
+    """Linear warmup to cfg.lr over warmup_steps, then one of three schedules:
+
+    inverse_sqrt: lr * sqrt(warmup / step); constant: lr; linear: down to zero at
+    `planned_steps`, the end of the budget (annealing to zero within a fixed budget beats
+    inverse_sqrt's long tail of high rates; Li et al. 2020, "Budgeted training").
+    """
+    step = max(step, 1)
+    warmup = cfg.warmup_steps
+    if warmup and step < warmup:
+        return cfg.lr * step / warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "linear":
+        if planned_steps is None or planned_steps <= warmup:
+            return cfg.lr  # the budget's end is not known yet, or falls inside the warmup
+        return cfg.lr * max(planned_steps - step, 0) / (planned_steps - warmup)
+    return cfg.lr * math.sqrt(max(warmup, 1) / step)
+
+
+def planned_steps(
+    cfg: TrainConfig, at: Position, epoch_batches: int, elapsed_s: float | None = None
+) -> float | None:
+    """The step where the budget ends: the nearest of max_steps, max_epochs and (given the
+    time spent) max_minutes, the last two extrapolated from the pace so far."""
+    ends = [cfg.max_steps] if cfg.max_steps else []
+    if cfg.max_epochs:  # steps so far + the rest at this epoch's pace (BPE-dropout varies it)
+        per_epoch = math.ceil(epoch_batches / cfg.accumulate)
+        done_this_epoch = math.ceil(at.batch_in_epoch / cfg.accumulate)
+        ends.append(at.step - done_this_epoch + (cfg.max_epochs - at.epoch) * per_epoch)
+    if cfg.max_minutes and elapsed_s and at.step:
+        ends.append(at.step * cfg.max_minutes * 60 / elapsed_s)
+    return min(ends) if ends else None
+
+
+def limit_met(cfg: TrainConfig, at: Position) -> tuple[str, float] | None:
+    """The first of train.max_steps, max_epochs, max_minutes used up: (key, its value)."""
+    for key, limit, used, unit in (
+        ("train.max_steps", cfg.max_steps, at.step, 1),
+        ("train.max_epochs", cfg.max_epochs, at.epoch, 1),
+        ("train.max_minutes", cfg.max_minutes, at.elapsed_s, 60),
+    ):
+        if limit and used >= limit * unit:
+            return key, limit
+    return None
+
+
+def extended(key: str, limit: float) -> str:
+    """A larger budget to suggest when a run that met `key`=`limit` should go on."""
+    return f"{1.5 * limit:g}" if key == "train.max_minutes" else str(int(2 * limit))
