@@ -166,7 +166,9 @@ def train(overrides: list[str], run: Path, steps: int, env: dict) -> dict:
     ]
     command = [sys.executable, "-c", TRAIN_CHILD, str(run), *sets]
     seconds, peak, out = run_child(command, env)
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    from translator.run_dir import read_metrics
+
+    records = read_metrics(run)
     speeds = [r["tokens_per_s"] for r in records if "tokens_per_s" in r][1:]  # first: warm-up
     return {
         "first_step_s": json.loads(out.splitlines()[-1])["first_step_s"],

@@ -329,8 +329,9 @@ def cmd_train_rate(args: argparse.Namespace) -> None:
     work = args.work.resolve()
     values = {}
     if args.system == "ours":
-        lines = [json.loads(x) for x in args.log.read_text("utf-8").splitlines() if x.strip()]
-        steps = [r for r in lines if "tokens_per_s" in r]
+        from translator.run_dir import read_metrics
+
+        steps = [r for r in read_metrics(args.log.parent) if "tokens_per_s" in r]
         points = [(r["step"], r["elapsed_s"], r["tokens_per_s"]) for r in steps]
         both = [(r["step"], r["elapsed_s"], r["src_tgt_tokens_per_s"]) for r in steps]
         values["src_tgt_tok_s"] = timed_rate(both, args.warmup)[0]

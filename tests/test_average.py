@@ -9,9 +9,10 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from translator import run_dir as rd
-from translator.average import AVERAGED, average_into, kept_checkpoints
+from translator.average import average_into
 from translator.cli import app
 from translator.config import load_config
+from translator.run_dir import AVERAGED, kept_checkpoints
 from translator.train import Trainer
 
 

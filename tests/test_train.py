@@ -24,7 +24,7 @@ def replace_train(cfg, **changes):
 
 
 def read_metrics(run) -> list[dict]:
-    return [json.loads(line) for line in (run / rd.METRICS).read_text().splitlines()]
+    return rd.read_metrics(run)
 
 
 def test_learning_rate_warms_up_linearly_then_decays_as_inverse_sqrt():

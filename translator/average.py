@@ -1,6 +1,6 @@
 """Checkpoint averaging: the element-wise mean of the weights saved at the last N validations.
 
-    paths = kept_checkpoints(run_dir)[-10:]
+    paths = run_dir.kept_checkpoints(path)[-10:]
     average_into(model, paths)         # the model now holds the mean of those weights
 
 Averaging the last checkpoints of a run smooths the noise of the final updates and usually gains
@@ -11,36 +11,11 @@ end; `translator average` does the same for any run.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
 from translator.run_dir import RunError, unwrap
-
-CHECKPOINTS = "checkpoints"
-AVERAGED = "averaged.safetensors"
-_NAME = re.compile(r"step-(\d+)\.safetensors")
-
-
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    """Where the weights of `step` are kept (the folder is created)."""
-    (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
-    return run_dir / CHECKPOINTS / f"step-{step:07d}.safetensors"
-
-
-def kept_checkpoints(run_dir: Path) -> list[Path]:
-    """The run's per-validation weights, oldest first."""
-    folder = run_dir / CHECKPOINTS
-    found = [(int(m.group(1)), p) for p in folder.glob("*") if (m := _NAME.fullmatch(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints."""
-    paths = kept_checkpoints(run_dir)
-    for path in paths[: max(len(paths) - keep, 0)]:
-        path.unlink(missing_ok=True)
 
 
 def average_into(model: torch.nn.Module, paths: list[Path]) -> None:

@@ -650,8 +650,15 @@ def average(
     Training keeps the weights of its last `train.average_checkpoints` validations under
     `checkpoints/` (and averages them itself at the end); this command redoes it for any N.
     """
-    from translator.average import AVERAGED, average_into, kept_checkpoints
-    from translator.run_dir import RunError, latest_run, load_run, save_weights
+    from translator.average import average_into
+    from translator.run_dir import (
+        AVERAGED,
+        RunError,
+        kept_checkpoints,
+        latest_run,
+        load_run,
+        save_weights,
+    )
 
     _check_at_least_one(last=last)
     loaded = load_run(run or latest_run())

@@ -1,24 +1,32 @@
-"""Run directories: everything needed to translate again, and to resume training.
+"""Run directories: every file of a run is named, written and read here, and nowhere else.
 
     runs/<config-name>-<YYYYmmdd-HHMMSS>/
       config.yaml                      the resolved config
       vocab.src.json  vocab.tgt.json   vocabularies
-      subword.json                     source-side BPE (vocab.kind: bpe only)
+      subword.json                     the BPE (vocab.kind: bpe only)
       model.safetensors                best weights (by validation BLEU)
       last.safetensors                 latest weights
-      state.pt                         optimizer, step, epoch, position, RNG (tensors only)
-      metrics.jsonl  curves.png        training history
+      state.pt                         weights, optimizer, position, RNG: what --resume needs
+      metrics.jsonl                    one JSON record per line: training, validation, averaging
+      curves.png                       learning curves, redrawn at every validation
+      checkpoints/step-NNNNNNN.safetensors   weights of the last train.average_checkpoints
+                                             validations
+      averaged.safetensors             their average (the end of training, `translator average`)
+      ct2/                             a CTranslate2 export (`translator export`, translator.ct2)
 
     run = load_run(latest_run())       # config, vocabularies and the best model, ready to decode
 
 Nothing here unpickles arbitrary objects: weights are safetensors, metadata YAML/JSON, and the
-trainer state is read with `torch.load(weights_only=True)`. "The latest run" is found by scanning
-the runs folder for the newest complete bundle, so there is no pointer that can go stale.
+trainer state is read with `torch.load(weights_only=True)`. Every write is atomic. "The latest
+run" is found by scanning the runs folder for the newest complete bundle, so there is no pointer
+that can go stale.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +48,8 @@ BEST, LAST, STATE, METRICS, CURVES = (
     "metrics.jsonl",
     "curves.png",
 )
+CHECKPOINTS, AVERAGED = "checkpoints", "averaged.safetensors"
+_CHECKPOINT = re.compile(r"step-(\d+)\.safetensors")
 
 
 class RunError(UserError, RuntimeError):
@@ -170,19 +180,79 @@ def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
 
 def best_validation(path: Path) -> tuple[float, int] | None:
     """(best validation BLEU, the step it was reached at) from a run's metrics, or None."""
-    import json
+    valid = [r for r in read_metrics(path) if "val_bleu" in r]
+    best = max(valid, key=lambda r: r["val_bleu"], default=None)  # the first of equals
+    return (best["val_bleu"], best.get("step", 0)) if best else None
 
-    best = None
+
+# -- metrics.jsonl: one writer (training), one reader (training, plots, scripts, reports) -------
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl, oldest first (a line cut by a crash is skipped)."""
     metrics = Path(path) / METRICS
     lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.exists() else []
+    records = []
     for line in lines:
         try:
-            record = json.loads(line)
+            records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if "val_bleu" in record and (best is None or record["val_bleu"] > best[0]):
-            best = (record["val_bleu"], record.get("step", 0))
-    return best
+    return records
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    with open(Path(path) / METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def keep_metrics_until(path: Path, step: int) -> list[dict]:
+    """Drop the records after `step` (work a resumed run lost) and return the rest."""
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    atomic_write_text(Path(path) / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+# -- state.pt and the kept checkpoints ---------------------------------------------------------
+
+
+def save_state(path: Path, state: dict) -> None:
+    """The trainer state (tensors and numbers only) as state.pt."""
+    import torch
+
+    atomic_write(Path(path) / STATE, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path) -> dict:
+    import torch
+
+    file = Path(path) / STATE
+    if not file.exists():
+        raise RunError(f"{path} has no {STATE} to resume from")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable state is one clear error
+        raise RunError(f"cannot read {file}: {err}") from None
+
+
+def checkpoint_path(path: Path, step: int) -> Path:
+    """Where the weights of `step` are kept (the folder is created)."""
+    (Path(path) / CHECKPOINTS).mkdir(exist_ok=True)
+    return Path(path) / CHECKPOINTS / f"step-{step:07d}.safetensors"
+
+
+def kept_checkpoints(path: Path) -> list[Path]:
+    """The run's per-validation weights, oldest first."""
+    folder = Path(path) / CHECKPOINTS
+    found = [(int(m[1]), p) for p in folder.glob("*") if (m := _CHECKPOINT.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(path: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints."""
+    paths = kept_checkpoints(path)
+    for old in paths[: max(len(paths) - keep, 0)]:
+        old.unlink(missing_ok=True)
 
 
 def check_same_vocabularies(first: Run, other: Run) -> None:

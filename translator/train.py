@@ -13,7 +13,6 @@ continued run matches an uninterrupted one bit for bit).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -26,20 +25,14 @@ import torch
 
 from translator import run_dir as rd
 from translator.allocator import keep_freed_memory
-from translator.average import (
-    AVERAGED,
-    average_into,
-    checkpoint_path,
-    kept_checkpoints,
-    prune_checkpoints,
-)
+from translator.average import average_into
 from translator.batching import make_batch, sampler_for
 from translator.config import Config, ConfigError
 from translator.corpus import prepare
 from translator.distributed import Distributed
 from translator.errors import UserError
 from translator.evaluate import references_for, score
-from translator.files import atomic_write, atomic_write_text
+from translator.files import atomic_write_text
 from translator.loss import dropout_consistency_loss, sequence_loss
 from translator.model import build_model
 from translator.plots import plot_curves
@@ -392,7 +385,9 @@ class Trainer:
         at_step = [r for r in self.history if r.get("step") == self.step]
         if any("val_loss" in r for r in at_step):
             self._validated_step = self.step
-        averaging = self.cfg.train.average_checkpoints and len(kept_checkpoints(self.run_dir)) > 1
+        averaging = (
+            self.cfg.train.average_checkpoints and len(rd.kept_checkpoints(self.run_dir)) > 1
+        )
         averaged = not averaging or any("averaged" in r for r in at_step)
         return self._validated_step == self.step and averaged
 
@@ -639,8 +634,8 @@ class Trainer:
         )
         self.save_checkpoint(best=improved)
         if self.cfg.train.average_checkpoints:
-            rd.save_weights(self.model, checkpoint_path(self.run_dir, self.step))
-            prune_checkpoints(self.run_dir, self.cfg.train.average_checkpoints)
+            rd.save_weights(self.model, rd.checkpoint_path(self.run_dir, self.step))
+            rd.prune_checkpoints(self.run_dir, self.cfg.train.average_checkpoints)
         plot_curves(self.history, self.run_dir / rd.CURVES)
         patience = self.cfg.train.patience
         if patience and self.bad_validations >= patience:
@@ -648,21 +643,20 @@ class Trainer:
 
     def _record(self, record: dict) -> None:
         self.history.append(record)
-        with open(self.run_dir / rd.METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        rd.append_metrics(self.run_dir, record)
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def average_checkpoints(self) -> None:
         """Average the kept checkpoints; the average becomes the best weights if it validates
         at least as well. The model keeps the weights that ended up best."""
-        paths = kept_checkpoints(self.run_dir)
+        paths = rd.kept_checkpoints(self.run_dir)
         if len(paths) < 2:
             return
         started = time.perf_counter()
         average_into(self.model, paths)
         bleu = self.validation_bleu()
-        rd.save_weights(self.model, self.run_dir / AVERAGED)
+        rd.save_weights(self.model, self.run_dir / rd.AVERAGED)
         kept = bleu >= self.best_bleu
         self._record(
             {
@@ -709,20 +703,16 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        atomic_write(self.run_dir / rd.STATE, lambda tmp: torch.save(state, tmp))
+        rd.save_state(self.run_dir, state)
 
     def _load_state(self) -> None:
-        path = self.run_dir / rd.STATE
-        if not path.exists():
-            raise rd.RunError(f"{self.run_dir} has no {rd.STATE} to resume from")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # any unreadable state is one clear error
-            raise rd.RunError(f"cannot read {path}: {err}") from None
+        state = rd.load_state(self.run_dir)
         try:
             rd.unwrap(self.model).load_state_dict(state["model"])
         except (KeyError, RuntimeError) as err:
-            raise rd.RunError(f"{path} does not hold this run's model: {err}") from None
+            raise rd.RunError(
+                f"{self.run_dir / rd.STATE} does not hold this run's model: {err}"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
@@ -733,15 +723,7 @@ class Trainer:
         self.bad_validations, self.elapsed_s = state["bad_validations"], state["elapsed_s"]
         self.skipped_steps = state.get("skipped_steps", 0)
         # Keep the history up to the saved step: later lines belong to work that was lost.
-        lines = (
-            (self.run_dir / rd.METRICS).read_text(encoding="utf-8").splitlines()
-            if (self.run_dir / rd.METRICS).exists()
-            else []
-        )
-        self.history = [r for r in map(_parse_json, lines) if r and r.get("step", 0) <= self.step]
-        atomic_write_text(
-            self.run_dir / rd.METRICS, "".join(json.dumps(r) + "\n" for r in self.history)
-        )
+        self.history = rd.keep_metrics_until(self.run_dir, self.step)
         log.info(
             "resuming %s at step %d (epoch %d, batch %d)",
             self.run_dir,
@@ -803,10 +785,3 @@ def _clock(seconds: float) -> str:
 
 def _dtype_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
-
-
-def _parse_json(line: str) -> dict | None:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
