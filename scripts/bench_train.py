@@ -26,7 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from translator.batching import make_batch
 from translator.config import load_config
-from translator.train import Trainer, cpu_has_bf16
+from translator.device import cpu_has_bf16
+from translator.train import Trainer
 
 
 def sync(device: torch.device) -> None:

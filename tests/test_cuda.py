@@ -5,7 +5,8 @@ import torch
 from conftest import CONFIGS, toy_overrides
 
 from translator.config import load_config
-from translator.train import Trainer, resolve_precision
+from translator.device import resolve_precision
+from translator.train import Trainer
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

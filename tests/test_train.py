@@ -10,9 +10,10 @@ from safetensors.torch import load_file
 from translator import run_dir as rd
 from translator.config import ConfigError, load_config
 from translator.corpus import Corpus
+from translator.device import resolve_precision
 from translator.loss import sequence_loss
 from translator.schedule import Position, learning_rate, limit_met, planned_steps
-from translator.train import Trainer, resolve_precision, resume_config
+from translator.train import Trainer, resume_config
 
 
 def tiny(toy_data, *extra):

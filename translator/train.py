@@ -16,7 +16,6 @@ import contextlib
 import logging
 import math
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -29,15 +28,19 @@ from translator.average import average_into
 from translator.batching import make_batch, sampler_for
 from translator.config import Config, ConfigError
 from translator.corpus import prepare
+from translator.device import dtype_name, resolve_device, resolve_precision
 from translator.distributed import Distributed
 from translator.errors import UserError
 from translator.evaluate import references_for, score
 from translator.files import atomic_write_text
 from translator.loss import dropout_consistency_loss, sequence_loss
 from translator.model import build_model
+from translator.optim import build_optimizer
 from translator.plots import plot_curves
 from translator.schedule import Position, extended, learning_rate, limit_met, planned_steps
+from translator.signals import StopOnSignal
 from translator.sources import read_texts
+from translator.train_log import Progress, StepWindow
 from translator.translate import Translator
 
 log = logging.getLogger("translator")
@@ -57,49 +60,9 @@ RESUMABLE_KEYS = (
 )
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but no CUDA GPU is available")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device is mps but Apple MPS is not available")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """AVX-512 BF16 or AMX: the CPU runs bf16 matmuls natively."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: fp32). Unsupported choices fall back with a warning."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and cpu_has_bf16():
-            return torch.bfloat16
-        return None
-    if precision == "fp32":
-        return None
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    if device.type == "cpu" and dtype == torch.float16:
-        log.warning("fp16 is not supported on CPU; training in fp32")
-        return None
-    return dtype
-
-
 def resume_config(path: Path, overrides: list[str]) -> Config:
     """The run's own config, with only `train.<budget/logging/hardware>` keys overridable."""
-    from translator.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
+    from translator.config import apply_overrides, config_from_dict, config_to_dict
 
     raw = config_to_dict(rd.read_config(path))
     for item in overrides:
@@ -148,12 +111,17 @@ class Trainer:
         self.skipped_steps = self.nonfinite_in_a_row = 0  # NaN/inf (or fp16 overflow) steps
         self.grad_norm = math.nan  # of the last step, before clipping
         self.history: list[dict] = []
-        self.stop_signal: signal.Signals | None = None  # SIGINT or SIGTERM asked training to stop
+        self.stopper = StopOnSignal()  # SIGINT or SIGTERM asks training to stop
         self._planned_stop: str | None = None  # patience ran out
         self.dist = Distributed()  # joined in setup()
         self._validated_step = -1
         self._epoch_batches = 1
         self.planned_steps: float | None = None  # where the budget ends (linear schedule)
+
+    @property
+    def stop_signal(self) -> signal.Signals | None:
+        """The SIGINT or SIGTERM that stopped training (saved and resumable), if one did."""
+        return self.stopper.received
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -250,18 +218,7 @@ class Trainer:
         self.translator = Translator(
             self.model, self.cfg, self.src_vocab, self.tgt_vocab, self.subword
         )
-        common = dict(
-            lr=learning_rate(1, t),
-            weight_decay=t.weight_decay,
-            fused=self.device.type == "cuda" or None,  # one kernel for all parameters
-        )
-        if t.optimizer == "nag":
-            self.optimizer = torch.optim.SGD(
-                self.model.parameters(), momentum=t.momentum, nesterov=True, **common
-            )
-        else:
-            optimizer = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-            self.optimizer = optimizer(self.model.parameters(), betas=t.betas, **common)
+        self.optimizer = build_optimizer(self.model, t, self.device)
         # A grad scaler only for fp16 on CUDA; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(
             enabled=self.device.type == "cuda" and self.amp_dtype == torch.float16
@@ -307,16 +264,15 @@ class Trainer:
             self.cfg.name,
             self.n_params / 1e6,
             self.device,
-            _dtype_name(self.amp_dtype),
+            dtype_name(self.amp_dtype),
             f" x {self.dist.world_size} processes" if self.dist.enabled else "",
             self.run_dir,
         )
         self.model.train()
         started = time.perf_counter() - self.elapsed_s
-        window = self._new_log_window()
-        bar = self._progress_bar()
+        window, bar = StepWindow(self.device), Progress(self.progress, self.step)
         stop_reason = None
-        with self._signals():
+        with self.stopper:
             try:
                 while stop_reason is None:
                     if self.cfg.vocab.bpe_dropout:
@@ -326,18 +282,13 @@ class Trainer:
                     if self.planned_steps is None:  # first epoch since start or resume
                         # elapsed_s is 0, or the saved one: the same on every rank
                         self.planned_steps = self._planned_steps(self.elapsed_s)
-                        _set_total(bar, self.planned_steps, self.step)
+                        bar.plan(self.planned_steps, self.step)
                     while self.batch_in_epoch < len(batches) and stop_reason is None:
                         group = batches[self.batch_in_epoch : self.batch_in_epoch + t.accumulate]
                         self.batch_in_epoch += len(group)
-                        loss, n_tgt, n_src = self.train_step(group)
-                        window["loss"] += loss
-                        window["tokens"] += n_tgt
-                        window["src_tokens"] += n_src
-                        if n_tgt and math.isfinite(self.grad_norm):  # not a skipped step
-                            window["grad_norms"].append(self.grad_norm)
+                        window.add(*self.train_step(group), self.grad_norm)
                         self.elapsed_s = time.perf_counter() - started
-                        bar.update(1)
+                        bar.advance()
                         if self.step % t.log_every == 0:
                             self._log_train(window, bar)
                         if t.valid_every and self.step % t.valid_every == 0:
@@ -350,7 +301,7 @@ class Trainer:
                             self._validate_and_save()
                         stop_reason = stop_reason or self._agreed_stop()
                 if not self.stop_signal:  # a budget was met: the bar ends full, at the real end
-                    _set_total(bar, self.step, self.step)
+                    bar.plan(self.step, self.step)
             finally:
                 bar.close()
             if self.stop_signal:
@@ -526,58 +477,27 @@ class Trainer:
 
     # -- logging and validation --------------------------------------------------------------
 
-    def _log_train(self, window: dict, bar) -> None:
-        seconds = max(time.perf_counter() - window["since"], 1e-9)
+    def _log_train(self, window: StepWindow, bar: Progress) -> None:
         # All ranks' work (a collective in DDP).
         loss, tgt, src, elapsed = self.dist.sum(
-            [window["loss"].item(), window["tokens"], window["src_tokens"], self.elapsed_s],
-            self.device,
+            [window.loss.item(), window.tokens, window.src_tokens, self.elapsed_s], self.device
         )
-        tokens = max(tgt, 1)
         record = {
             "step": self.step,
             "epoch": round(self.epoch + self.batch_in_epoch / self._epoch_batches, 3),
-            "train_loss": round(loss / tokens, 4),
             "lr": learning_rate(self.step, self.cfg.train, self.planned_steps),
-            "tokens_per_s": round(tgt / seconds, 1),
-            "src_tgt_tokens_per_s": round((tgt + src) / seconds, 1),
             "elapsed_s": round(self.elapsed_s, 1),
             "skipped_steps": self.skipped_steps,
+            **window.summary(loss, tgt, src, self.cfg.train.clip_norm),
         }
-        norms = window["grad_norms"]
-        if norms:  # this rank's: DDP has made the gradients, and so their norms, equal
-            record["grad_norm"] = round(sum(norms) / len(norms), 4)
-            clip = self.cfg.train.clip_norm
-            record["clipped"] = round(sum(n > clip for n in norms) / len(norms), 3) if clip else 0.0
         # Re-plan after building the record, so the logged lr is the one this step used;
         # from the ranks' mean clock, so that every rank plans the same learning rates.
         self.planned_steps = self._planned_steps(elapsed / self.dist.world_size)
-        _set_total(bar, self.planned_steps, self.step)  # a time budget: the pace measured so far
+        bar.plan(self.planned_steps, self.step)  # a time budget: the pace measured so far
         if self.dist.is_main:
             self._record(record)
-            if bar.disable and self.progress:  # not a terminal: a plain line instead of a bar
-                log.info(
-                    "step %6d  epoch %6.2f  loss %.3f  lr %.1e  %6.0f tok/s  %s elapsed",
-                    record["step"], record["epoch"], record["train_loss"], record["lr"],
-                    record["tokens_per_s"], _clock(self.elapsed_s),
-                )  # fmt: skip
-        bar.set_postfix(
-            loss=f"{record['train_loss']:.3f}",
-            lr=f"{record['lr']:.1e}",
-            tok_s=f"{record['tokens_per_s']:.0f}",
-            refresh=False,
-        )
-        window.update(self._new_log_window())
-
-    def _new_log_window(self) -> dict:
-        """What the training loop sums between two metrics.jsonl lines."""
-        return {
-            "loss": torch.zeros((), device=self.device),
-            "tokens": 0,
-            "src_tokens": 0,
-            "grad_norms": [],  # finite ones only: an fp16 overflow step's norm is inf
-            "since": time.perf_counter(),
-        }
+            bar.show(record, self.elapsed_s)
+        window.reset()
 
     @torch.inference_mode()
     def validation_loss(self) -> float:
@@ -731,57 +651,3 @@ class Trainer:
             self.epoch,
             self.batch_in_epoch,
         )
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    def _progress_bar(self):
-        from tqdm import tqdm
-
-        return tqdm(
-            initial=self.step,
-            unit="step",
-            desc="train",
-            disable=not (self.progress and sys.stderr.isatty()),  # else: log lines (_log_train)
-            dynamic_ncols=True,
-        )
-
-    @contextlib.contextmanager
-    def _signals(self):
-        """First Ctrl-C or SIGTERM: finish the step, save, stop. A second Ctrl-C aborts."""
-
-        def request_stop(signum, frame):
-            if self.stop_signal:
-                raise KeyboardInterrupt
-            self.stop_signal = signal.Signals(signum)
-            log.warning("%s received: saving a checkpoint after this step", self.stop_signal.name)
-
-        try:
-            previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        except ValueError:  # not the main thread: leave signals alone
-            previous = {}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-
-def _set_total(bar, planned_steps: float | None, step: int) -> None:
-    """The bar measures whichever budget ends first (steps, epochs or minutes, the last two
-    extrapolated from the pace so far)."""
-    if planned_steps is not None:
-        bar.total = max(step, round(planned_steps))
-        bar.refresh()
-
-
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return (
-        f"{minutes // 60}h{minutes % 60:02d}m{seconds:02d}s"
-        if minutes >= 60
-        else (f"{minutes}m{seconds:02d}s")
-    )
-
-
-def _dtype_name(dtype: torch.dtype | None) -> str:
-    return {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]

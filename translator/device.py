@@ -1,0 +1,61 @@
+"""Where and in what precision to train: the device and the autocast dtype a config asks for,
+and what this machine can give.
+
+    device = resolve_device("auto")                  # cuda, then mps, then cpu
+    dtype = resolve_precision("auto", device)        # bf16 on CUDA and on CPUs with native bf16
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from translator.config import ConfigError
+
+log = logging.getLogger("translator")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA GPU is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device is mps but Apple MPS is not available")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """AVX-512 BF16 or AMX: the CPU runs bf16 matmuls natively."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: fp32). Unsupported choices fall back with a warning."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and cpu_has_bf16():
+            return torch.bfloat16
+        return None
+    if precision == "fp32":
+        return None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type == "cpu" and dtype == torch.float16:
+        log.warning("fp16 is not supported on CPU; training in fp32")
+        return None
+    return dtype
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
