@@ -5,12 +5,13 @@ from __future__ import annotations
 import gzip
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from translator.config import load_config
+from translator.config import ModelConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -95,10 +96,44 @@ def toy_overrides(data_dir: Path, *extra: str) -> list[str]:
     return [f"data.dir={data_dir}", "data.verify_checksums=false", *extra]
 
 
+def tiny(data_dir: Path, *extra: str):
+    """configs/tiny.yaml pointed at the toy corpus in `data_dir`, with `extra` overrides."""
+    return load_config(CONFIGS / "tiny.yaml", toy_overrides(data_dir, *extra))
+
+
 @pytest.fixture
 def toy_config(toy_data: Path):
     """configs/tiny.yaml pointed at the toy corpus."""
-    return load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data))
+    return tiny(toy_data)
+
+
+def train_command(data_dir: Path, run: Path, *extra: str, options: tuple = ()) -> list[str]:
+    """`python -m translator train` of configs/tiny.yaml on the toy corpus into `run`, as a
+    subprocess argv (for tests that signal, kill or launch training processes)."""
+    sets = [x for pair in toy_overrides(data_dir, *extra) for x in ("--set", pair)]
+    command = [sys.executable, "-m", "translator", "train", "-c", str(CONFIGS / "tiny.yaml")]
+    return [*command, "--run-dir", str(run), "--no-progress", *options, *sets]
+
+
+def assert_one_line_error(result, code: int, text: str) -> None:
+    """A CLI result that failed as a user expects: exit `code`, one `error:` line on stderr
+    holding `text`, no traceback."""
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], lines
+    assert "Traceback" not in result.output
+
+
+# A small model for tests of the model and the searches (untrained, deterministic per seed).
+TINY = ModelConfig(
+    d_model=32,
+    n_heads=4,
+    encoder_layers=2,
+    decoder_layers=2,
+    d_ff=64,
+    dropout=0.0,
+    max_positions=64,
+)
 
 
 requires_real_data = pytest.mark.skipif(

@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from conftest import REAL_DATA, requires_real_data, toy_overrides
+from conftest import REAL_DATA, assert_one_line_error, requires_real_data, toy_overrides
 from typer.testing import CliRunner
 
 from translator.cli import app
@@ -19,13 +19,6 @@ def invoke(*args, input=None):
 
 def sets(data_dir, *extra):
     return [x for pair in toy_overrides(data_dir, *extra) for x in ("--set", pair)]
-
-
-def assert_one_line_error(result, code, text):
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], lines
-    assert "Traceback" not in result.output
 
 
 def test_help_lists_every_command():

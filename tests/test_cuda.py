@@ -1,10 +1,9 @@
 """GPU paths: run where CUDA is available (scripts/gpu_check.sh runs them), skipped elsewhere."""
 
+import conftest
 import pytest
 import torch
-from conftest import CONFIGS, toy_overrides
 
-from translator.config import load_config
 from translator.device import resolve_precision
 from translator.train import Trainer
 
@@ -12,7 +11,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 def tiny(data_dir, *extra):
-    return load_config(CONFIGS / "tiny.yaml", toy_overrides(data_dir, "train.device=cuda", *extra))
+    return conftest.tiny(data_dir, "train.device=cuda", *extra)
 
 
 @cuda

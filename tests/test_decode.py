@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import TINY
 
-from translator.config import ModelConfig
 from translator.decode import (
     beam_search,
     beam_step,
@@ -18,17 +18,6 @@ from translator.model import Transformer, build_model
 
 PAD, UNK, SOS, EOS = 0, 1, 2, 3
 VOCAB = 20
-
-
-TINY = ModelConfig(
-    d_model=32,
-    n_heads=4,
-    encoder_layers=2,
-    decoder_layers=2,
-    d_ff=64,
-    dropout=0.0,
-    max_positions=64,
-)
 
 
 def random_model(**overrides) -> Transformer:

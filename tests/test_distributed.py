@@ -1,11 +1,10 @@
 """Data-parallel training: two gloo processes on CPU match one process with the same batches."""
 
-import json
 import subprocess
-import sys
 
+import pytest
 import torch
-from conftest import CONFIGS, toy_overrides
+from conftest import train_command
 from safetensors.torch import load_file
 
 from translator import run_dir as rd
@@ -13,22 +12,22 @@ from translator.batching import TokenBatchSampler
 
 
 def _train(toy_data, run, nproc, *extra):
-    sets = toy_overrides(
+    command = train_command(
         toy_data,
+        run,
         "train.max_steps=12",
         "train.log_every=2",
         "train.valid_every=6",
         "train.precision=fp32",  # bf16 rounding would hide what the comparison checks
         *extra,
+        options=("--nproc", str(nproc)),
     )
-    command = [sys.executable, "-m", "translator", "train", "-c", str(CONFIGS / "tiny.yaml")]
-    command += ["--run-dir", str(run), "--no-progress", "--nproc", str(nproc)]
-    command += [x for s in sets for x in ("--set", s)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(x) for x in (run / rd.METRICS).read_text().splitlines()]
+    return rd.read_metrics(run)
 
 
+@pytest.mark.slow  # `make test-all` and CI run it; `make test` skips it
 def test_two_gloo_processes_train_like_one_process_accumulating_two_batches(toy_data, tmp_path):
     single = _train(toy_data, tmp_path / "one", 1, "train.accumulate=2")
     double = _train(toy_data, tmp_path / "two", 2)

@@ -2,10 +2,10 @@
 
 from dataclasses import replace
 
+import conftest
 import pytest
 import torch
 
-from translator.config import ModelConfig
 from translator.model import (
     MultiHeadAttention,
     Transformer,
@@ -18,15 +18,7 @@ PAD = 0
 VOCAB = 20
 
 
-TINY = ModelConfig(
-    d_model=32,
-    n_heads=4,
-    encoder_layers=2,
-    decoder_layers=2,
-    d_ff=64,
-    dropout=0.1,
-    max_positions=32,
-)
+TINY = replace(conftest.TINY, dropout=0.1, max_positions=32)  # dropout: train/eval differ
 
 
 def make_model(seed: int = 0, src_vocab: int = VOCAB, **overrides) -> Transformer:

@@ -10,21 +10,25 @@ import time
 
 import pytest
 import torch
-from conftest import CONFIGS, TOY_BPE, toy_overrides, toy_pairs, write_split
+from conftest import (
+    CONFIGS,
+    TOY_BPE,
+    assert_one_line_error,
+    tiny,
+    toy_overrides,
+    toy_pairs,
+    train_command,
+    write_split,
+)
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from translator import run_dir as rd
 from translator.cli import app
-from translator.config import load_config
 from translator.files import atomic_write_text
 from translator.train import Trainer, TrainingError
 
 runner = CliRunner()
-
-
-def tiny(data_dir, *extra):
-    return load_config(CONFIGS / "tiny.yaml", toy_overrides(data_dir, *extra))
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +37,12 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("toy")
     for split, seed in (("train", 1), ("val", 2), ("test_2016_flickr", 3)):
         write_split(folder, split, toy_pairs(200 if split == "train" else 20, seed))
-    os.environ.setdefault("TRANSLATOR_CACHE_DIR", str(folder / "cache"))
-    cfg = tiny(
-        folder,
-        *TOY_BPE,
-        "train.max_steps=10",
-    )
+    cfg = tiny(folder, *TOY_BPE, "train.max_steps=10", f"data.cache_dir={folder / 'cache'}")
     return Trainer(cfg, run_dir=folder / "run", progress=False).train()
 
 
 def translate(run, *args, input=None):
     return runner.invoke(app, ["translate", "--run", str(run), *map(str, args)], input=input)
-
-
-def one_line_error(result, code, text):
-    lines = result.stderr.strip().splitlines()
-    return (
-        result.exit_code == code
-        and len(lines) == 1
-        and lines[0].startswith("error: ")
-        and text in lines[0]
-        and "Traceback" not in result.output
-    )
 
 
 HOSTILE_LINES = {
@@ -89,14 +77,14 @@ def test_hostile_lines_each_get_a_line_and_alignment_is_kept(trained, tmp_path, 
     ],
 )
 def test_bad_translate_arguments_are_one_line(trained, args, code, text):
-    assert one_line_error(translate(trained, *args), code, text)
+    assert_one_line_error(translate(trained, *args), code, text)
 
 
 def test_invalid_utf8_and_directories_are_one_line(trained, tmp_path):
     bad = tmp_path / "bad.en"
     bad.write_bytes(b"A dog \xff\xfe runs.\n")
-    assert one_line_error(translate(trained, "--input", bad), 1, "not valid UTF-8")
-    assert one_line_error(translate(trained, "--input", tmp_path), 1, "is a directory")
+    assert_one_line_error(translate(trained, "--input", bad), 1, "not valid UTF-8")
+    assert_one_line_error(translate(trained, "--input", tmp_path), 1, "is a directory")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads unreadable files")
@@ -104,7 +92,7 @@ def test_an_unreadable_file_is_one_line(trained, tmp_path):
     locked = tmp_path / "locked.en"
     locked.write_text("A dog.\n")
     locked.chmod(0)
-    assert one_line_error(translate(trained, "--input", locked), 1, "ermission")
+    assert_one_line_error(translate(trained, "--input", locked), 1, "ermission")
 
 
 def test_references_with_another_line_count_are_refused(trained, tmp_path):
@@ -114,12 +102,12 @@ def test_references_with_another_line_count_are_refused(trained, tmp_path):
     result = runner.invoke(
         app, ["evaluate", "--run", str(trained), "--src", str(src), "--ref", str(ref)]
     )
-    assert one_line_error(result, 1, "has 2 lines but")
+    assert_one_line_error(result, 1, "has 2 lines but")
 
 
 def test_a_run_dir_that_is_not_one(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert one_line_error(translate(tmp_path / "empty", "A dog."), 1, "is not a run dir")
+    assert_one_line_error(translate(tmp_path / "empty", "A dog."), 1, "is not a run dir")
 
 
 def test_a_missing_bpe_file_is_a_clear_error(trained, tmp_path):
@@ -128,7 +116,7 @@ def test_a_missing_bpe_file_is_a_clear_error(trained, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(trained, copy)
     (copy / rd.SUBWORD).write_text("{not json")
-    assert one_line_error(translate(copy, "A dog."), 1, "damaged subword.json")
+    assert_one_line_error(translate(copy, "A dog."), 1, "damaged subword.json")
 
 
 # -- numerical faults and resources ------------------------------------------------------------
@@ -196,7 +184,7 @@ def test_an_unwritable_run_dir_is_reported_before_training(toy_data, tmp_path):
     args = ["train", "-c", str(CONFIGS / "tiny.yaml"), "--run-dir", str(blocker / "run")]
     sets = [x for pair in toy_overrides(toy_data) for x in ("--set", pair)]
     result = runner.invoke(app, args + sets)
-    assert one_line_error(result, 1, "cannot write to run dir")
+    assert_one_line_error(result, 1, "cannot write to run dir")
 
 
 def test_a_full_disk_keeps_the_previous_file_whole(tmp_path, monkeypatch):
@@ -218,13 +206,9 @@ def test_a_full_disk_keeps_the_previous_file_whole(tmp_path, monkeypatch):
 
 
 def _train_command(toy_data, run, *extra):
-    sets = toy_overrides(
-        toy_data, "model.dropout=0.1", "train.max_steps=60", "train.valid_every=5", *extra
+    return train_command(
+        toy_data, run, "model.dropout=0.1", "train.max_steps=60", "train.valid_every=5", *extra
     )
-    return [
-        sys.executable, "-m", "translator", "train", "-c", str(CONFIGS / "tiny.yaml"),
-        "--run-dir", str(run), "--no-progress", *[x for s in sets for x in ("--set", s)],
-    ]  # fmt: skip
 
 
 def _resume_command(run):
@@ -243,8 +227,7 @@ def _resume_command(run):
 def _saved_steps(run) -> list[int]:
     if not (run / rd.METRICS).exists():
         return []
-    records = [json.loads(x) for x in (run / rd.METRICS).read_text().splitlines() if x.strip()]
-    return [r["step"] for r in records if "val_bleu" in r]
+    return [r["step"] for r in rd.read_metrics(run) if "val_bleu" in r]
 
 
 def _assert_every_file_loads(run):
@@ -255,6 +238,7 @@ def _assert_every_file_loads(run):
     rd.load_run(run)
 
 
+@pytest.mark.slow  # `make test-all` and CI run it; `make test` skips it
 def test_sigkill_at_several_points_then_resume_matches_an_uninterrupted_run(toy_data, tmp_path):
     straight = tmp_path / "straight"
     subprocess.run(_train_command(toy_data, straight), check=True, capture_output=True)

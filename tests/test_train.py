@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIGS, TOY_BPE, toy_overrides, toy_pairs, write_split
+from conftest import CONFIGS, TOY_BPE, tiny, toy_overrides, toy_pairs, train_command, write_split
 from safetensors.torch import load_file
 
 from translator import run_dir as rd
@@ -14,10 +14,6 @@ from translator.device import resolve_precision
 from translator.loss import sequence_loss
 from translator.schedule import Position, learning_rate, limit_met, planned_steps
 from translator.train import Trainer, resume_config
-
-
-def tiny(toy_data, *extra):
-    return load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data, *extra))
 
 
 def replace_train(cfg, **changes):
@@ -221,19 +217,12 @@ def _train_then_signal(toy_data, run, signum):
     return its exit code and output."""
     import os
     import subprocess
-    import sys
     import time
 
-    sets = [
-        x
-        for pair in toy_overrides(
-            toy_data, "train.max_steps=100000", "train.log_every=1", "train.valid_every=100000"
-        )
-        for x in ("--set", pair)
-    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "translator", "train", "-c", str(CONFIGS / "tiny.yaml")]
-    command += ["--run-dir", str(run), "--no-progress", *sets]
+    command = train_command(
+        toy_data, run, "train.max_steps=100000", "train.log_every=1", "train.valid_every=100000"
+    )
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
