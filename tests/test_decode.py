@@ -14,7 +14,7 @@ from translator.decode import (
     length_penalty,
     search,
 )
-from translator.model import Transformer, build_model
+from translator.model import Transformer
 
 PAD, UNK, SOS, EOS = 0, 1, 2, 3
 VOCAB = 20
@@ -26,7 +26,7 @@ def random_model(**overrides) -> Transformer:
     hypotheses end before the length limit."""
     torch.manual_seed(0)
     cfg = replace(TINY, norm="pre", tie_target_embeddings=False, **overrides)
-    model = build_model(cfg, VOCAB, VOCAB, pad_id=PAD)
+    model = Transformer(cfg, VOCAB, VOCAB, pad_id=PAD)
     with torch.no_grad():
         model.generator.weight[EOS] *= 1.5
     return model.eval()
@@ -157,7 +157,7 @@ def test_copy_task_is_learned_and_decoded_exactly():
     steps = 300
     torch.manual_seed(0)
     cfg = replace(TINY, max_positions=16)
-    model = build_model(cfg, 16, 16, pad_id=PAD)
+    model = Transformer(cfg, 16, 16, pad_id=PAD)
     opt = torch.optim.Adam(model.parameters(), lr=5e-3, betas=(0.9, 0.98))
     # Short warmup, then linear decay: enough to fit the task in a few seconds.
     sched = torch.optim.lr_scheduler.LambdaLR(

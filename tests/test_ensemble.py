@@ -13,7 +13,7 @@ from test_decode import EOS, SOS, TINY, VOCAB, random_model, random_src
 from translator.config import load_config
 from translator.decode import beam_search, greedy_search, length_penalty
 from translator.ensemble import Ensemble
-from translator.model import build_model
+from translator.model import Transformer
 from translator.run_dir import RunError
 from translator.train import Trainer
 from translator.translate import Translator
@@ -72,7 +72,7 @@ def test_the_step_distribution_is_normalised():
 
 
 def test_outputs_fit_the_member_with_the_fewest_positions():
-    short = build_model(replace(TINY, max_positions=12), VOCAB, VOCAB, pad_id=0).eval()
+    short = Transformer(replace(TINY, max_positions=12), VOCAB, VOCAB, pad_id=0).eval()
     ensemble, src = Ensemble([random_model(), short]), random_src([8, 3])
     assert ensemble.max_positions == 12
     hyps = greedy_search(ensemble, src, sos_id=SOS, eos_id=EOS, max_len=50)
@@ -81,7 +81,7 @@ def test_outputs_fit_the_member_with_the_fewest_positions():
 
 def test_members_with_different_vocabularies_are_refused():
     with pytest.raises(ValueError, match="share their vocabularies"):
-        Ensemble([random_model(), build_model(TINY, VOCAB + 5, VOCAB + 5, pad_id=0)])
+        Ensemble([random_model(), Transformer(TINY, VOCAB + 5, VOCAB + 5, pad_id=0)])
 
 
 def test_a_source_too_long_for_one_member_is_cut_with_a_warning_not_an_error(caplog):
@@ -90,7 +90,7 @@ def test_a_source_too_long_for_one_member_is_cut_with_a_warning_not_an_error(cap
     from translator.vocab import SPECIALS, Vocab
 
     vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(VOCAB - len(SPECIALS)))])
-    short = build_model(replace(TINY, max_positions=12), VOCAB, VOCAB, pad_id=0).eval()
+    short = Transformer(replace(TINY, max_positions=12), VOCAB, VOCAB, pad_id=0).eval()
     translator = Translator(Ensemble([random_model(), short]), Config(), vocab, vocab)
     (out,) = translator.translate([" ".join(f"w{i % 16}" for i in range(30))], beam_size=2)
     assert isinstance(out, str) and "longer than 11 tokens were cut" in caplog.text

@@ -9,7 +9,6 @@ import torch
 from translator.model import (
     MultiHeadAttention,
     Transformer,
-    build_model,
     reference_attention,
     scaled_dot_product_attention,
 )
@@ -23,7 +22,7 @@ TINY = replace(conftest.TINY, dropout=0.1, max_positions=32)  # dropout: train/e
 
 def make_model(seed: int = 0, src_vocab: int = VOCAB, **overrides) -> Transformer:
     torch.manual_seed(seed)
-    model = build_model(replace(TINY, **overrides), src_vocab, VOCAB, pad_id=PAD)
+    model = Transformer(replace(TINY, **overrides), src_vocab, VOCAB, pad_id=PAD)
     return model.eval()
 
 

@@ -5,7 +5,7 @@ from conftest import CONFIGS, toy_overrides
 from translator import run_dir as rd
 from translator.config import load_config
 from translator.files import atomic_write_text
-from translator.model import build_model
+from translator.model import Transformer
 from translator.vocab import build_vocab
 
 
@@ -14,7 +14,7 @@ def bundle(tmp_path):
     cfg = load_config(CONFIGS / "tiny.yaml", toy_overrides(tmp_path))
     src, tgt = build_vocab([["a", "dog", "runs"]]), build_vocab([["ein", "Hund", "läuft", "."]])
     torch.manual_seed(0)
-    model = build_model(cfg.model, len(src), len(tgt), src.pad_id).eval()
+    model = Transformer(cfg.model, len(src), len(tgt), src.pad_id).eval()
     path = tmp_path / "run"
     rd.write_bundle_files(path, cfg, src, tgt)
     rd.save_weights(model, path / rd.BEST)

@@ -1,6 +1,6 @@
 """The Transformer of "Attention Is All You Need" (Vaswani et al., 2017), one class per box.
 
-    model = build_model(cfg.model, len(src_vocab), len(tgt_vocab), pad_id=src_vocab.pad_id)
+    model = Transformer(cfg.model, len(src_vocab), len(tgt_vocab), pad_id=src_vocab.pad_id)
     logits = model(src, tgt_in)                          # (B, T, V_tgt), teacher forcing
     memory, src_pad_mask = model.encode(src)             # what translator.decode starts from
     cache = model.new_cache()
@@ -385,59 +385,45 @@ class Transformer(nn.Module):
     """Encoder-decoder Transformer: `forward` for training, `encode`/`decode` for search."""
 
     def __init__(
-        self,
-        src_vocab_size: int,
-        tgt_vocab_size: int,
-        pad_id: int,
-        *,
-        d_model: int = 256,
-        n_heads: int = 4,
-        encoder_layers: int = 3,
-        decoder_layers: int = 3,
-        d_ff: int = 1024,
-        dropout: float = 0.1,
-        attention_dropout: float = 0.0,
-        activation_dropout: float | None = None,
-        positions: str = "sinusoidal",
-        max_positions: int = 256,
-        norm: str = "post",
-        tie_target_embeddings: bool = True,
-        share_all_embeddings: bool = False,
+        self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int
     ) -> None:
         super().__init__()
-        if positions not in ("sinusoidal", "learned"):
-            raise ValueError(f"positions must be 'sinusoidal' or 'learned', not {positions!r}")
-        if norm not in ("post", "pre"):
-            raise ValueError(f"norm must be 'post' or 'pre', not {norm!r}")
-        if share_all_embeddings and src_vocab_size != tgt_vocab_size:
+        if cfg.positions not in ("sinusoidal", "learned"):
+            raise ValueError(f"positions must be 'sinusoidal' or 'learned', not {cfg.positions!r}")
+        if cfg.norm not in ("post", "pre"):
+            raise ValueError(f"norm must be 'post' or 'pre', not {cfg.norm!r}")
+        if cfg.share_all_embeddings and src_vocab_size != tgt_vocab_size:
             raise ValueError(
                 f"share_all_embeddings needs equal vocabulary sizes, got source "
                 f"{src_vocab_size} and target {tgt_vocab_size}"
             )
+        d_model, max_positions, dropout = cfg.d_model, cfg.max_positions, cfg.dropout
         self.pad_id, self.max_positions, self.d_model = pad_id, max_positions, d_model
         self.src_embed = Embeddings(src_vocab_size, d_model)
         self.tgt_embed = Embeddings(tgt_vocab_size, d_model)
-        positional = PositionalEncoding if positions == "sinusoidal" else LearnedPositions
+        positional = PositionalEncoding if cfg.positions == "sinusoidal" else LearnedPositions
         self.src_pos = positional(d_model, max_positions)
         self.tgt_pos = positional(d_model, max_positions)
         self.dropout = Dropout(dropout)
         layer_args = dict(
             d_model=d_model,
-            pre_norm=norm == "pre",
-            n_heads=n_heads,
-            d_ff=d_ff,
+            pre_norm=cfg.norm == "pre",
+            n_heads=cfg.n_heads,
+            d_ff=cfg.d_ff,
             dropout=dropout,
-            attention_dropout=attention_dropout,
-            activation_dropout=dropout if activation_dropout is None else activation_dropout,
+            attention_dropout=cfg.attention_dropout,
+            activation_dropout=dropout
+            if cfg.activation_dropout is None
+            else cfg.activation_dropout,
         )
-        self.encoder = Encoder(encoder_layers, **layer_args)
-        self.decoder = Decoder(decoder_layers, **layer_args)
+        self.encoder = Encoder(cfg.encoder_layers, **layer_args)
+        self.decoder = Decoder(cfg.decoder_layers, **layer_args)
         self.generator = nn.Linear(d_model, tgt_vocab_size, bias=False)  # logits = x Eᵀ
         self._reset_parameters()
         # Tie after init so that both names point at the one embedding-initialised matrix.
-        if tie_target_embeddings or share_all_embeddings:
+        if cfg.tie_target_embeddings or cfg.share_all_embeddings:
             self.generator.weight = self.tgt_embed.lut.weight
-        if share_all_embeddings:
+        if cfg.share_all_embeddings:
             self.src_embed.lut.weight = self.tgt_embed.lut.weight
 
     def _reset_parameters(self) -> None:
@@ -516,27 +502,3 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += t
         return self.generator(x)
-
-
-def build_model(
-    cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int
-) -> Transformer:
-    """Build the Transformer described by a ModelConfig (translator.config)."""
-    return Transformer(
-        src_vocab_size,
-        tgt_vocab_size,
-        pad_id,
-        d_model=cfg.d_model,
-        n_heads=cfg.n_heads,
-        encoder_layers=cfg.encoder_layers,
-        decoder_layers=cfg.decoder_layers,
-        d_ff=cfg.d_ff,
-        dropout=cfg.dropout,
-        attention_dropout=cfg.attention_dropout,
-        activation_dropout=cfg.activation_dropout,
-        positions=cfg.positions,
-        max_positions=cfg.max_positions,
-        norm=cfg.norm,
-        tie_target_embeddings=cfg.tie_target_embeddings,
-        share_all_embeddings=cfg.share_all_embeddings,
-    )

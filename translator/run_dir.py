@@ -169,10 +169,10 @@ def read_bundle(path: Path) -> Run:
 
 def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
     """Rebuild the model of a run dir from the bundle alone."""
-    from translator.model import build_model
+    from translator.model import Transformer
 
     run = read_bundle(path)
-    model = build_model(run.cfg.model, len(run.src_vocab), len(run.tgt_vocab), run.src_vocab.pad_id)
+    model = Transformer(run.cfg.model, len(run.src_vocab), len(run.tgt_vocab), run.src_vocab.pad_id)
     load_weights(model, run.path / weights)
     run.model = model.to(device).eval()
     return run

@@ -34,7 +34,7 @@ from translator.errors import UserError
 from translator.evaluate import references_for, score
 from translator.files import atomic_write_text
 from translator.loss import dropout_consistency_loss, sequence_loss
-from translator.model import build_model
+from translator.model import Transformer
 from translator.optim import build_optimizer
 from translator.plots import plot_curves
 from translator.schedule import Position, extended, learning_rate, limit_met, planned_steps
@@ -211,7 +211,7 @@ class Trainer:
 
     def _setup_model(self) -> None:
         t = self.cfg.train
-        self.model = build_model(
+        self.model = Transformer(
             self.cfg.model, len(self.src_vocab), len(self.tgt_vocab), self.src_vocab.pad_id
         ).to(self.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
