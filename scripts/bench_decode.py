@@ -26,18 +26,9 @@ from translator.tokenization import Tokenizer
 from translator.translate import Translator
 
 
-def uncached_search(
-    model, src, *, beam_size, sos_id, eos_id, alpha, max_len_a, max_len_b, max_len=None
-):
-    return decode.greedy_search_uncached(
-        model,
-        src,
-        sos_id=sos_id,
-        eos_id=eos_id,
-        max_len_a=max_len_a,
-        max_len_b=max_len_b,
-        max_len=max_len,
-    )
+def uncached_search(model, src, options, *, sos_id, eos_id):
+    """Greedy search without the key/value cache, in `search`'s signature."""
+    return decode.greedy_search_uncached(model, src, options, sos_id=sos_id, eos_id=eos_id)
 
 
 def timed(

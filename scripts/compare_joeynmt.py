@@ -585,15 +585,7 @@ def write_check(run, pieces_file: Path, path: Path) -> None:
     sv, tv, dec = run.src_vocab, run.tgt_vocab, run.cfg.decode
     src_ids = [sv.encode(pieces) for pieces in src_pieces]
     src = torch.from_numpy(pad_sequences(src_ids, sv.pad_id, suffix=sv.eos_id))
-    hyps = search(
-        run.model,
-        src,
-        beam_size=1,
-        sos_id=tv.sos_id,
-        eos_id=tv.eos_id,
-        max_len_a=dec.max_len_a,
-        max_len_b=dec.max_len_b,
-    )
+    hyps = search(run.model, src, dec.override(beam_size=1), sos_id=tv.sos_id, eos_id=tv.eos_id)
     tgt_in = torch.from_numpy(pad_sequences(hyps, tv.pad_id, prefix=tv.sos_id))
     with torch.inference_mode():
         logits = run.model(src, tgt_in)

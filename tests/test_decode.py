@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import TINY
 
+from translator.config import DecodeConfig
 from translator.decode import (
     beam_search,
     beam_step,
@@ -55,8 +56,8 @@ def hypothesis_score(model: Transformer, src_row: torch.Tensor, ids: list[int], 
 
 def test_cached_greedy_equals_uncached():
     model, src = random_model(), random_src(LENGTHS)
-    cached = greedy_search(model, src, sos_id=SOS, eos_id=EOS)
-    uncached = greedy_search_uncached(model, src, sos_id=SOS, eos_id=EOS)
+    cached = greedy_search(model, src, DecodeConfig(), sos_id=SOS, eos_id=EOS)
+    uncached = greedy_search_uncached(model, src, DecodeConfig(), sos_id=SOS, eos_id=EOS)
     assert cached == uncached
     limits = [int(1.5 * n + 10) for n in LENGTHS]
     # Both ways of stopping are exercised: by EOS (rows leave the batch) and by the limit.
@@ -67,18 +68,22 @@ def test_cached_greedy_equals_uncached():
 
 def test_beam_size_one_equals_greedy():
     model, src = random_model(), random_src(LENGTHS, seed=1)
-    greedy = greedy_search(model, src, sos_id=SOS, eos_id=EOS)
-    beam = beam_search(model, src, beam_size=1, sos_id=SOS, eos_id=EOS)
+    greedy = greedy_search(model, src, DecodeConfig(), sos_id=SOS, eos_id=EOS)
+    beam = beam_search(model, src, DecodeConfig(beam_size=1), sos_id=SOS, eos_id=EOS)
     assert [nbest[0][0] for nbest in beam] == greedy
-    assert search(model, src, beam_size=1, sos_id=SOS, eos_id=EOS) == greedy
+    assert search(model, src, DecodeConfig(beam_size=1), sos_id=SOS, eos_id=EOS) == greedy
 
 
 def test_beam_scores_are_consistent_and_beat_greedy():
     alpha = 0.6
     model, src = random_model(), random_src(LENGTHS, seed=2)
-    greedy = greedy_search(model, src, sos_id=SOS, eos_id=EOS)
-    beam = beam_search(model, src, beam_size=4, sos_id=SOS, eos_id=EOS, alpha=alpha)
-    assert search(model, src, beam_size=4, sos_id=SOS, eos_id=EOS) == [b[0][0] for b in beam]
+    greedy = greedy_search(model, src, DecodeConfig(), sos_id=SOS, eos_id=EOS)
+    beam = beam_search(
+        model, src, DecodeConfig(beam_size=4, length_penalty=alpha), sos_id=SOS, eos_id=EOS
+    )
+    assert search(model, src, DecodeConfig(beam_size=4), sos_id=SOS, eos_id=EOS) == [
+        b[0][0] for b in beam
+    ]
     for row, ((best, score), *_) in enumerate(x for x in beam):
         # The reported score is what teacher forcing gives for the same hypothesis ...
         assert score == pytest.approx(hypothesis_score(model, src[row], best, alpha), abs=1e-4)
@@ -88,10 +93,14 @@ def test_beam_scores_are_consistent_and_beat_greedy():
 
 def test_batched_beam_equals_one_sentence_at_a_time():
     model, src = random_model(), random_src(LENGTHS, seed=3)
-    batched = beam_search(model, src, beam_size=3, sos_id=SOS, eos_id=EOS, nbest=3)
+    batched = beam_search(model, src, DecodeConfig(beam_size=3, nbest=3), sos_id=SOS, eos_id=EOS)
     for row, n in enumerate(LENGTHS):
         alone = beam_search(
-            model, src[row : row + 1, :n], beam_size=3, sos_id=SOS, eos_id=EOS, nbest=3
+            model,
+            src[row : row + 1, :n],
+            DecodeConfig(beam_size=3, nbest=3),
+            sos_id=SOS,
+            eos_id=EOS,
         )[0]
         assert [ids for ids, _ in alone] == [ids for ids, _ in batched[row]]
         assert [s for _, s in alone] == pytest.approx([s for _, s in batched[row]], abs=1e-5)
@@ -101,30 +110,42 @@ def test_output_length_limits():
     src = random_src(LENGTHS, seed=4)
     model = random_model()
     for decode in (greedy_search, greedy_search_uncached):
-        assert all(len(h) <= 3 for h in decode(model, src, sos_id=SOS, eos_id=EOS, max_len=3))
-    hyps = beam_search(model, src, beam_size=3, sos_id=SOS, eos_id=EOS, max_len=3, nbest=3)
+        assert all(
+            len(h) <= 3 for h in decode(model, src, DecodeConfig(max_len=3), sos_id=SOS, eos_id=EOS)
+        )
+    hyps = beam_search(
+        model, src, DecodeConfig(beam_size=3, max_len=3, nbest=3), sos_id=SOS, eos_id=EOS
+    )
     assert all(len(ids) <= 3 for nbest in hyps for ids, _ in nbest)
-    relative = greedy_search(model, src, sos_id=SOS, eos_id=EOS, max_len_a=0.5, max_len_b=1)
+    relative = greedy_search(
+        model, src, DecodeConfig(max_len_a=0.5, max_len_b=1), sos_id=SOS, eos_id=EOS
+    )
     assert all(len(h) <= int(0.5 * n + 1) for h, n in zip(relative, LENGTHS, strict=True))
-    assert greedy_search(model, src, sos_id=SOS, eos_id=EOS, max_len=0) == [[]] * len(LENGTHS)
+    assert greedy_search(model, src, DecodeConfig(max_len=0), sos_id=SOS, eos_id=EOS) == [[]] * len(
+        LENGTHS
+    )
     # The default limit (1.5 * 12 + 10 = 28) is capped by the model's positions, not an error.
     short, src = random_model(max_positions=8), src[:, :8]
-    assert max(len(h) for h in greedy_search(short, src, sos_id=SOS, eos_id=EOS)) <= 7
-    beams = beam_search(short, src, beam_size=2, sos_id=SOS, eos_id=EOS, max_len=100)
+    assert (
+        max(len(h) for h in greedy_search(short, src, DecodeConfig(), sos_id=SOS, eos_id=EOS)) <= 7
+    )
+    beams = beam_search(short, src, DecodeConfig(beam_size=2, max_len=100), sos_id=SOS, eos_id=EOS)
     assert max(len(nbest[0][0]) for nbest in beams) <= 7
 
 
 def test_nbest_is_sorted_and_distinct():
     model, src = random_model(), random_src(LENGTHS, seed=5)
-    for nbest in beam_search(model, src, beam_size=5, sos_id=SOS, eos_id=EOS, nbest=4):
+    for nbest in beam_search(
+        model, src, DecodeConfig(beam_size=5, nbest=4), sos_id=SOS, eos_id=EOS
+    ):
         assert len(nbest) == 4
         scores = [score for _, score in nbest]
         assert scores == sorted(scores, reverse=True)
         assert len({tuple(ids) for ids, _ in nbest}) == 4
     with pytest.raises(ValueError, match="nbest"):
-        beam_search(model, src, beam_size=2, sos_id=SOS, eos_id=EOS, nbest=3)
+        beam_search(model, src, DecodeConfig(beam_size=2, nbest=3), sos_id=SOS, eos_id=EOS)
     with pytest.raises(ValueError, match="beam_size"):
-        search(model, src, beam_size=0, sos_id=SOS, eos_id=EOS)
+        search(model, src, DecodeConfig(beam_size=0), sos_id=SOS, eos_id=EOS)
 
 
 def test_beam_step_keeps_enough_candidates_when_eos_is_best():
@@ -179,8 +200,8 @@ def test_copy_task_is_learned_and_decoded_exactly():
     model.eval()
     src, _ = copy_batch(40, torch.Generator().manual_seed(12345))
     expected = [row[row != PAD].tolist() for row in src]
-    assert greedy_search(model, src, sos_id=SOS, eos_id=EOS) == expected
-    beams = beam_search(model, src, beam_size=4, sos_id=SOS, eos_id=EOS)
+    assert greedy_search(model, src, DecodeConfig(), sos_id=SOS, eos_id=EOS) == expected
+    beams = beam_search(model, src, DecodeConfig(beam_size=4), sos_id=SOS, eos_id=EOS)
     assert [nbest[0][0] for nbest in beams] == expected
 
 
@@ -240,7 +261,13 @@ def test_beam_search_equals_the_plain_reference_and_keeps_k_finished():
         model.generator.weight[EOS] *= 1.3  # many hypotheses end together: the cap matters
     for seed in (0, 1, 2, 3):
         src = random_src(LENGTHS, seed=seed)
-        batched = beam_search(model, src, beam_size=k, sos_id=SOS, eos_id=EOS, alpha=alpha, nbest=k)
+        batched = beam_search(
+            model,
+            src,
+            DecodeConfig(beam_size=k, length_penalty=alpha, nbest=k),
+            sos_id=SOS,
+            eos_id=EOS,
+        )
         for row, n in enumerate(LENGTHS):
             expected = reference_beam(model, src[row], k, alpha, limit=int(1.5 * n + 10))
             assert [ids for ids, _ in batched[row]] == [ids for ids, _ in expected], row

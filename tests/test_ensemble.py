@@ -10,7 +10,7 @@ import torch
 from conftest import CONFIGS, TOY_BPE, toy_overrides
 from test_decode import EOS, SOS, TINY, VOCAB, random_model, random_src
 
-from translator.config import load_config
+from translator.config import DecodeConfig, load_config
 from translator.decode import beam_search, greedy_search, length_penalty
 from translator.ensemble import Ensemble
 from translator.model import Transformer
@@ -24,11 +24,15 @@ LENGTHS = [9, 4, 7, 1, 12, 5]
 def test_a_model_ensembled_with_itself_decodes_as_the_model_alone():
     model, src = random_model(), random_src(LENGTHS)
     twice = Ensemble([model, model])
-    assert greedy_search(twice, src, sos_id=SOS, eos_id=EOS) == greedy_search(
-        model, src, sos_id=SOS, eos_id=EOS
+    assert greedy_search(twice, src, DecodeConfig(), sos_id=SOS, eos_id=EOS) == greedy_search(
+        model, src, DecodeConfig(), sos_id=SOS, eos_id=EOS
     )
-    alone = beam_search(model, src, beam_size=4, sos_id=SOS, eos_id=EOS, alpha=1.0)
-    both = beam_search(twice, src, beam_size=4, sos_id=SOS, eos_id=EOS, alpha=1.0)
+    alone = beam_search(
+        model, src, DecodeConfig(beam_size=4, length_penalty=1.0), sos_id=SOS, eos_id=EOS
+    )
+    both = beam_search(
+        twice, src, DecodeConfig(beam_size=4, length_penalty=1.0), sos_id=SOS, eos_id=EOS
+    )
     assert [hyps[0][0] for hyps in both] == [hyps[0][0] for hyps in alone]
     assert [hyps[0][1] for hyps in both] == pytest.approx([hyps[0][1] for hyps in alone], abs=1e-4)
 
@@ -52,14 +56,20 @@ def test_beam_search_scores_the_average_of_the_members_probabilities():
         for p in wide.parameters():
             p.add_(0.05 * torch.randn_like(p))
     ensemble, src = Ensemble([narrow, wide]), random_src(LENGTHS, seed=3)
-    beams = beam_search(ensemble, src, beam_size=4, sos_id=SOS, eos_id=EOS, alpha=0.6, nbest=2)
+    beams = beam_search(
+        ensemble,
+        src,
+        DecodeConfig(beam_size=4, length_penalty=0.6, nbest=2),
+        sos_id=SOS,
+        eos_id=EOS,
+    )
     for row, hyps in enumerate(beams):
         for ids, score in hyps:
             expected = ensemble_score([narrow, wide], src[row], ids, 0.6)
             assert score == pytest.approx(expected, abs=1e-4)
     # The ensemble is a model of its own: its output is neither member's on every sentence.
-    alone = [greedy_search(m, src, sos_id=SOS, eos_id=EOS) for m in (narrow, wide)]
-    together = greedy_search(ensemble, src, sos_id=SOS, eos_id=EOS)
+    alone = [greedy_search(m, src, DecodeConfig(), sos_id=SOS, eos_id=EOS) for m in (narrow, wide)]
+    together = greedy_search(ensemble, src, DecodeConfig(), sos_id=SOS, eos_id=EOS)
     assert together != alone[0] and together != alone[1]
 
 
@@ -75,7 +85,7 @@ def test_outputs_fit_the_member_with_the_fewest_positions():
     short = Transformer(replace(TINY, max_positions=12), VOCAB, VOCAB, pad_id=0).eval()
     ensemble, src = Ensemble([random_model(), short]), random_src([8, 3])
     assert ensemble.max_positions == 12
-    hyps = greedy_search(ensemble, src, sos_id=SOS, eos_id=EOS, max_len=50)
+    hyps = greedy_search(ensemble, src, DecodeConfig(max_len=50), sos_id=SOS, eos_id=EOS)
     assert all(len(h) <= 11 for h in hyps)  # position 0 is SOS
 
 

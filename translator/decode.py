@@ -1,17 +1,19 @@
 """Greedy and beam search over token ids, with the model's key/value cache.
 
     model.eval()  # the caller's job: search never changes the model's mode
-    best = search(model, src, beam_size=5, sos_id=vocab.sos_id, eos_id=vocab.eos_id)
-    nbest = beam_search(model, src, beam_size=5, sos_id=..., eos_id=..., nbest=3)
+    options = DecodeConfig(beam_size=5, length_penalty=0.6)   # cfg.decode, or any override
+    best = search(model, src, options, sos_id=vocab.sos_id, eos_id=vocab.eos_id)
+    nbest = beam_search(model, src, options.override(nbest=3), sos_id=..., eos_id=...)
 
 `model` is a Transformer, or a translator.ensemble.Ensemble: any `Searchable`.
 `src` is a LongTensor (B, S) on the model's device, right-padded with `model.pad_id`.
-Hypotheses are lists of token ids without SOS and EOS. A sentence's output is at most
-min(a * src_len + b, max_positions - 1) tokens long (src_len counts non-pad tokens), or
-min(max_len, max_positions - 1) when `max_len` is given. Beam scores are the sum of log-probs
-divided by GNMT's lp(Y) = ((5 + |Y|) / 6)^alpha, |Y| counting the EOS. Every function runs
-under torch.inference_mode(); dropout must already be off. Text (vocab, detokenization) lives
-elsewhere.
+Hypotheses are lists of token ids without SOS and EOS. The options are the one decoding-options
+object (translator.config.DecodeConfig). A sentence's output is at most
+min(max_len_a * src_len + max_len_b, max_positions - 1) tokens long (src_len counts non-pad
+tokens), or min(max_len, max_positions - 1) when `max_len` is given. Beam scores are the sum of
+log-probs divided by GNMT's lp(Y) = ((5 + |Y|) / 6)^alpha (alpha: options.length_penalty), |Y|
+counting the EOS. Every function runs under torch.inference_mode(); dropout must already be off.
+Text (vocab, detokenization) lives elsewhere.
 """
 
 from __future__ import annotations
@@ -43,17 +45,10 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def max_output_lengths(
-    model: Searchable,
-    src_pad_mask: Tensor,
-    max_len_a: float,
-    max_len_b: int,
-    max_len: int | None,
-) -> list[int]:
+def max_output_lengths(model: Searchable, src_pad_mask: Tensor, options: DecodeConfig) -> list[int]:
     """Per-sentence limit on output tokens (EOS excluded), capped so positions fit the model."""
-    limits = DecodeConfig(max_len_a=max_len_a, max_len_b=max_len_b, max_len=max_len)
     src_lens = (~src_pad_mask).sum(dim=1).tolist()
-    return [limits.output_limit(n, model.max_positions) for n in src_lens]
+    return [options.output_limit(n, model.max_positions) for n in src_lens]
 
 
 def _check_beam(beam_size: int, nbest: int) -> None:
@@ -89,18 +84,12 @@ def beam_step(lprobs: Tensor, scores: Tensor, beam_size: int) -> tuple[Tensor, T
 
 @torch.inference_mode()
 def greedy_search(
-    model: Searchable,
-    src: Tensor,
-    *,
-    sos_id: int,
-    eos_id: int,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    max_len: int | None = None,
+    model: Searchable, src: Tensor, options: DecodeConfig, *, sos_id: int, eos_id: int
 ) -> list[list[int]]:
-    """Batched greedy decoding with the key/value cache; finished rows leave the batch."""
+    """Batched greedy decoding with the key/value cache; finished rows leave the batch (the
+    options' beam size is not read)."""
     memory, src_pad_mask = model.encode(src)
-    max_lens = max_output_lengths(model, src_pad_mask, max_len_a, max_len_b, max_len)
+    max_lens = max_output_lengths(model, src_pad_mask, options)
     return _greedy(model, memory, src_pad_mask, max_lens, sos_id, eos_id)
 
 
@@ -142,19 +131,12 @@ def _cut(ids: list[int], eos_id: int) -> list[int]:
 
 @torch.inference_mode()
 def greedy_search_uncached(
-    model: Searchable,
-    src: Tensor,
-    *,
-    sos_id: int,
-    eos_id: int,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    max_len: int | None = None,
+    model: Searchable, src: Tensor, options: DecodeConfig, *, sos_id: int, eos_id: int
 ) -> list[list[int]]:
     """Greedy decoding that re-feeds the whole prefix every step: the slow reference that
     the cached version must match (tests) and beat (benchmarks)."""
     memory, src_pad_mask = model.encode(src)
-    max_lens = max_output_lengths(model, src_pad_mask, max_len_a, max_len_b, max_len)
+    max_lens = max_output_lengths(model, src_pad_mask, options)
     banned = _banned_ids(model, sos_id)
     prefix = torch.full((src.size(0), 1), sos_id, dtype=torch.long, device=src.device)
     for _ in range(max(max_lens, default=0)):
@@ -167,23 +149,16 @@ def greedy_search_uncached(
 
 @torch.inference_mode()
 def beam_search(
-    model: Searchable,
-    src: Tensor,
-    *,
-    beam_size: int,
-    sos_id: int,
-    eos_id: int,
-    alpha: float = 0.6,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    max_len: int | None = None,
-    nbest: int = 1,
+    model: Searchable, src: Tensor, options: DecodeConfig, *, sos_id: int, eos_id: int
 ) -> list[list[tuple[list[int], float]]]:
-    """Batched beam search; per sentence the `nbest` (ids, score) pairs, best first."""
-    _check_beam(beam_size, nbest)
+    """Batched beam search; per sentence the `options.nbest` (ids, score) pairs, best first."""
+    k, nbest = options.beam_size, options.nbest
+    _check_beam(k, nbest)
     memory, src_pad_mask = model.encode(src)
-    max_lens = max_output_lengths(model, src_pad_mask, max_len_a, max_len_b, max_len)
-    return _beam(model, memory, src_pad_mask, max_lens, beam_size, sos_id, eos_id, alpha, nbest)
+    max_lens = max_output_lengths(model, src_pad_mask, options)
+    return _beam(
+        model, memory, src_pad_mask, max_lens, k, sos_id, eos_id, options.length_penalty, nbest
+    )
 
 
 def _beam(
@@ -254,22 +229,15 @@ def _beam(
 
 @torch.inference_mode()
 def search(
-    model: Searchable,
-    src: Tensor,
-    *,
-    beam_size: int = 1,
-    sos_id: int,
-    eos_id: int,
-    alpha: float = 0.6,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    max_len: int | None = None,
+    model: Searchable, src: Tensor, options: DecodeConfig, *, sos_id: int, eos_id: int
 ) -> list[list[int]]:
     """Encode once, then greedy (beam_size 1) or beam search; the best ids per sentence."""
-    _check_beam(beam_size, 1)
+    k = options.beam_size
+    _check_beam(k, 1)
     memory, src_pad_mask = model.encode(src)
-    max_lens = max_output_lengths(model, src_pad_mask, max_len_a, max_len_b, max_len)
-    if beam_size == 1:
+    max_lens = max_output_lengths(model, src_pad_mask, options)
+    if k == 1:
         return _greedy(model, memory, src_pad_mask, max_lens, sos_id, eos_id)
-    nbest = _beam(model, memory, src_pad_mask, max_lens, beam_size, sos_id, eos_id, alpha, 1)
+    alpha = options.length_penalty
+    nbest = _beam(model, memory, src_pad_mask, max_lens, k, sos_id, eos_id, alpha, 1)
     return [hyps[0][0] for hyps in nbest]

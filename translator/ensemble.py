@@ -1,7 +1,7 @@
 """Several trained models decoding as one: at each step, the average of their probabilities.
 
     model = Ensemble([run_a.model, run_b.model])   # same vocabularies, any sizes
-    search(model, src, beam_size=5, sos_id=..., eos_id=...)   # as with one model
+    search(model, src, cfg.decode, sos_id=..., eos_id=...)   # as with one model
 
 `Ensemble` offers the interface translator.decode searches with (`encode`, `decode`,
 `new_cache`, `pad_id`, `max_positions`), so greedy and beam search run on it unchanged. Each

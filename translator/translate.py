@@ -137,27 +137,17 @@ class Translator:
         """The best output ids of each source (ids without <eos>)."""
         from translator.decode import search
 
-        return search(self.model, self._tensor(batch), **self._search_args(opts))
+        return search(self.model, self._tensor(batch), opts, **self._specials())
 
     def _search_nbest(
         self, batch: list[list[int]], opts: DecodeConfig
     ) -> list[list[tuple[list[int], float]]]:
         from translator.decode import beam_search
 
-        args = self._search_args(opts) | dict(nbest=opts.nbest)
-        return beam_search(self.model, self._tensor(batch), **args)
+        return beam_search(self.model, self._tensor(batch), opts, **self._specials())
 
-    def _search_args(self, opts: DecodeConfig) -> dict:
-        """The keywords of translator.decode's searches for these options."""
-        return dict(
-            beam_size=opts.beam_size,
-            alpha=opts.length_penalty,
-            max_len_a=opts.max_len_a,
-            max_len_b=opts.max_len_b,
-            max_len=opts.max_len,
-            sos_id=self.tgt_vocab.sos_id,
-            eos_id=self.tgt_vocab.eos_id,
-        )
+    def _specials(self) -> dict:
+        return dict(sos_id=self.tgt_vocab.sos_id, eos_id=self.tgt_vocab.eos_id)
 
     def _batched(self, texts: Sequence[str], decode, opts: DecodeConfig, progress: bool) -> list:
         """Run `decode` on length-sorted batches of source ids; results in input order, None
