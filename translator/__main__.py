@@ -1,5 +1,5 @@
 """`python -m translator` runs the command line (also the entry point torchrun uses)."""
 
-from translator.cli import app
+from translator.cli import entry_point
 
-app(prog_name="translator")
+entry_point()
