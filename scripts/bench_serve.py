@@ -70,11 +70,13 @@ async def load(port: int, sentences: list[str], concurrency: int, beam: int) -> 
                 answer.raise_for_status()
                 latencies.append(time.perf_counter() - started)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
     latencies.sort()
     return {
+        "client_cores": cpu / seconds,  # what the load generator itself took from the machine
         "requests_s": len(sentences) / seconds,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
@@ -116,11 +118,12 @@ def main() -> None:
         f"{args.engine}, beam {beam}, {len(sentences)} one-sentence requests per level, "
         f"{os.cpu_count()} cores; offline: {offline:.1f} sentences/s"
     )
-    print(f"{'concurrency':>11}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'of offline':>12}")
+    header = f"{'concurrency':>11}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'of offline':>12}"
+    print(header + f"{'client cores':>14}")
     for concurrency, r in rows:
         print(
             f"{concurrency:>11}{r['requests_s']:>12.1f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
-            f"{r['requests_s'] / offline:>12.0%}"
+            f"{r['requests_s'] / offline:>12.0%}{r['client_cores']:>14.2f}"
         )
 
 

@@ -53,11 +53,9 @@ class Document:
         warnings: list[str] = []
         for line in text.split("\n"):
             start = len(sentences)
-            for sent in nlp(line.strip()).sents if line.strip() else ():
-                piece = sent.text.strip()
-                if not piece:
-                    continue
-                if count_pieces is not None and limit is not None:
+            for piece in _sentences(line.strip(), nlp):
+                # A piece is at least one character: a short sentence needs no counting.
+                if count_pieces is not None and limit is not None and len(piece) > limit:
                     parts = fit(piece, count_pieces, limit)
                     if len(parts) > 1:
                         warnings.append(
@@ -74,6 +72,24 @@ class Document:
     def join(self, translations: Sequence[str]) -> str:
         """The translations put back in the text's lines, sentences separated by a space."""
         return "\n".join(" ".join(translations[i] for i in line) for line in self.lines)
+
+
+def _sentences(line: str, nlp) -> list[str]:
+    """The sentences of one line; spaCy's sentencizer runs only when a sentence-ending mark
+    stands inside the line (most requests hold one sentence, and are answered sooner)."""
+    if not line:
+        return []
+    body = line.rstrip(TRAILING)
+    if not any(char in _punct_chars(nlp) for char in body):
+        return [line]
+    return [s.text.strip() for s in nlp(line).sents if s.text.strip()]
+
+
+TRAILING = " \t.!?…\"'”’»)]"  # what may end a single sentence
+
+
+def _punct_chars(nlp) -> set[str]:
+    return set(nlp.get_pipe("sentencizer").punct_chars)
 
 
 def fit(sentence: str, count_pieces: Callable[[str], int], limit: int) -> list[str]:

@@ -89,14 +89,16 @@ class _Job:
 
 
 class Batcher:
-    """Queue sentences from concurrent requests and decode them in shared batches."""
+    """Queue sentences from concurrent requests and decode them in shared batches, `workers`
+    batches at a time (CTranslate2 decodes batches in parallel; torch's one at a time)."""
 
-    def __init__(self, decode, max_batch: int, wait_s: float) -> None:
+    def __init__(self, decode, max_batch: int, wait_s: float, workers: int = 1) -> None:
         self.decode = decode  # (sentences, beam_size, alpha, nbest) -> results, in a thread
         self.max_batch, self.wait_s = max_batch, wait_s
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.held: deque[_Job] = deque()  # jobs whose options did not match the last batch
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        self.free = asyncio.Semaphore(workers)
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -112,48 +114,58 @@ class Batcher:
         await self.queue.put(_Job(sentences, options, future))
         return await future
 
-    async def _next(self) -> _Job:
-        return self.held.popleft() if self.held else await self.queue.get()
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._next()
-            jobs, size = [first], len(first.sentences)
-            deadline = loop.time() + self.wait_s
-            while size < self.max_batch:
-                try:
-                    job = self.held.popleft() if self.held else None
-                    job = job or await asyncio.wait_for(
-                        self.queue.get(), max(0.0, deadline - loop.time())
-                    )
-                except asyncio.TimeoutError:
-                    break
-                if job.options != first.options:
-                    self.held.append(job)  # next batch; a held job is never overtaken twice
-                    break
-                jobs.append(job)
-                size += len(job.sentences)
+            await self.free.acquire()  # a decoding thread is free: gather its batch
+            jobs = await self._gather(loop)
+            loop.create_task(self._decode(loop, jobs))
+
+    async def _gather(self, loop) -> list[_Job]:
+        """The next batch: the oldest job, and more with the same options until the batch is
+        full or `wait_s` has passed."""
+        first = self.held.popleft() if self.held else await self.queue.get()
+        jobs, size = [first], len(first.sentences)
+        deadline = loop.time() + self.wait_s
+        while size < self.max_batch:
+            try:
+                job = self.held.popleft() if self.held else None
+                job = job or await asyncio.wait_for(
+                    self.queue.get(), max(0.0, deadline - loop.time())
+                )
+            except asyncio.TimeoutError:
+                break
+            if job.options != first.options:
+                self.held.append(job)  # first in the next batch
+                break
+            jobs.append(job)
+            size += len(job.sentences)
+        return jobs
+
+    async def _decode(self, loop, jobs: list[_Job]) -> None:
+        try:
             jobs = [job for job in jobs if not job.future.done()]  # timed out meanwhile
             if not jobs:
-                continue
+                return
             sentences = [s for job in jobs for s in job.sentences]
             try:
                 results = await loop.run_in_executor(
-                    self.executor, self.decode, sentences, *first.options
+                    self.executor, self.decode, sentences, *jobs[0].options
                 )
             except Exception as err:  # a bug: fail these requests, keep serving
                 log.exception("decoding failed")
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(err)
-                continue
+                return
             start = 0
             for job in jobs:
                 part = results[start : start + len(job.sentences)]
                 start += len(job.sentences)
                 if not job.future.done():
                     job.future.set_result(part)
+        finally:
+            self.free.release()
 
 
 def create_app(translator, settings: ServeSettings | None = None):
@@ -179,7 +191,9 @@ def create_app(translator, settings: ServeSettings | None = None):
         hyps = translator.translate(sentences, beam_size=beam_size, length_penalty=alpha)
         return [[(hyp, None)] for hyp in hyps]
 
-    batcher = Batcher(decode, settings.max_batch, settings.batch_wait_ms / 1000)
+    batcher = Batcher(
+        decode, settings.max_batch, settings.batch_wait_ms / 1000, translator.parallel_batches
+    )
 
     from contextlib import asynccontextmanager
 

@@ -36,6 +36,7 @@ class Translator:
     CTranslate2 engine (translator.ct2) is a subclass that replaces the `_search*` methods."""
 
     engine = "torch"
+    parallel_batches = 1  # batches that may decode at once (the server's decoding threads)
 
     def __init__(
         self, model, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab, subword: Subword | None = None
@@ -155,13 +156,17 @@ class Translator:
         ids = self._encode(texts)
         order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
         results: list = [None] * len(texts)
-        size = opts.batch_size
+        size = self._chunk(opts)
         batches = [order[i : i + size] for i in range(0, len(order), size)]
         with self._decoding(opts, len(order)):
             for batch in _progress(batches, progress, len(order)):
                 for i, result in zip(batch, decode([ids[i] for i in batch])):
                     results[i] = result
         return results
+
+    def _chunk(self, opts: DecodeConfig) -> int:
+        """Sentences handed to the search at once: one batch."""
+        return opts.batch_size
 
     @contextmanager
     def _decoding(self, opts: DecodeConfig, n_sentences: int):
