@@ -28,9 +28,9 @@ def spin() -> None:
         pass
 
 
-def timed(command: list[str], env: dict) -> float:
+def timed(command: list[str], env: dict, cwd: Path | None) -> float:
     started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, capture_output=True)
+    subprocess.run(command, env=env, cwd=cwd, check=True, capture_output=True)
     return time.perf_counter() - started
 
 
@@ -44,9 +44,10 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more translate options, after --")
     args = parser.parse_args()
 
-    env = dict(os.environ)
-    if args.code:
-        env["PYTHONPATH"] = str(args.code.resolve())
+    env, cwd = dict(os.environ), None
+    args.run = args.run.resolve()
+    if args.code:  # run from there too: `python -m` puts the current folder first on the path
+        env["PYTHONPATH"] = cwd = str(args.code.resolve())
     burners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
     for burner in burners:
         burner.start()
@@ -57,8 +58,8 @@ def main() -> None:
                 continue
             command = [sys.executable, "-m", "translator", "translate", "--run", str(args.run)]
             command += ([] if engine == "torch" else ["--engine", engine]) + args.extra
-            timed(command + [SENTENCE], env)  # warm the file cache
-            times = sorted(timed(command + [SENTENCE], env) for _ in range(args.repeat))
+            timed(command + [SENTENCE], env, cwd)  # warm the file cache
+            times = sorted(timed(command + [SENTENCE], env, cwd) for _ in range(args.repeat))
             print(
                 f"{engine:<12} median {statistics.median(times):.2f} s "
                 f"(min {times[0]:.2f}, max {times[-1]:.2f}) over {args.repeat} runs, "
@@ -67,6 +68,7 @@ def main() -> None:
         importtime = subprocess.run(
             [sys.executable, "-X", "importtime", "-c", "import translator.translate, torch, spacy"],
             env=env,
+            cwd=cwd,
             capture_output=True,
             text=True,
         ).stderr.splitlines()
