@@ -1,0 +1,383 @@
+"""`translator translate`, `evaluate` and `average`: use and score a trained run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from translator.cli.app import (
+    BOOTSTRAP_SAMPLES,
+    AlphaOpt,
+    BatchSizeOpt,
+    BeamOpt,
+    EngineOpt,
+    EnsembleOpt,
+    GreedyOpt,
+    MaxLenOpt,
+    RunOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    _check_at_least_one,
+    _fail,
+    app,
+    user_errors,
+)
+
+
+@app.command(
+    epilog='Examples: `translator translate "A man rides a bike."`, '
+    "`translator translate --input in.en --output out.de --beam 5`, "
+    '`translator translate "A dog runs." --plot-attention attention.png`'
+)
+@user_errors
+def translate(
+    text: Annotated[list[str] | None, typer.Argument(help="Sentence(s) to translate.")] = None,
+    run: RunOpt = None,
+    ensemble: EnsembleOpt = None,
+    input_: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Translate this file line by line (`-`: stdin)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write translations here [default: stdout]."),
+    ] = None,
+    weights: WeightsOpt = None,
+    beam: BeamOpt = None,
+    greedy: GreedyOpt = False,
+    alpha: AlphaOpt = None,
+    max_len: MaxLenOpt = None,
+    batch_size: BatchSizeOpt = None,
+    threads: ThreadsOpt = None,
+    engine: EngineOpt = "torch",
+    nbest: Annotated[
+        int,
+        typer.Option(
+            help="Print the N best translations of each input with their scores "
+            "(tab-separated), then a blank line."
+        ),
+    ] = 1,
+    plot_attention: Annotated[
+        Path | None,
+        typer.Option(help="Save a cross-attention heatmap (PNG) of the first sentence."),
+    ] = None,
+) -> None:
+    """Translate English sentences with a trained run (the latest one by default).
+
+    Sentences come from the arguments, from `--input FILE`, or from stdin. Files are read and
+    written line by line: an empty line gives an empty line.
+    """
+    from translator.translate import Translator
+
+    _check_at_least_one(nbest=nbest)
+    _check_decoding(beam, greedy, alpha, max_len, batch_size, threads)
+    if text and input_:
+        raise _fail("give sentences or --input, not both", 2)
+    if greedy and nbest > 1:
+        raise _fail("--nbest needs beam search; drop --greedy", 2)
+    if ensemble and plot_attention is not None:
+        raise _fail("--plot-attention shows one model's attention; drop --ensemble", 2)
+    lines = list(text) if text else _read_input(input_)
+    translator = Translator.load(
+        run,
+        weights=weights,
+        ensemble=ensemble or (),
+        engine=_check_engine(engine),
+        threads=_load_threads(engine, threads, len(lines)),
+    )
+    translator.options = translator.options.override(
+        beam_size=1 if greedy else beam,
+        length_penalty=alpha,
+        max_len=max_len,
+        batch_size=batch_size,
+        threads=threads,
+        nbest=nbest,
+    )
+    typer.echo(_what_decodes(translator), err=True)
+    _warn_if_undertrained(translator)
+    if plot_attention is not None:
+        from translator.plots import plot_attention as plot
+
+        first = next((line for line in lines if line.strip()), "")
+        plot(*translator.attention(first), plot_attention)
+        typer.echo(f"attention heatmap saved to {plot_attention}", err=True)
+    progress = len(lines) > 100
+    if nbest > 1:
+        results = translator.translate_nbest(lines, progress=progress)
+        _write_output(output, ["".join(f"{h}\t{sc:.4f}\n" for h, sc in r) + "\n" for r in results])
+        return
+    _write_output(output, translator.translate(lines, progress=progress))
+
+
+@app.command(
+    epilog="Examples: `translator evaluate --bleu`, "
+    "`translator evaluate --bleu --split val --json`, "
+    "`translator evaluate --bleu --src in.en --ref ref.de`, "
+    "`translator evaluate --bleu --run runs/a --ensemble runs/b --ensemble runs/c`"
+)
+@user_errors
+def evaluate(
+    bleu: Annotated[
+        bool,
+        typer.Option(
+            "--bleu",
+            help="Score BLEU: always done, with chrF beside it; the flag is accepted so that "
+            "`translator evaluate --bleu` reads as the docs write it.",
+        ),
+    ] = True,
+    run: RunOpt = None,
+    ensemble: EnsembleOpt = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="`test`, `valid` or `train`: the run's configured split; or a split of its "
+            "source by name: Multi30k test2016, val, test2017, mscoco, test2018; a Hub split "
+            "name; a file or prefix for data.source files."
+        ),
+    ] = "test",
+    src: Annotated[Path | None, typer.Option(help="Score this source file instead.")] = None,
+    ref: Annotated[Path | None, typer.Option(help="Reference translations for --src.")] = None,
+    weights: WeightsOpt = None,
+    beam: BeamOpt = None,
+    greedy: GreedyOpt = False,
+    alpha: AlphaOpt = None,
+    max_len: MaxLenOpt = None,
+    batch_size: BatchSizeOpt = None,
+    threads: ThreadsOpt = None,
+    engine: EngineOpt = "torch",
+    lowercase: Annotated[
+        bool, typer.Option("--lowercase", help="Also report case-insensitive BLEU.")
+    ] = False,
+    confidence: Annotated[
+        bool,
+        typer.Option(
+            "--confidence",
+            help="Add 95% confidence intervals to BLEU: sacreBLEU's bootstrap resampling of "
+            f"the test set ({BOOTSTRAP_SAMPLES:,} samples).",
+        ),
+    ] = False,
+    output: Annotated[Path | None, typer.Option(help="Save the hypotheses here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Translate a test set with a trained run and score it with sacreBLEU (cased, detokenized).
+
+    A run trained on lowercased text (data.lowercase) is scored against lowercased references.
+    """
+    from translator.data import read_lines
+    from translator.evaluate import references_for, score
+    from translator.sources import read_texts, resolve_split
+    from translator.translate import Translator
+
+    _check_decoding(beam, greedy, alpha, max_len, batch_size, threads)
+    if (src is None) != (ref is None):
+        raise _fail("--src and --ref go together", 2)
+    translator = Translator.load(
+        run,
+        weights=weights,
+        ensemble=ensemble or (),
+        engine=_check_engine(engine),
+        threads=threads,
+    )
+    translator.options = opts = translator.options.override(
+        beam_size=1 if greedy else beam,
+        length_penalty=alpha,
+        max_len=max_len,
+        batch_size=batch_size,
+        threads=threads,
+    )
+    d = translator.cfg.data
+    if src is not None:
+        sources, refs = read_lines(src), read_lines(ref)
+        if len(sources) != len(refs):
+            raise _fail(f"{src} has {len(sources)} lines but {ref} has {len(refs)}", 1)
+        name = str(src)
+    else:
+        sources, refs = read_texts(translator.cfg, split)
+        name = resolve_split(translator.cfg, split)
+    _warn_if_undertrained(translator)  # once the inputs are known good: errors stay one line
+    started = time.perf_counter()
+    hyps = translator.translate(sources, progress=not as_json)
+    seconds = time.perf_counter() - started
+    result = score(
+        hyps,
+        references_for(refs, d.lowercase),
+        d.tgt_lang,
+        lowercase=lowercase,
+        bootstrap=BOOTSTRAP_SAMPLES if confidence else 0,
+    )
+    result.update(
+        seconds=round(seconds, 2),
+        sentences_per_s=round(len(hyps) / seconds, 1),
+        split=name,
+        beam=opts.beam_size,
+        alpha=opts.length_penalty,
+        decode=dataclasses.asdict(opts),
+        lowercased_references=d.lowercase,
+        models=1 + len(ensemble or ()),
+        engine=translator.engine,
+        run=str(translator.run_dir),
+        weights=translator.weights,
+        ensemble=[str(path) for path in translator.ensemble],
+    )
+    if output:
+        _write_output(output, hyps)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(_what_decodes(translator))
+    models = f", an ensemble of {result['models']} models" if result["models"] > 1 else ""
+    typer.echo(
+        f"{name}: {len(hyps)} sentences, beam {result['beam']}{models}, {seconds:.1f} s "
+        f"({result['sentences_per_s']} sentences/s)"
+    )
+    if d.lowercase:
+        typer.echo("the run was trained on lowercased text: scored against lowercased references")
+
+    def bleu(key: str) -> str:
+        ci = f" ± {result[key + '_ci']:.2f}" if key + "_ci" in result else ""
+        return f"BLEU  {result[key]:6.2f}{ci}"
+
+    typer.echo(f"{bleu('bleu')}   {result['signature']}")
+    if "bleu_lc" in result:
+        typer.echo(f"{bleu('bleu_lc')}   {result['bleu_lc_signature']}")
+    typer.echo(f"chrF  {result['chrf']:6.2f}   {result['chrf_signature']}")
+    typer.echo(
+        f"{bleu('bleu_tok_lc')}   tokenized, lowercased (Moses; the "
+        "convention of the Multi30k papers, not comparable with the line above)"
+    )
+
+
+@app.command(
+    epilog="Example: `translator average --last 5`, then `translator evaluate --bleu "
+    "--weights averaged.safetensors`"
+)
+@user_errors
+def average(
+    run: RunOpt = None,
+    last: Annotated[
+        int | None, typer.Option(help="Average the newest N kept checkpoints [default: all].")
+    ] = None,
+) -> None:
+    """Average a run's kept checkpoints into `averaged.safetensors` in the run dir.
+
+    Training keeps the weights of its last `train.average_checkpoints` validations under
+    `checkpoints/` (and averages them itself at the end); this command redoes it for any N.
+    """
+    from translator.average import average_into
+    from translator.run_dir import (
+        AVERAGED,
+        RunError,
+        kept_checkpoints,
+        latest_run,
+        load_run,
+        save_weights,
+    )
+
+    _check_at_least_one(last=last)
+    loaded = load_run(run or latest_run())
+    paths = kept_checkpoints(loaded.path)
+    if not paths:
+        raise RunError(
+            f"{loaded.path} kept no checkpoints (train with --set train.average_checkpoints=10)"
+        )
+    paths = paths[-last:] if last else paths
+    average_into(loaded.model, paths)
+    save_weights(loaded.model, loaded.path / AVERAGED)
+    typer.echo(f"averaged {len(paths)} checkpoints ({paths[0].name} .. {paths[-1].name})")
+    typer.echo(f"wrote {loaded.path / AVERAGED}")
+
+
+def _read_input(path: Path | None) -> list[str]:
+    from translator.data import read_lines
+
+    if path is None or str(path) == "-":
+        if path is None and sys.stdin.isatty():
+            raise _fail("nothing to translate: give a sentence, --input FILE or pipe text in", 2)
+        data = sys.stdin.buffer.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise _fail(f"stdin is not valid UTF-8 (byte {err.start})", 1) from None
+        lines = text.split("\n")
+        return lines[:-1] if lines and lines[-1] == "" else lines
+    if path.is_dir():
+        raise _fail(f"{path} is a directory, not a text file", 1)
+    if not path.exists():
+        raise _fail(f"input file {path} does not exist", 1)
+    return read_lines(path)
+
+
+def _check_decoding(
+    beam: int | None,
+    greedy: bool,
+    alpha: float | None,
+    max_len: int | None,
+    batch_size: int | None,
+    threads: int | None,
+) -> None:
+    """The decoding flags' own errors, named as flags (the config's checks name keys)."""
+    _check_at_least_one(beam=beam, max_len=max_len, batch_size=batch_size, threads=threads)
+    if alpha is not None and alpha < 0:
+        raise _fail(f"--alpha must be >= 0, got {alpha}", 2)
+    if greedy and beam not in (None, 1):
+        raise _fail(f"--greedy means --beam 1, not --beam {beam}: drop one", 2)
+
+
+def _check_engine(engine: str) -> str:
+    from translator.translate import ENGINES
+
+    if engine not in ENGINES:
+        raise _fail(f"--engine must be {' or '.join(ENGINES)}, got {engine!r}", 2)
+    return engine
+
+
+def _load_threads(engine: str, threads: int | None, n_sentences: int) -> int | None:
+    """CTranslate2 fixes its threads when it loads: pick them for this input now (torch picks
+    per call, translate._threads)."""
+    from translator.translate import SMALL_INPUT
+
+    if engine != "ctranslate2" or threads:
+        return threads
+    return 1 if n_sentences <= SMALL_INPUT else None
+
+
+def _what_decodes(translator) -> str:
+    """One line that says which model and settings decode."""
+    opts = translator.options
+    others = f" + {len(translator.ensemble)} ensembled runs" if translator.ensemble else ""
+    if translator.engine != "torch":
+        others += f", {translator.engine} {translator.quantization}"
+    search = "greedy" if opts.beam_size == 1 else f"beam {opts.beam_size}"
+    search += f", alpha {opts.length_penalty:g}" if opts.beam_size > 1 else ""
+    search += f", at most {opts.max_len} tokens" if opts.max_len else ""
+    return f"run {translator.run_dir} ({translator.weights}){others}: {search}"
+
+
+def _warn_if_undertrained(translator) -> None:
+    from translator.run_dir import best_validation
+
+    best = best_validation(translator.run_dir)
+    if best is not None and best[0] < 1.0:
+        typer.echo(
+            f"warning: this run is barely trained: best val BLEU {best[0]:.1f} after "
+            f"{best[1]:,} steps; expect empty or repeated output",
+            err=True,
+        )
+
+
+def _write_output(path: Path | None, lines: list[str]) -> None:
+    """One line per item (an n-best item holds several lines and ends with a newline)."""
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    if path is None or str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    from translator.files import atomic_write_text
+
+    atomic_write_text(path, text)

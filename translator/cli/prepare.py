@@ -1,0 +1,120 @@
+"""`translator prepare`: read, clean and tokenize a corpus, build its vocabularies, and
+print what was done."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from translator.cli.app import (
+    ConfigOpt,
+    SetOpt,
+    _setup_logging,
+    app,
+    user_errors,
+)
+
+
+@app.command(
+    epilog="Examples: `translator prepare --set vocab.min_freq=3`, `translator prepare --set "
+    "data.source=files --set data.train_split=corpus/train --set data.valid_split=corpus/dev.tsv "
+    "--set data.test_split=corpus/test.jsonl`"
+)
+@user_errors
+def prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Read the corpus (data.source), clean and tokenize it with spaCy, build the vocabularies.
+
+    The result is cached; a second run with the same settings only opens it. Prints a summary:
+    pairs, tokens, out-of-vocabulary rates, what cleaning dropped or changed, how many val and
+    test pairs also occur in train, and batch padding.
+    """
+    from translator.config import load_config
+    from translator.corpus import prepare as prepare_corpus
+
+    started = time.perf_counter()
+    cfg = load_config(config, set_ or [])
+    _setup_logging()
+    corpus = prepare_corpus(cfg)
+    batches, padding = _batch_estimate(cfg, corpus.splits[cfg.data.train_split])
+    _print_summary(cfg, corpus, batches, padding)
+    typer.echo(f"cache: {corpus.path}\ntime: {time.perf_counter() - started:.1f} s")
+
+
+SUMMARY_PAIRS = 500_000  # batches and padding are estimated from at most this many pairs
+
+
+def _batch_estimate(cfg, train) -> tuple[str, float]:
+    """Batches per epoch and padding of train; from a sample on a large corpus (packing is a
+    Python loop: seconds per million pairs)."""
+    import numpy as np
+
+    from translator.batching import TokenBatchSampler, padded_lengths, padding_ratio
+
+    d = cfg.data
+    src, tgt = padded_lengths(train)
+    share = min(1.0, SUMMARY_PAIRS / max(len(src), 1))
+    if share < 1.0:
+        pick = np.random.default_rng(0).choice(len(src), SUMMARY_PAIRS, replace=False)
+        src, tgt = src[pick], tgt[pick]
+    sampler = TokenBatchSampler(
+        src, tgt, d.max_tokens, d.max_sentences, cfg.train.seed, d.pool_batches
+    )
+    batches = sampler.epoch(0)
+    count = f"{len(batches):,}" if share == 1.0 else f"≈{round(len(batches) / share):,}"
+    return count, padding_ratio(sampler, batches)
+
+
+def _print_summary(cfg, corpus, batches: str, padding: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    d, v, meta = cfg.data, cfg.vocab, corpus.stats
+    src, tgt = d.src_lang, d.tgt_lang
+    roles = {d.train_split: "train", d.valid_split: "valid", d.test_split: "test"}
+    table = Table(title=f"{meta['source']} {src}→{tgt} ({'cached' if corpus.cached else 'built'})")
+    columns = ["split", "pairs", f"{src} tokens", f"{tgt} tokens", f"{src} OOV", f"{tgt} OOV"]
+    for column in columns + ["in train"]:
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for name, s in meta["splits"].items():
+        overlap = f"{s['overlap_pairs']:,}" if "overlap_pairs" in s else ""
+        label = roles[name] if d.source == "files" else name  # paths are long; roles say enough
+        table.add_row(label, f"{s['pairs']:,}", f"{s['src_tokens']:,}", f"{s['tgt_tokens']:,}",
+                      f"{s['src_oov']:.2%}", f"{s['tgt_oov']:.2%}", overlap)  # fmt: skip
+    how = f"BPE {v.bpe_size:,}" if v.kind == "bpe" else f"words, min_freq {v.min_freq}"
+    if v.bpe_dropout:
+        how += f"; BPE-dropout {v.bpe_dropout} resamples train every epoch, counts below are for "
+        how += "the full segmentation"
+    train = meta["splits"][d.train_split]
+    dropped = meta["train_dropped"]
+    lines = [
+        f"vocabulary: {src} {len(corpus.src_vocab):,}, {tgt} {len(corpus.tgt_vocab):,} "
+        f"({'joint ' if v.joint else ''}{how}, learned on {meta['vocab_pairs']:,} training pairs)",
+        f"train: read {train['read']:,} pairs, dropped {dropped['empty']:,} with an empty side, "
+        f"{dropped['duplicates']:,} duplicates"
+        + ("" if d.dedup else " (data.dedup off)")
+        + f", {dropped['too_long']:,} over {d.max_len} tokens"
+        + (f", {dropped['ratio']:,} with a length ratio over {d.max_ratio}" if d.max_ratio else ""),
+        "cleaned: "
+        + ", ".join(
+            f"{sum(s[k] for s in meta['splits'].values()):,} {what}"
+            for k, what in (
+                ("nfc", "lines made NFC"),
+                ("bom", "BOMs removed"),
+                ("whitespace", "lines with stray whitespace or \\r"),
+            )
+        ),  # fmt: skip
+    ]
+    for name, s in meta["splits"].items():
+        if s.get("overlap_pairs") or s.get("overlap_sources"):
+            lines.append(
+                f"warning: {s['overlap_pairs']:,} {roles[name]} pairs and "
+                f"{s['overlap_sources']:,} {roles[name]} source sentences also occur in train"
+            )
+    lines.append(
+        f"training batches at {d.max_tokens:,} tokens: {batches} per epoch, {padding:.1%} padding"
+    )
+    console = Console(soft_wrap=True)
+    console.print(table)
+    for line in lines:
+        console.print(line, markup=False, highlight=False)

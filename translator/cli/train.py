@@ -1,0 +1,99 @@
+"""`translator train`: one process, or several under torchrun."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from translator.cli.app import (
+    ConfigOpt,
+    SetOpt,
+    _check_at_least_one,
+    _fail,
+    _setup_logging,
+    app,
+    user_errors,
+)
+
+
+@app.command(
+    epilog="Examples: `translator train`, `translator train -c configs/tiny.yaml`, "
+    "`translator train --resume --run-dir runs/multi30k-20261125-120000`"
+)
+@user_errors
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the run [default: `runs/<config-name>-<timestamp>`]."),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --run-dir (default: the latest) where it stopped. "
+            "Only train.* budget and logging keys may be changed with --set.",
+        ),
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Data-parallel processes on this machine, launched with torchrun: one per GPU, "
+            "or CPU processes (gloo). data.max_tokens is per process."
+        ),
+    ] = 1,
+) -> None:
+    """Train a Transformer; prepares the data first when its cache is missing.
+
+    Stops at train.max_steps, train.max_epochs or train.max_minutes, whichever comes first.
+    Ctrl-C saves a checkpoint that `--resume` continues from. For several machines, start
+    `torchrun ... -m translator train` on each (see the README).
+    """
+    from translator.config import load_config
+    from translator.run_dir import STATE, latest_run, new_run_dir
+    from translator.train import Trainer, resume_config
+
+    _check_at_least_one(nproc=nproc)
+    _setup_logging()
+    if resume:
+        run_dir = run_dir or latest_run(needs=STATE)
+        if config is not None:
+            raise _fail("--resume takes the config from the run dir; drop --config", 2)
+        cfg = resume_config(run_dir, set_ or [])
+    else:
+        cfg = load_config(config, set_ or [])
+    if nproc > 1:
+        if not resume:  # prepare once here: the workers then only open the cache
+            from translator.corpus import prepare as prepare_corpus
+
+            prepare_corpus(cfg)
+        args = ["train", "--run-dir", str(run_dir or new_run_dir(cfg))]
+        args += ["--resume"] if resume else (["--config", str(config)] if config else [])
+        args += [x for pair in set_ or [] for x in ("--set", pair)]
+        args += [] if progress else ["--no-progress"]
+        raise typer.Exit(_torchrun(nproc, args))
+    trainer = Trainer(cfg, run_dir=run_dir, resume=resume, progress=progress)
+    trainer.train()
+    if trainer.stop_signal:  # saved and resumable, but not done: `train && evaluate` must stop
+        raise typer.Exit(128 + int(trainer.stop_signal))
+
+
+def _torchrun(nproc: int, args: list[str]) -> int:
+    """Run `translator <args>` in `nproc` processes with torchrun on this machine."""
+    import subprocess
+
+    env = dict(os.environ)
+    # torchrun would give each process one thread; share the cores out instead.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={nproc}", "-m", "translator", *args]
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:  # the workers got the Ctrl-C too, and save
+        return 130
