@@ -400,7 +400,7 @@ def joey_state(model, src_order: list[int], tgt_order: list[int]) -> dict:
     """Our model's tensors under the names of JoeyNMT's state dict (joeynmt/*.py modules)."""
     from torch import nn
 
-    from translator.model import PositionalEncoding
+    from translator.model import sinusoid_table
 
     state = {
         "src_embed.lut.weight": model.src_embed.lut.weight[src_order],
@@ -441,9 +441,8 @@ def joey_state(model, src_order: list[int], tgt_order: list[int]) -> dict:
         put("encoder.layer_norm", model.encoder.norm)
         put("decoder.layer_norm", model.decoder.norm)
     # JoeyNMT's checkpoints carry its position table: 5,000 rows of the same formula as ours.
-    state["encoder.pe.pe"] = state["decoder.pe.pe"] = PositionalEncoding(
-        model.d_model, 5000
-    ).pe.unsqueeze(0)
+    table = sinusoid_table(5000, model.d_model).unsqueeze(0)
+    state["encoder.pe.pe"] = state["decoder.pe.pe"] = table
     return {name: tensor.detach().clone() for name, tensor in state.items()}
 
 

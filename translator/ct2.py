@@ -80,7 +80,7 @@ def model_spec(run):
         target.gamma, target.beta = array(module.weight), array(module.bias)
 
     def positions(module) -> np.ndarray:
-        return array(module.pe if hasattr(module, "pe") else module.weight)
+        return array(module.weight)  # our own table, sinusoidal or learned
 
     def attention(target, module, cross: bool) -> None:
         q, kv, out = module.w_q, module.w_kv, module.w_o

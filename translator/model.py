@@ -185,35 +185,30 @@ def _check_length(length: int, max_len: int) -> None:
         )
 
 
-class PositionalEncoding(nn.Module):
-    """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(same), added to x."""
+def sinusoid_table(max_len: int, d_model: int) -> Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(same): (max_len, d)."""
+    pos = torch.arange(max_len, dtype=torch.float).unsqueeze(1)  # (L, 1)
+    inv_freq = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
+    table = torch.zeros(max_len, d_model)
+    table[:, 0::2] = torch.sin(pos * inv_freq)
+    table[:, 1::2] = torch.cos(pos * inv_freq)
+    return table
 
-    def __init__(self, d_model: int, max_len: int) -> None:
+
+class Positions(nn.Module):
+    """A vector per position, added to x: the paper's sinusoids, or (`learned`) trained ones,
+    its alternative, found to perform the same."""
+
+    def __init__(self, d_model: int, max_len: int, learned: bool = False) -> None:
         super().__init__()
-        self.max_len = max_len
-        pos = torch.arange(max_len, dtype=torch.float).unsqueeze(1)  # (L, 1)
-        inv_freq = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
-        pe = torch.zeros(max_len, d_model)
-        pe[:, 0::2] = torch.sin(pos * inv_freq)
-        pe[:, 1::2] = torch.cos(pos * inv_freq)
-        # Not persistent: it is a function of the shape, so checkpoints need not carry it.
-        self.register_buffer("pe", pe, persistent=False)
+        self.max_len, self.learned = max_len, learned
+        if learned:
+            self.weight = nn.Parameter(torch.empty(max_len, d_model))
+        else:  # not persistent: a function of the shape, so checkpoints need not carry it
+            self.register_buffer("weight", sinusoid_table(max_len, d_model), persistent=False)
 
     def forward(self, x: Tensor, start: int = 0) -> Tensor:
         """x (B, T, D) holds positions start..start+T-1."""
-        _check_length(start + x.size(1), self.max_len)
-        return x + self.pe[start : start + x.size(1)].to(x.dtype)
-
-
-class LearnedPositions(nn.Module):
-    """A trained vector per position (the paper's alternative, found to perform the same)."""
-
-    def __init__(self, d_model: int, max_len: int) -> None:
-        super().__init__()
-        self.max_len = max_len
-        self.weight = nn.Parameter(torch.empty(max_len, d_model))
-
-    def forward(self, x: Tensor, start: int = 0) -> Tensor:
         _check_length(start + x.size(1), self.max_len)
         return x + self.weight[start : start + x.size(1)].to(x.dtype)
 
@@ -401,9 +396,9 @@ class Transformer(nn.Module):
         self.pad_id, self.max_positions, self.d_model = pad_id, max_positions, d_model
         self.src_embed = Embeddings(src_vocab_size, d_model)
         self.tgt_embed = Embeddings(tgt_vocab_size, d_model)
-        positional = PositionalEncoding if cfg.positions == "sinusoidal" else LearnedPositions
-        self.src_pos = positional(d_model, max_positions)
-        self.tgt_pos = positional(d_model, max_positions)
+        learned = cfg.positions == "learned"
+        self.src_pos = Positions(d_model, max_positions, learned)
+        self.tgt_pos = Positions(d_model, max_positions, learned)
         self.dropout = Dropout(dropout)
         layer_args = dict(
             d_model=d_model,
@@ -435,7 +430,7 @@ class Transformer(nn.Module):
         for emb in (self.src_embed.lut.weight, self.tgt_embed.lut.weight):
             nn.init.normal_(emb, mean=0.0, std=self.d_model**-0.5)
         for pos in (self.src_pos, self.tgt_pos):
-            if isinstance(pos, LearnedPositions):
+            if pos.learned:
                 nn.init.normal_(pos.weight, mean=0.0, std=self.d_model**-0.5)
 
     def new_cache(self) -> DecoderCache:

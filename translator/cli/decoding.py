@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -28,6 +28,9 @@ from translator.cli.app import (
     app,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from translator.config import DecodeConfig
 
 
 @app.command(
@@ -91,14 +94,7 @@ def translate(
         engine=_check_engine(engine),
         threads=_load_threads(engine, threads, len(lines)),
     )
-    translator.options = translator.options.override(
-        beam_size=1 if greedy else beam,
-        length_penalty=alpha,
-        max_len=max_len,
-        batch_size=batch_size,
-        threads=threads,
-        nbest=nbest,
-    )
+    _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, threads, nbest=nbest)
     typer.echo(_what_decodes(translator), err=True)
     _warn_if_undertrained(translator)
     if plot_attention is not None:
@@ -184,13 +180,7 @@ def evaluate(
         engine=_check_engine(engine),
         threads=threads,
     )
-    translator.options = opts = translator.options.override(
-        beam_size=1 if greedy else beam,
-        length_penalty=alpha,
-        max_len=max_len,
-        batch_size=batch_size,
-        threads=threads,
-    )
+    opts = _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, threads)
     d = translator.cfg.data
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)
@@ -327,6 +317,22 @@ def _check_decoding(
         raise _fail(f"--alpha must be >= 0, got {alpha}", 2)
     if greedy and beam not in (None, 1):
         raise _fail(f"--greedy means --beam 1, not --beam {beam}: drop one", 2)
+
+
+def _apply_decoding(
+    translator, beam, greedy, alpha, max_len, batch_size, threads, nbest=None
+) -> DecodeConfig:
+    """The decoding flags over the run's `decode` options: what `translator` now decodes
+    with (the flags themselves are checked by `_check_decoding`)."""
+    translator.options = translator.options.override(
+        beam_size=1 if greedy else beam,
+        length_penalty=alpha,
+        max_len=max_len,
+        batch_size=batch_size,
+        threads=threads,
+        nbest=nbest,
+    )
+    return translator.options
 
 
 def _check_engine(engine: str) -> str:
