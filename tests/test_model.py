@@ -9,6 +9,7 @@ import torch
 from translator.model import (
     MultiHeadAttention,
     Transformer,
+    recording_attention,
     reference_attention,
     scaled_dot_product_attention,
 )
@@ -126,21 +127,34 @@ def test_embedding_tying_and_sharing():
 
 def test_recorded_cross_attention_weights():
     model = make_model()
-    for layer in model.decoder.layers:
-        layer.cross_attn.record_weights = True
     src_lens = [6, 3]
     src, tgt = random_batch(src_lens), random_batch([5, 5], seed=1)
-    with torch.no_grad():
+    with torch.no_grad(), recording_attention() as recorded_weights:
         recorded = model(src, tgt)
-        for layer in model.decoder.layers:
-            layer.cross_attn.record_weights = False
+    with torch.no_grad():
         fused = model(src, tgt)
     torch.testing.assert_close(recorded, fused)  # recording changes nothing but speed
-    weights = model.decoder.layers[-1].cross_attn.last_weights
-    assert isinstance(weights, torch.Tensor)
+    assert len(recorded_weights) == len(model.decoder.layers)  # cross-attention only
+    weights = model.cross_attention(src, tgt)[-1]
+    torch.testing.assert_close(weights, recorded_weights[-1].float())
     assert weights.shape == (2, 4, 5, 6)  # (B, heads, T, S)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 5))
     assert torch.all(weights[1, :, :, 3:] == 0)  # pad keys of the short source
+
+
+def test_attention_recorded_on_one_thread_stays_there():
+    """A server translates on several threads: one request's heatmap must not pick up the
+    weights of a batch decoding beside it."""
+    import threading
+
+    model = make_model()
+    src, tgt = random_batch([6, 3]), random_batch([5, 5], seed=1)
+    other = threading.Thread(target=lambda: [model(src, tgt) for _ in range(20)])
+    with torch.no_grad(), recording_attention() as weights:
+        other.start()
+        model(src, tgt)
+        other.join()
+    assert len(weights) == len(model.decoder.layers)
 
 
 def test_multi_head_attention_rejects_bad_heads():

@@ -16,7 +16,9 @@ real target position, so the decoder's self-attention needs no padding mask.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -115,16 +117,35 @@ class DecoderCache:
         self.memory_rows = rows
 
 
+# Per thread, where recording modules put their attention weights (a list), or nothing: a
+# server translating on several threads must not mix one request's weights into another's.
+_recording = threading.local()
+
+
+@contextmanager
+def recording_attention() -> Iterator[list[Tensor]]:
+    """Within the block, this thread's recording attention modules append their weights to the
+    yielded list, in call order."""
+    _recording.weights = weights = []
+    try:
+        yield weights
+    finally:
+        _recording.weights = None
+
+
 class MultiHeadAttention(nn.Module):
     """MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
     head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i).
 
     W^K and W^V are stacked in one matrix because they always read the same input.
-    With `record_weights = True` the attention weights of the last call, (B, h, T, S), are kept
-    in `last_weights` (computed by `reference_attention`, so slower; for plots only).
+    A module made with `records=True` (the decoder's cross-attention) hands its weights
+    (B, h, T, S) to `recording_attention` when this thread asked for them (computed by
+    `reference_attention`, so slower; for heatmaps only).
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, dropout: float = 0.0, records: bool = False
+    ) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
@@ -132,8 +153,7 @@ class MultiHeadAttention(nn.Module):
         self.w_q = nn.Linear(d_model, d_model)
         self.w_kv = nn.Linear(d_model, 2 * d_model)
         self.w_o = nn.Linear(d_model, d_model)
-        self.record_weights = False
-        self.last_weights: Tensor | None = None
+        self.records = records
 
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         b, s, _ = x.shape
@@ -169,9 +189,10 @@ class MultiHeadAttention(nn.Module):
                     k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
                 cache.k, cache.v = k, v
         p = self.dropout if self.training else 0.0
-        if self.record_weights:
+        sink = getattr(_recording, "weights", None) if self.records else None
+        if sink is not None:
             out, weights = reference_attention(q, k, v, mask, is_causal=is_causal, dropout_p=p)
-            self.last_weights = weights.detach()
+            sink.append(weights.detach())
         else:
             out = scaled_dot_product_attention(q, k, v, mask, is_causal=is_causal, dropout_p=p)
         return self.w_o(out.transpose(1, 2).reshape(b, t, d))  # (B, h, T, d_k) -> (B, T, D)
@@ -308,7 +329,7 @@ class DecoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, records=True)
         self.ffn = FeedForward(d_model, d_ff, activation_dropout)
         self.sublayers = nn.ModuleList(
             [SublayerConnection(d_model, dropout, pre_norm) for _ in range(3)]
@@ -440,15 +461,9 @@ class Transformer(nn.Module):
     def cross_attention(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """The decoder's attention over the source in one teacher-forced pass:
         (layers, B, heads, T, S), each row a distribution over the source positions."""
-        layers = [layer.cross_attn for layer in self.decoder.layers]
-        for attn in layers:
-            attn.record_weights = True
-        try:
+        with recording_attention() as weights:
             self(src, tgt_in)
-            return torch.stack([attn.last_weights.float() for attn in layers])
-        finally:
-            for attn in layers:
-                attn.record_weights, attn.last_weights = False, None
+        return torch.stack([w.float() for w in weights])
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """src (B, S), tgt_in (B, T) token ids -> logits (B, T, V_tgt)."""
