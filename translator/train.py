@@ -12,7 +12,6 @@ continued run matches an uninterrupted one bit for bit).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
@@ -25,23 +24,23 @@ import torch
 from translator import run_dir as rd
 from translator.allocator import keep_freed_memory
 from translator.average import average_into
-from translator.batching import make_batch, sampler_for
+from translator.batching import sampler_for
 from translator.config import Config, ConfigError
 from translator.corpus import prepare
 from translator.device import dtype_name, resolve_device, resolve_precision
 from translator.distributed import Distributed
-from translator.errors import UserError
-from translator.evaluate import references_for, score
+from translator.evaluate import references_for
 from translator.files import atomic_write_text
-from translator.loss import dropout_consistency_loss, sequence_loss
 from translator.model import Transformer
 from translator.optim import build_optimizer
 from translator.plots import plot_curves
 from translator.schedule import Position, extended, learning_rate, limit_met, planned_steps
 from translator.signals import StopOnSignal
 from translator.sources import read_texts
+from translator.step import OptimizerStep, TrainingError, autocast
 from translator.train_log import Progress, StepWindow
 from translator.translate import Translator
+from translator.validation import Validator
 
 log = logging.getLogger("translator")
 
@@ -77,10 +76,6 @@ def resume_config(path: Path, overrides: list[str]) -> Config:
     return config_from_dict(raw, source=str(path / rd.CONFIG))
 
 
-class TrainingError(UserError, RuntimeError):
-    """Training cannot go on (out of memory, losses that stay NaN); saved files stay intact."""
-
-
 MAX_NONFINITE_IN_A_ROW = 10
 
 
@@ -91,13 +86,6 @@ def _check_writable(path: Path) -> None:
         (path / ".write-test").unlink()
     except OSError as err:
         raise rd.RunError(f"cannot write to run dir {path}: {err.strerror or err}") from None
-
-
-def _is_out_of_memory(err: RuntimeError) -> bool:
-    text = str(err)
-    return isinstance(err, torch.OutOfMemoryError) or any(
-        marker in text for marker in ("out of memory", "can't allocate memory")
-    )
 
 
 class Trainer:
@@ -218,6 +206,10 @@ class Trainer:
         self.translator = Translator(
             self.model, self.cfg, self.src_vocab, self.tgt_vocab, self.subword
         )
+        self.validator = Validator(
+            self.cfg, self.valid_pairs, self.valid_src, self.valid_refs, self.translator,
+            self.device, self.amp_dtype,
+        )  # fmt: skip
         self.optimizer = build_optimizer(self.model, t, self.device)
         # A grad scaler only for fp16 on CUDA; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(
@@ -233,9 +225,7 @@ class Trainer:
         self.forward = torch.compile(wrapped) if t.compile else wrapped
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -343,78 +333,26 @@ class Trainer:
         return self._validated_step == self.step and averaged
 
     def train_step(self, group: list[np.ndarray]) -> tuple[torch.Tensor, int, int]:
-        """One optimizer step over `group` (accumulated batches).
-
-        Returns the summed loss and the target and source tokens it covered. A step whose loss
-        or gradient is not finite changes nothing and returns (0, 0, 0); too many of those in a
-        row stop training. Checking costs one device sync per step.
-        """
-        t, pad = self.cfg.train, self.tgt_vocab.pad_id
-        total, n_tgt, n_src = torch.zeros((), device=self.device), 0, 0
+        """One optimizer step over `group` (accumulated batches): the summed loss and the target
+        and source tokens it covered. A step whose loss or gradient is not finite changes
+        nothing and returns (0, 0, 0); too many of those in a row stop training."""
         self.step += 1
-        lr = learning_rate(self.step, t, self.planned_steps)
-        for param_group in self.optimizer.param_groups:
-            param_group["lr"] = lr
-        for i, indices in enumerate(group):
-            batch = make_batch(
-                self.train_pairs, indices, pad, self.tgt_vocab.sos_id, self.tgt_vocab.eos_id
-            )
-            if self.device.type == "cuda":
-                batch = batch.pin_memory()  # lets the copy overlap with compute
-            batch = batch.to(self.device, non_blocking=True)
-            # DDP averages gradients once per step, after the group's last batch.
-            accumulating = self.ddp is not None and i < len(group) - 1
-            with (
-                self._out_of_memory_hint(batch),
-                self.ddp.no_sync() if accumulating else contextlib.nullcontext(),
-            ):
-                loss, objective = self._batch_loss(batch)
-                self.scaler.scale(objective / (batch.n_tokens * len(group))).backward()
-            total += loss.detach()
-            n_tgt += batch.n_tokens
-            n_src += batch.n_src_tokens
-        self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm or math.inf)
-        self.grad_norm = norm.item()  # before clipping; logged as grad_norm and clipped
-        # With fp16 the grad scaler skips overflowing steps itself (and lowers its scale).
-        finite = math.isfinite(total.item()) and (
-            self.scaler.is_enabled() or math.isfinite(self.grad_norm)
-        )
-        if not finite:
+        lr = learning_rate(self.step, self.cfg.train, self.planned_steps)
+        # Built from the trainer's current parts each step: wrappers (and tests) may swap them.
+        stepper = OptimizerStep(
+            self.cfg, self.model, self.forward, self.optimizer, self.scaler, self.ddp,
+            self.device, self.amp_dtype, self.tgt_vocab,
+        )  # fmt: skip
+        result = stepper(self.train_pairs, group, lr)
+        self.grad_norm = result.grad_norm  # before clipping; logged as grad_norm and clipped
+        if not result.applied:
             self._skip_step()
-            return torch.zeros((), device=self.device), 0, 0
-        self.nonfinite_in_a_row = 0
-        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if scale is not None and self.scaler.get_scale() < scale:
-            self.skipped_steps += 1
-        self.optimizer.zero_grad(set_to_none=True)
-        return total, n_tgt, n_src
-
-    def _batch_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch's summed cross-entropy, and the objective to minimise (summed, per batch).
-
-        With R-Drop the batch goes through the model twice, as one doubled batch so that the
-        two passes draw different dropout masks; the objective is the mean of the two
-        cross-entropies plus `train.rdrop` times the KL between the passes (R-Drop's weighting).
-        """
-        t, pad = self.cfg.train, self.tgt_vocab.pad_id
-        if not t.rdrop:
-            with self._autocast():
-                logits = self.forward(batch.src, batch.tgt_in)
-            loss = sequence_loss(logits, batch.tgt_out, pad, t.label_smoothing)
-            return loss, loss
-        with self._autocast():
-            logits = self.forward(batch.src.repeat(2, 1), batch.tgt_in.repeat(2, 1))
-        logits = logits.float()  # once, so that both losses read the same fp32 copy
-        both = sequence_loss(logits, batch.tgt_out.repeat(2, 1), pad, t.label_smoothing)
-        first, second = logits.chunk(2)
-        consistency = dropout_consistency_loss(first, second, batch.tgt_out, pad)
-        return both / 2, (both + t.rdrop * consistency) / 2  # R-Drop's loss, halved
+        else:
+            self.nonfinite_in_a_row = 0
+            self.skipped_steps += result.overflowed
+        return result.loss, result.n_tgt, result.n_src
 
     def _skip_step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
         self.skipped_steps += 1
         self.nonfinite_in_a_row += 1
         log.warning("step %d: loss or gradient is NaN/inf; step skipped", self.step)
@@ -424,24 +362,6 @@ class Trainer:
                 f"(step {self.step}); stopped. {self.run_dir} keeps the last good checkpoint; "
                 "try a lower train.lr or train.precision=fp32"
             )
-
-    @contextlib.contextmanager
-    def _out_of_memory_hint(self, batch):
-        try:
-            yield
-        except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError too
-            if not _is_out_of_memory(err):
-                raise
-            rows, cols = batch.tgt_in.shape
-            raise TrainingError(
-                f"out of memory on a batch of {rows} sentences x {max(cols, batch.src.shape[1])} "
-                f"tokens ({self.device}); lower data.max_tokens (now {self.cfg.data.max_tokens})"
-                + (
-                    " or turn train.rdrop off (it doubles the batch)"
-                    if self.cfg.train.rdrop
-                    else ""
-                )
-            ) from None
 
     def _agreed_stop(self) -> str | None:
         """This rank's reason to stop, or another rank's: all ranks stop at the same step."""
@@ -499,26 +419,11 @@ class Trainer:
             bar.show(record, self.elapsed_s)
         window.reset()
 
-    @torch.inference_mode()
     def validation_loss(self) -> float:
-        self.model.eval()
-        pad, total, tokens = self.tgt_vocab.pad_id, 0.0, 0
-        sampler = sampler_for(self.valid_pairs, self.cfg.data.max_tokens, None, 0, 1)
-        for indices in sampler.epoch(0):
-            batch = make_batch(
-                self.valid_pairs, indices, pad, self.tgt_vocab.sos_id, self.tgt_vocab.eos_id
-            ).to(self.device)
-            with self._autocast():
-                logits = self.model(batch.src, batch.tgt_in)
-            total += sequence_loss(logits, batch.tgt_out, pad, 0.0).item()
-            tokens += batch.n_tokens
-        self.model.train()
-        return total / max(tokens, 1)
+        return self.validator.loss()
 
     def validation_bleu(self) -> float:
-        with self._autocast():
-            hyps = self.translator.translate(self.valid_src, beam_size=1)
-        return score(hyps, self.valid_refs, literature=False)["bleu"]
+        return self.validator.bleu()
 
     def _validate_and_save(self) -> None:
         started = time.perf_counter()

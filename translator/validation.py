@@ -1,0 +1,54 @@
+"""Validation: the loss and the greedy BLEU of a model on the validation split.
+
+    validator = Validator(cfg, pairs, sources, references, translator, device, amp_dtype)
+    validator.loss(), validator.bleu()
+
+The loss is per target token without label smoothing; BLEU is sacreBLEU's on detokenized greedy
+translations (the references lowercased for a model trained on lowercased text). The model is
+left in training mode.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from translator.batching import make_batch, sampler_for
+from translator.config import Config
+from translator.evaluate import score
+from translator.loss import sequence_loss
+from translator.step import autocast
+
+
+class Validator:
+    def __init__(
+        self,
+        cfg: Config,
+        pairs,  # the validation split's ids (corpus.ParallelIds), filtered to fit the model
+        sources: list[str],
+        references: list[str],
+        translator,  # translate.Translator around the model being trained
+        device: torch.device,
+        amp_dtype: torch.dtype | None,
+    ) -> None:
+        self.cfg, self.pairs, self.sources, self.references = cfg, pairs, sources, references
+        self.translator, self.device, self.amp_dtype = translator, device, amp_dtype
+
+    @torch.inference_mode()
+    def loss(self) -> float:
+        model, vocab = self.translator.model, self.translator.tgt_vocab
+        model.eval()
+        total, tokens = 0.0, 0
+        for indices in sampler_for(self.pairs, self.cfg.data.max_tokens, None, 0, 1).epoch(0):
+            batch = make_batch(self.pairs, indices, vocab.pad_id, vocab.sos_id, vocab.eos_id)
+            batch = batch.to(self.device)
+            with autocast(self.device, self.amp_dtype):
+                logits = model(batch.src, batch.tgt_in)
+            total += sequence_loss(logits, batch.tgt_out, vocab.pad_id, 0.0).item()
+            tokens += batch.n_tokens
+        model.train()
+        return total / max(tokens, 1)
+
+    def bleu(self) -> float:
+        with autocast(self.device, self.amp_dtype):
+            hyps = self.translator.translate(self.sources, beam_size=1)
+        return score(hyps, self.references, literature=False)["bleu"]
