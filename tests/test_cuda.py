@@ -46,7 +46,7 @@ def test_fp16_overflow_steps_are_skipped_and_counted(toy_data, tmp_path):
     )
     trainer.setup()
     trainer.scaler = torch.amp.GradScaler("cuda", init_scale=2.0**40)  # overflows at once
-    batches = trainer.sampler.epoch(0)
+    batches = trainer.data.sampler.epoch(0)
     for i in range(3):
         trainer.train_step([batches[i]])
     assert trainer.skipped_steps >= 1

@@ -353,11 +353,11 @@ def test_bpe_dropout_trains_on_a_new_segmentation_every_epoch(toy_data, monkeypa
     trainer = Trainer(cfg, progress=False)
     trainer.train()
     assert len(samples) == trainer.epoch == 3
-    full = trainer.corpus.splits["train"]
+    full = trainer.data.corpus.splits["train"]
     assert all(len(s.tgt.ids) > len(full.tgt.ids) for s in samples)  # finer than the full BPE
     assert len({len(s.tgt.ids) for s in samples}) > 1  # and different every epoch (sampled)
     last, _ = samples[-1].filter_length(cfg.data.max_len)
-    assert (trainer.train_pairs.tgt.ids == last.tgt.ids).all()  # the last epoch trained on it
+    assert (trainer.data.train_pairs.tgt.ids == last.tgt.ids).all()  # the last epoch trained on it
 
 
 def test_patience_stops_a_run_that_no_longer_improves(toy_data):
@@ -404,7 +404,7 @@ def test_accumulated_gradients_are_averaged_over_the_group(toy_data, tmp_path):
         )
         trainer.setup()
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-        batch = trainer.sampler.epoch(0)[0]
+        batch = trainer.data.sampler.epoch(0)[0]
         trainer.train_step([batch] * accumulate)
         moves.append({n: p.detach() - before[n] for n, p in trainer.model.named_parameters()})
     for name, move in moves[0].items():

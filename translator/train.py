@@ -24,21 +24,18 @@ import torch
 from translator import run_dir as rd
 from translator.allocator import keep_freed_memory
 from translator.average import average_into
-from translator.batching import sampler_for
 from translator.config import Config, ConfigError
-from translator.corpus import prepare
 from translator.device import dtype_name, resolve_device, resolve_precision
 from translator.distributed import Distributed
-from translator.evaluate import references_for
 from translator.files import atomic_write_text
 from translator.model import Transformer
 from translator.optim import build_optimizer
 from translator.plots import plot_curves
 from translator.schedule import Position, extended, learning_rate, limit_met, planned_steps
 from translator.signals import StopOnSignal
-from translator.sources import read_texts
 from translator.step import OptimizerStep, TrainingError, autocast
 from translator.train_log import Progress, StepWindow
+from translator.training_data import TrainingData
 from translator.translate import Translator
 from translator.validation import Validator
 
@@ -145,69 +142,26 @@ class Trainer:
         if self.resume:
             self._load_state()
         elif self.dist.is_main:
-            rd.write_bundle_files(self.run_dir, cfg, self.src_vocab, self.tgt_vocab, self.subword)
+            data = self.data
+            rd.write_bundle_files(self.run_dir, cfg, data.src_vocab, data.tgt_vocab, data.subword)
 
     def _setup_data(self) -> None:
-        d = self.cfg.data
-        corpus = prepare(self.cfg)
-        self.src_vocab, self.tgt_vocab = corpus.src_vocab, corpus.tgt_vocab
-        self.subword = corpus.subword
+        self.data = TrainingData(self.cfg, self.dist)
         if self.resume:
-            saved = (
-                rd.Vocab.from_file(self.run_dir / rd.SRC_VOCAB),
-                rd.Vocab.from_file(self.run_dir / rd.TGT_VOCAB),
-            )
-            if saved != (self.src_vocab, self.tgt_vocab):
-                raise rd.RunError(
-                    f"the data now gives other vocabularies than {self.run_dir} "
-                    "was trained with; cannot resume"
-                )
-        self.corpus = corpus
-        self._set_train_pairs(corpus.splits[d.train_split], log_dropped=True)
-        self.valid_pairs, _ = corpus.splits[d.valid_split].filter_length(
-            self.cfg.model.max_positions - 2
-        )
-        src, refs = read_texts(self.cfg, d.valid_split)
-        limit = self.cfg.train.valid_max_sentences
-        self.valid_src, self.valid_refs = src[:limit], references_for(refs[:limit], d.lowercase)
-
-    def _set_train_pairs(self, pairs, log_dropped: bool = False) -> None:
-        d = self.cfg.data
-        self.train_pairs, dropped = pairs.filter_length(d.max_len)
-        if dropped and log_dropped:
-            log.info(
-                "dropped %d training pairs with an empty side or over %d tokens", dropped, d.max_len
-            )
-        self.sampler = sampler_for(
-            self.train_pairs,
-            d.max_tokens,
-            d.max_sentences,
-            self.cfg.train.seed,
-            d.pool_batches,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            accumulate=self.cfg.train.accumulate,
-        )
-
-    def _sample_segmentation(self) -> None:
-        """BPE-dropout: segment train anew for this epoch; all ranks take rank 0's sample, so that
-        they agree on the batches (a resumed epoch samples anew)."""
-        sampled = (
-            self.corpus.sample_train(self.cfg.vocab.bpe_dropout) if self.dist.is_main else None
-        )
-        self._set_train_pairs(self.dist.broadcast(sampled))
+            self.data.check_same_vocabularies(self.run_dir)
 
     def _setup_model(self) -> None:
         t = self.cfg.train
+        data = self.data
         self.model = Transformer(
-            self.cfg.model, len(self.src_vocab), len(self.tgt_vocab), self.src_vocab.pad_id
+            self.cfg.model, len(data.src_vocab), len(data.tgt_vocab), data.src_vocab.pad_id
         ).to(self.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.translator = Translator(
-            self.model, self.cfg, self.src_vocab, self.tgt_vocab, self.subword
+            self.model, self.cfg, data.src_vocab, data.tgt_vocab, data.subword
         )
         self.validator = Validator(
-            self.cfg, self.valid_pairs, self.valid_src, self.valid_refs, self.translator,
+            self.cfg, data.valid_pairs, data.valid_src, data.valid_refs, self.translator,
             self.device, self.amp_dtype,
         )  # fmt: skip
         self.optimizer = build_optimizer(self.model, t, self.device)
@@ -266,8 +220,8 @@ class Trainer:
             try:
                 while stop_reason is None:
                     if self.cfg.vocab.bpe_dropout:
-                        self._sample_segmentation()
-                    batches = self.sampler.epoch(self.epoch)
+                        self.data.resample_segmentation()
+                    batches = self.data.sampler.epoch(self.epoch)
                     self._epoch_batches = len(batches)
                     if self.planned_steps is None:  # first epoch since start or resume
                         # elapsed_s is 0, or the saved one: the same on every rank
@@ -341,9 +295,9 @@ class Trainer:
         # Built from the trainer's current parts each step: wrappers (and tests) may swap them.
         stepper = OptimizerStep(
             self.cfg, self.model, self.forward, self.optimizer, self.scaler, self.ddp,
-            self.device, self.amp_dtype, self.tgt_vocab,
+            self.device, self.amp_dtype, self.data.tgt_vocab,
         )  # fmt: skip
-        result = stepper(self.train_pairs, group, lr)
+        result = stepper(self.data.train_pairs, group, lr)
         self.grad_norm = result.grad_norm  # before clipping; logged as grad_norm and clipped
         if not result.applied:
             self._skip_step()
