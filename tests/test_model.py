@@ -229,3 +229,38 @@ def test_activation_dropout_sets_the_ffn_dropout_only(activation_dropout, ffn_p)
         ffn = model.encoder.layers[0].ffn.train()
         x = torch.randn(3, 5, TINY.d_model)
         assert torch.equal(ffn(x), ffn(x))
+
+
+NOISE = dict(word_dropout=0.3, word_dropout_tgt=0.3, word_replace=0.3, word_replace_tgt=0.3)
+
+
+@pytest.mark.parametrize("noise", [NOISE, dict(layerdrop=0.5)], ids=["input noise", "layerdrop"])
+def test_training_noise_acts_in_training_only(noise):
+    """Input noise and LayerDrop change what a training step sees; decoding, in eval mode, is
+    exactly the model without them (same weights)."""
+    quiet = make_model(dropout=0.0)
+    noisy = make_model(dropout=0.0, **noise)
+    noisy.load_state_dict(quiet.state_dict())
+    src, tgt = random_batch([6, 3], seed=2), random_batch([5, 5], seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(noisy.eval()(src, tgt), quiet.eval()(src, tgt))
+        noisy.train()
+        torch.manual_seed(0)
+        first = noisy(src, tgt)
+        torch.manual_seed(1)
+        second = noisy(src, tgt)
+    assert not torch.allclose(first, second)  # each step draws new noise
+    assert not torch.allclose(first, quiet.eval()(src, tgt))
+
+
+def test_input_noise_spares_padding_and_specials():
+    model = make_model(dropout=0.0, word_replace=1.0, word_dropout=0.0).train()
+    captured = []
+    model.src_embed.register_forward_hook(lambda module, args, out: captured.append(args[0]))
+    src = random_batch([6, 3], seed=4)
+    src[0, 0] = 3  # an <eos> (a special) among the words
+    model.encode(src)
+    (seen,) = captured
+    specials = src < 4
+    assert torch.equal(seen[specials], src[specials])  # pad and specials kept
+    assert (seen[~specials] != src[~specials]).float().mean() > 0.5  # words replaced

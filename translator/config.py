@@ -87,6 +87,12 @@ class ModelConfig:
     norm: str = "post"  # post (the paper) | pre
     tie_target_embeddings: bool = True  # target embedding = output projection
     share_all_embeddings: bool = False  # source embedding too (needs equal vocab sizes)
+    # Training-time noise (off until measured to help; decoding never sees it):
+    word_dropout: float = 0.0  # chance to zero a source token's embedding
+    word_dropout_tgt: float = 0.0  # ... a decoder input token's (teacher forcing)
+    word_replace: float = 0.0  # chance to replace a source token by a random one
+    word_replace_tgt: float = 0.0  # ... a decoder input token
+    layerdrop: float = 0.0  # chance to skip each encoder and decoder layer (Fan et al., 2019)
 
 
 @dataclass(frozen=True)
@@ -391,6 +397,11 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         ("model.dropout", m.dropout),
         ("model.attention_dropout", m.attention_dropout),
         ("model.activation_dropout", m.activation_dropout or 0.0),
+        ("model.word_dropout", m.word_dropout),
+        ("model.word_dropout_tgt", m.word_dropout_tgt),
+        ("model.word_replace", m.word_replace),
+        ("model.word_replace_tgt", m.word_replace_tgt),
+        ("model.layerdrop", m.layerdrop),
         ("train.label_smoothing", t.label_smoothing),
         ("vocab.bpe_dropout", v.bpe_dropout),
     ]:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from translator.vocab import SPECIALS
+
 if TYPE_CHECKING:
     from translator.config import ModelConfig
 
@@ -354,18 +356,29 @@ class DecoderLayer(nn.Module):
         return self.sublayers[2](x, self.ffn)
 
 
+def _kept(layers: nn.ModuleList, layerdrop: float, training: bool):
+    """The layers that run: in training each is skipped with chance `layerdrop` (LayerDrop)."""
+    if not (training and layerdrop):
+        return list(enumerate(layers))
+    keep = torch.rand(len(layers)) >= layerdrop
+    return [(i, layer) for i, layer in enumerate(layers) if keep[i]]
+
+
 class Encoder(nn.Module):
     """A stack of N EncoderLayers (plus a final LayerNorm when pre-norm)."""
 
-    def __init__(self, n_layers: int, d_model: int, pre_norm: bool, **layer_args) -> None:
+    def __init__(
+        self, n_layers: int, d_model: int, pre_norm: bool, layerdrop: float = 0.0, **layer_args
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             [EncoderLayer(d_model, pre_norm=pre_norm, **layer_args) for _ in range(n_layers)]
         )
         self.norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
+        self.layerdrop = layerdrop
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        for layer in self.layers:
+        for _, layer in _kept(self.layers, self.layerdrop, self.training):
             x = layer(x, mask)
         return self.norm(x)
 
@@ -373,12 +386,15 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """A stack of N DecoderLayers (plus a final LayerNorm when pre-norm)."""
 
-    def __init__(self, n_layers: int, d_model: int, pre_norm: bool, **layer_args) -> None:
+    def __init__(
+        self, n_layers: int, d_model: int, pre_norm: bool, layerdrop: float = 0.0, **layer_args
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             [DecoderLayer(d_model, pre_norm=pre_norm, **layer_args) for _ in range(n_layers)]
         )
         self.norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
+        self.layerdrop = layerdrop
 
     def forward(
         self,
@@ -391,10 +407,28 @@ class Decoder(nn.Module):
     ) -> Tensor:
         if cache is not None and not cache.layers:
             cache.layers = [(AttentionCache(), AttentionCache()) for _ in self.layers]
-        for i, layer in enumerate(self.layers):
+        for i, layer in _kept(self.layers, self.layerdrop, self.training):
             layer_cache = cache.layers[i] if cache is not None else None
             x = layer(x, memory, self_mask, is_causal, cross_mask, layer_cache)
         return self.norm(x)
+
+
+def _noisy(embed: Embeddings, ids: Tensor, drop: float, replace: float) -> Tensor:
+    """The embeddings of `ids`, with input noise while training: each word (specials are kept)
+    is replaced by a random word with chance `replace`, and its embedding zeroed with chance
+    `drop` (Takase & Kiyono, 2021)."""
+    if not (embed.training and (drop or replace)):
+        return embed(ids)
+    word = ids >= len(SPECIALS)
+    if replace:
+        swap = word & (torch.rand(ids.shape, device=ids.device) < replace)
+        random = torch.randint_like(ids, len(SPECIALS), embed.lut.num_embeddings)
+        ids = torch.where(swap, random, ids)
+    x = embed(ids)
+    if drop:
+        zeroed = word & (torch.rand(ids.shape, device=ids.device) < drop)
+        x = x.masked_fill(zeroed.unsqueeze(-1), 0.0)
+    return x
 
 
 class Transformer(nn.Module):
@@ -432,8 +466,9 @@ class Transformer(nn.Module):
             if cfg.activation_dropout is None
             else cfg.activation_dropout,
         )
-        self.encoder = Encoder(cfg.encoder_layers, **layer_args)
-        self.decoder = Decoder(cfg.decoder_layers, **layer_args)
+        self.encoder = Encoder(cfg.encoder_layers, layerdrop=cfg.layerdrop, **layer_args)
+        self.decoder = Decoder(cfg.decoder_layers, layerdrop=cfg.layerdrop, **layer_args)
+        self.noise = cfg  # the word_dropout / word_replace rates, read in training only
         self.generator = nn.Linear(d_model, tgt_vocab_size, bias=False)  # logits = x Eᵀ
         self._reset_parameters()
         # Tie after init so that both names point at the one embedding-initialised matrix.
@@ -474,7 +509,8 @@ class Transformer(nn.Module):
         """src (B, S) -> (memory (B, S, D), src_pad_mask (B, S) with True = pad)."""
         src_pad_mask = src == self.pad_id
         attend = ~src_pad_mask[:, None, None, :]  # (B, 1, 1, S): same keys for every head/query
-        x = self.dropout(self.src_pos(self.src_embed(src)))
+        n = self.noise
+        x = self.dropout(self.src_pos(_noisy(self.src_embed, src, n.word_dropout, n.word_replace)))
         return self.encoder(x, attend), src_pad_mask
 
     def decode(
@@ -492,7 +528,9 @@ class Transformer(nn.Module):
         """
         start = cache.length if cache is not None else 0
         t = tgt_in.size(1)
-        x = self.dropout(self.tgt_pos(self.tgt_embed(tgt_in), start))
+        n = self.noise
+        words = _noisy(self.tgt_embed, tgt_in, n.word_dropout_tgt, n.word_replace_tgt)
+        x = self.dropout(self.tgt_pos(words, start))
         if cache is not None and cache.cross_mask is not None:
             cross_mask = cache.cross_mask
         else:

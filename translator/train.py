@@ -174,7 +174,11 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             local = [self.dist.local_rank] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=local)
+            # A layer LayerDrop skipped has no gradient in that step: DDP must not wait for it.
+            unused = bool(self.cfg.model.layerdrop)
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=local, find_unused_parameters=unused
+            )
         wrapped = self.ddp or self.model
         self.forward = torch.compile(wrapped) if t.compile else wrapped
 
