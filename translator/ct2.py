@@ -185,16 +185,9 @@ class CTranslate2Translator(Translator):
     engine = "ctranslate2"
 
     def __init__(self, ct2_translator, bundle, info: dict, path: Path):
+        super().__init__(None, bundle.cfg, bundle.src_vocab, bundle.tgt_vocab, bundle.subword)
         self.ct2, self.info, self.export_dir = ct2_translator, info, path
-        self.cfg, self.src_vocab, self.tgt_vocab = bundle.cfg, bundle.src_vocab, bundle.tgt_vocab
-        from translator.tokenization import Tokenizer
-
-        self.tokenizer = Tokenizer(self.cfg.data.src_lang, self.cfg.data.lowercase)
-        self.subword = bundle.subword
-        self.options = self.cfg.decode
-        self.max_source_tokens = self.cfg.model.max_positions - 1
-        self.run_dir, self.weights, self.ensemble = Path(info["run"]), info["weights"], []
-        self.model = None
+        self.run_dir, self.weights = Path(info["run"]), info["weights"]
 
     @classmethod
     def load(
@@ -277,10 +270,7 @@ class CTranslate2Translator(Translator):
         layer's cross-attention, heads averaged (as exported), without the source's <eos>."""
         import numpy as np
 
-        opts = self.options.override(**options)
-        (ids,) = self._encode([text])
-        if not ids:
-            raise InputError("nothing to plot: the input is empty")
+        opts, ids = self._one_source(text, options)
         ((result, (hyp, *_)),) = self._run([ids], opts, 1, attention=True)
         weights = np.asarray(result.attention[0], dtype=np.float32)[: len(hyp) + 1]
         src_tokens = [self.src_vocab.itos[i] for i in ids] + ["<eos>"]

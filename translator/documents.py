@@ -79,8 +79,7 @@ def _sentences(line: str, nlp) -> list[str]:
     stands inside the line (most requests hold one sentence, and are answered sooner)."""
     if not line:
         return []
-    body = line.rstrip(TRAILING)
-    if not any(char in _punct_chars(nlp) for char in body):
+    if _punct_chars(nlp).isdisjoint(line.rstrip(TRAILING)):
         return [line]
     return [s.text.strip() for s in nlp(line).sents if s.text.strip()]
 
@@ -88,8 +87,8 @@ def _sentences(line: str, nlp) -> list[str]:
 TRAILING = " \t.!?…\"'”’»)]"  # what may end a single sentence
 
 
-def _punct_chars(nlp) -> set[str]:
-    return set(nlp.get_pipe("sentencizer").punct_chars)
+def _punct_chars(nlp) -> frozenset[str]:
+    return frozenset(nlp.get_pipe("sentencizer").punct_chars)
 
 
 def fit(sentence: str, count_pieces: Callable[[str], int], limit: int) -> list[str]:

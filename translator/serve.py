@@ -294,20 +294,15 @@ def create_app(translator, settings: ServeSettings | None = None):
             ]
             yield doc, ranked
 
-    def options(beam: int | None, alpha: float | None) -> tuple[int, float]:
-        dec = translator.options
-        return (
-            dec.beam_size if beam is None else beam,
-            dec.length_penalty if alpha is None else alpha,
-        )
-
     @app.post("/v1/translate")
     async def translate_v1(request: TranslateRequest):
         started = time.perf_counter()
         texts = [request.text] if isinstance(request.text, str) else request.text
         if not texts:
             raise ServeError(422, "text is an empty list")
-        beam, alpha = options(request.beam_size, request.alpha)
+        asked = dict(beam_size=request.beam_size, length_penalty=request.alpha)
+        opts = translator.options.override(**asked)
+        beam, alpha = opts.beam_size, opts.length_penalty
         if beam > settings.max_beam or request.nbest > settings.max_nbest:
             raise ServeError(
                 422,
@@ -346,9 +341,11 @@ def create_app(translator, settings: ServeSettings | None = None):
             "weights": [[round(float(x), 4) for x in row] for row in weights[-1]],
         }
 
+    card = model_card(translator, settings)  # the served model does not change
+
     @app.get("/v1/info")
     async def info():
-        return model_card(translator, settings)
+        return card
 
     @app.get("/health")
     async def health():
@@ -370,7 +367,7 @@ def create_app(translator, settings: ServeSettings | None = None):
         if request.alternatives >= settings.max_nbest:
             raise ServeError(400, f"alternatives must be below {settings.max_nbest}")
         n = 1 + request.alternatives
-        beam, alpha = options(None, None)
+        beam, alpha = translator.options.beam_size, translator.options.length_penalty
         translated, alternatives = [], []
         try:
             async for _, ranked in translate_documents(texts, max(beam, n), alpha, n):

@@ -33,7 +33,7 @@ from translator.optim import build_optimizer
 from translator.plots import plot_curves
 from translator.schedule import Position, extended, learning_rate, limit_met, planned_steps
 from translator.signals import StopOnSignal
-from translator.step import OptimizerStep, TrainingError, autocast
+from translator.step import OptimizerStep, TrainingError
 from translator.train_log import Progress, StepWindow
 from translator.training_data import TrainingData
 from translator.translate import Translator
@@ -181,9 +181,6 @@ class Trainer:
             )
         wrapped = self.ddp or self.model
         self.forward = torch.compile(wrapped) if t.compile else wrapped
-
-    def _autocast(self):
-        return autocast(self.device, self.amp_dtype)
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -46,7 +46,9 @@ class Translator:
         self.tokenizer = Tokenizer(cfg.data.src_lang, cfg.data.lowercase)
         self.subword = subword
         self.options = cfg.decode  # the run's decoding options; each call may override them
-        self.max_source_tokens = model.max_positions - 1  # room for <eos>; an ensemble's shortest
+        # Room for <eos>; an ensemble's shortest member. No model: an engine that holds its own.
+        positions = cfg.model.max_positions if model is None else model.max_positions
+        self.max_source_tokens = positions - 1
         # Where the model came from, when loaded from run dirs (`load`): said in reports.
         self.run_dir: Path | None = None
         self.weights: str | None = None
@@ -121,10 +123,7 @@ class Translator:
 
         if isinstance(self.model, Ensemble):
             raise InputError("attention heatmaps show one model, not an ensemble")
-        opts = self.options.override(**options)
-        (ids,) = self._encode([text])
-        if not ids:
-            raise InputError("nothing to plot: the input is empty")
+        opts, ids = self._one_source(text, options)
         with self._decoding(opts, 1):
             (hyp,) = self._search([ids], opts)
             src = self._tensor([ids])
@@ -133,6 +132,14 @@ class Translator:
         src_tokens = [self.src_vocab.itos[i] for i in ids] + ["<eos>"]
         out_tokens = [self.tgt_vocab.itos[i] for i in hyp] + ["<eos>"]
         return src_tokens, out_tokens, weights.cpu().numpy()
+
+    def _one_source(self, text: str, options: dict) -> tuple[DecodeConfig, list[int]]:
+        """The options and source ids of the one text an attention heatmap shows."""
+        opts = self.options.override(**options)
+        (ids,) = self._encode([text])
+        if not ids:
+            raise InputError("nothing to plot: the input is empty")
+        return opts, ids
 
     def _search(self, batch: list[list[int]], opts: DecodeConfig) -> list[list[int]]:
         """The best output ids of each source (ids without <eos>)."""
@@ -209,6 +216,12 @@ class Translator:
 SMALL_INPUT = 8  # sentences; fewer decode fastest on one thread (see _threads)
 
 
+def default_threads(requested: int | None, n_sentences: int) -> int | None:
+    """The threads to decode `n_sentences` with: `requested`, else one for a few sentences,
+    else None (the process's setting)."""
+    return requested or (1 if n_sentences <= SMALL_INPUT else None)
+
+
 @contextmanager
 def _threads(requested: int | None, n_sentences: int):
     """Run with `requested` CPU threads, or, when None, one thread for a few sentences: a
@@ -216,7 +229,7 @@ def _threads(requested: int | None, n_sentences: int):
     core. Larger inputs keep the process's setting (all cores, or what training chose)."""
     import torch
 
-    wanted = requested or (1 if n_sentences <= SMALL_INPUT else None)
+    wanted = default_threads(requested, n_sentences)
     before = torch.get_num_threads()
     if wanted is None or wanted == before:
         yield

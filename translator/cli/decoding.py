@@ -346,11 +346,9 @@ def _check_engine(engine: str) -> str:
 def _load_threads(engine: str, threads: int | None, n_sentences: int) -> int | None:
     """CTranslate2 fixes its threads when it loads: pick them for this input now (torch picks
     per call, translate._threads)."""
-    from translator.translate import SMALL_INPUT
+    from translator.translate import default_threads
 
-    if engine != "ctranslate2" or threads:
-        return threads
-    return 1 if n_sentences <= SMALL_INPUT else None
+    return default_threads(threads, n_sentences) if engine == "ctranslate2" else threads
 
 
 def _what_decodes(translator) -> str:
