@@ -78,17 +78,18 @@ def export(
         f"{size:.1f} MB, {time.perf_counter() - started:.1f} s"
     )
     if check:
-        _check_export(loaded.path, weights or BEST, output)
+        _check_export(loaded, output)
 
 
-def _check_export(run: Path, weights: str, exported: Path) -> None:
-    """Both engines on the validation split: BLEU side by side and how many outputs agree."""
+def _check_export(run, exported: Path) -> None:
+    """Both engines on the validation split: BLEU side by side and how many outputs agree.
+    `run` is the loaded run (run_dir.Run) the export was made from."""
     from translator.evaluate import references_for, score
     from translator.sources import read_texts
     from translator.translate import Translator
 
     engines = [
-        Translator.load(run, weights=weights),
+        Translator(run.model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword),
         Translator.load(exported, engine="ctranslate2"),
     ]
     sources, refs = read_texts(engines[0].cfg, "valid")
