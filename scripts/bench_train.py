@@ -58,12 +58,12 @@ def gemm_peak(dtype: torch.dtype, device: torch.device, n: int = 4096, repeats: 
 
 def step_flops(trainer: Trainer, group: list[list[int]]) -> int:
     """FLOPs of forward + backward over one step's batches (the optimizer's are negligible)."""
-    vocab = trainer.tgt_vocab
+    vocab = trainer.data.tgt_vocab
     counter = FlopCounterMode(display=False)
     with counter:
         for indices in group:
             batch = make_batch(
-                trainer.train_pairs, indices, vocab.pad_id, vocab.sos_id, vocab.eos_id
+                trainer.data.train_pairs, indices, vocab.pad_id, vocab.sos_id, vocab.eos_id
             ).to(trainer.device)
             logits = trainer.model(batch.src, batch.tgt_in)
             logits.float().sum().backward()
@@ -76,7 +76,7 @@ def bench(cfg, steps: int, warmup: int) -> dict:
         trainer = Trainer(cfg, run_dir=Path(tmp) / "run", progress=False)
         trainer.setup()
         trainer.model.train()
-        batches = trainer.sampler.epoch(0)
+        batches = trainer.data.sampler.epoch(0)
         acc = cfg.train.accumulate
         groups = [batches[i : i + acc] for i in range(0, len(batches), acc)]
         groups = (groups * (1 + (warmup + steps) // len(groups)))[: warmup + steps]
@@ -91,7 +91,9 @@ def bench(cfg, steps: int, warmup: int) -> dict:
         sync(trainer.device)
         seconds = time.perf_counter() - started
         flops = sum(step_flops(trainer, group) for group in groups[warmup:])
-        epoch_tgt = int(trainer.train_pairs.tgt.lengths().sum() + len(trainer.train_pairs))
+        epoch_tgt = int(
+            trainer.data.train_pairs.tgt.lengths().sum() + len(trainer.data.train_pairs)
+        )
     return {
         "tgt_s": tgt / seconds,
         "all_s": (tgt + src) / seconds,

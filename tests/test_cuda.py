@@ -49,5 +49,5 @@ def test_fp16_overflow_steps_are_skipped_and_counted(toy_data, tmp_path):
     batches = trainer.data.sampler.epoch(0)
     for i in range(3):
         trainer.train_step([batches[i]])
-    assert trainer.skipped_steps >= 1
+    assert trainer.state.skipped_steps >= 1
     assert trainer.scaler.get_scale() < 2.0**40

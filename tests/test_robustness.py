@@ -135,7 +135,7 @@ class FaultyTrainer(Trainer):
 
         def faulty(src, tgt):
             logits = forward(src, tgt)
-            if self.step in self.fault_steps:
+            if self.state.step in self.fault_steps:
                 if self.fault == "nan":
                     return logits * float("nan")
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

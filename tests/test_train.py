@@ -12,8 +12,9 @@ from translator.config import ConfigError, load_config
 from translator.corpus import Corpus
 from translator.device import resolve_precision
 from translator.loss import sequence_loss
-from translator.schedule import Position, learning_rate, limit_met, planned_steps
-from translator.train import Trainer, resume_config
+from translator.resume import resume_config
+from translator.schedule import TrainingState, learning_rate, limit_met, planned_steps
+from translator.train import Trainer
 
 
 def replace_train(cfg, **changes):
@@ -49,13 +50,13 @@ def test_linear_schedule_warms_up_then_reaches_zero_at_the_end_of_the_budget():
 
 def test_the_budget_end_is_the_nearest_limit_a_time_limit_extrapolated(toy_data):
     cfg = tiny(toy_data, "train.max_steps=1000", "train.max_epochs=30", "train.max_minutes=2")
-    at = Position(step=100, epoch=5)
+    at = TrainingState(step=100, epoch=5)
     assert planned_steps(cfg.train, at, epoch_batches=20) == 600  # 30 epochs x 20 batches
     assert planned_steps(cfg.train, at, 20, elapsed_s=60) == 200  # 100 steps a minute, 2 min
     assert planned_steps(cfg.train, at, 20, elapsed_s=6) == 600
     assert limit_met(cfg.train, at) is None
-    assert limit_met(cfg.train, Position(step=100, epoch=30)) == ("train.max_epochs", 30)
-    assert limit_met(cfg.train, Position(elapsed_s=120)) == ("train.max_minutes", 2)
+    assert limit_met(cfg.train, TrainingState(step=100, epoch=30)) == ("train.max_epochs", 30)
+    assert limit_met(cfg.train, TrainingState(elapsed_s=120)) == ("train.max_minutes", 2)
 
 
 def test_a_linear_schedule_run_ends_with_a_learning_rate_of_zero(toy_data):
@@ -352,7 +353,7 @@ def test_bpe_dropout_trains_on_a_new_segmentation_every_epoch(toy_data, monkeypa
     )
     trainer = Trainer(cfg, progress=False)
     trainer.train()
-    assert len(samples) == trainer.epoch == 3
+    assert len(samples) == trainer.state.epoch == 3
     full = trainer.data.corpus.splits["train"]
     assert all(len(s.tgt.ids) > len(full.tgt.ids) for s in samples)  # finer than the full BPE
     assert len({len(s.tgt.ids) for s in samples}) > 1  # and different every epoch (sampled)
@@ -377,14 +378,14 @@ def test_the_averaged_weights_are_kept_only_when_they_validate_better(toy_data, 
     cfg = tiny(toy_data, "train.valid_every=5", "train.max_steps=15")
     trainer = Trainer(replace_train(cfg, average_checkpoints=3), progress=False)
     run = trainer.train()
-    best_before, best_bleu = load_file(run / rd.BEST), trainer.best_bleu
+    best_before, best_bleu = load_file(run / rd.BEST), trainer.state.best_bleu
     averaged_bleu = best_bleu + (1.0 if better else -1.0)
     trainer.validation_bleu = lambda: averaged_bleu  # what the average scores, either way
     trainer.average_checkpoints()
     best, averaged = load_file(run / rd.BEST), load_file(run / "averaged.safetensors")
     expected = averaged if better else best_before
     assert all(torch.equal(best[name], expected[name]) for name in best)
-    assert trainer.best_bleu == (averaged_bleu if better else best_bleu)
+    assert trainer.state.best_bleu == (averaged_bleu if better else best_bleu)
     # The model in memory holds the weights that ended up best, too.
     state = trainer.model.state_dict()
     assert all(torch.equal(state[name], expected[name]) for name in best)

@@ -11,11 +11,17 @@ end; `translator average` does the same for any run.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from translator import run_dir as rd
 from translator.run_dir import RunError, unwrap
+
+log = logging.getLogger("translator")
 
 
 def average_into(model: torch.nn.Module, paths: list[Path]) -> None:
@@ -46,3 +52,34 @@ def average_into(model: torch.nn.Module, paths: list[Path]) -> None:
             f"checkpoints do not match the model "
             f"(missing {untied[:3]}, unexpected {unexpected[:3]})"
         )
+
+
+def average_if_better(
+    model: torch.nn.Module, run: Path, validate_bleu: Callable[[], float], best_bleu: float
+) -> dict | None:
+    """The end of training: average the run's kept checkpoints into averaged.safetensors; the
+    average becomes the best weights if it validates at least as well as `best_bleu`, and the
+    model keeps whichever weights ended up best. Returns the metrics record (None: fewer than
+    two checkpoints, nothing to average)."""
+    paths = rd.kept_checkpoints(run)
+    if len(paths) < 2:
+        return None
+    started = time.perf_counter()
+    average_into(model, paths)
+    bleu = validate_bleu()
+    rd.save_weights(model, run / rd.AVERAGED)
+    kept = bleu >= best_bleu
+    log.info(
+        "average of the last %d checkpoints: val_bleu %.2f (best single %.2f)%s",
+        len(paths), bleu, best_bleu, " -> now the best weights" if kept else "",
+    )  # fmt: skip
+    if kept:
+        rd.save_weights(model, run / rd.BEST)
+    else:
+        rd.load_weights(model, run / rd.BEST)
+    return {
+        "averaged": len(paths),
+        "val_bleu_averaged": bleu,
+        "best_bleu": max(bleu, best_bleu),
+        "valid_s": round(time.perf_counter() - started, 1),
+    }

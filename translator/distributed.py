@@ -46,6 +46,16 @@ class Distributed:
             dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
         return cls(rank, world_size, local_rank)
 
+    def wrap(self, model: torch.nn.Module, device: torch.device, find_unused: bool = False):
+        """`model` in DistributedDataParallel, or None when training in one process.
+        `find_unused`: some parameters may get no gradient in a step (LayerDrop)."""
+        if not self.enabled:
+            return None
+        from torch.nn.parallel import DistributedDataParallel
+
+        local = [self.local_rank] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=local, find_unused_parameters=find_unused)
+
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every rank if `flag` is true on any rank."""
         if not self.enabled:

@@ -28,7 +28,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
@@ -36,6 +36,7 @@ import yaml
 from translator.config import Config, ConfigError, config_from_dict, dump_config
 from translator.errors import UserError
 from translator.files import atomic_write, atomic_write_text
+from translator.schedule import TrainingState
 from translator.subword import Subword
 from translator.vocab import Vocab
 
@@ -216,14 +217,55 @@ def keep_metrics_until(path: Path, step: int) -> list[dict]:
 # -- state.pt and the kept checkpoints ---------------------------------------------------------
 
 
-def save_state(path: Path, state: dict) -> None:
-    """The trainer state (tensors and numbers only) as state.pt."""
+def save_checkpoint(
+    path: Path, state: TrainingState, model, optimizer, scaler, best: bool, keep: int = 0
+) -> None:
+    """last.safetensors, model.safetensors when `best`, state.pt, and (keep > 0) this step's
+    weights under checkpoints/, of which the newest `keep` stay."""
     import torch
 
-    atomic_write(Path(path) / STATE, lambda tmp: torch.save(state, tmp))
+    save_weights(model, Path(path) / LAST)
+    # The best weights before the state: once state.pt exists, so does model.safetensors
+    # (the first validation is always the best so far), and a killed run can translate.
+    if best:
+        save_weights(model, Path(path) / BEST)
+    saved = {
+        **asdict(state),
+        # The weights travel inside the state, so that a kill between two writes can never
+        # pair one step's weights with another step's optimizer.
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        saved["cuda_rng"] = torch.cuda.get_rng_state_all()
+    atomic_write(Path(path) / STATE, lambda tmp: torch.save(saved, tmp))
+    if keep:
+        save_weights(model, checkpoint_path(path, state.step))
+        prune_checkpoints(path, keep)
 
 
-def load_state(path: Path) -> dict:
+def load_checkpoint(path: Path, model, optimizer, scaler) -> TrainingState:
+    """Restore what save_checkpoint saved into `model`, `optimizer`, `scaler` and the RNGs."""
+    import torch
+
+    saved = read_state(path)
+    try:
+        unwrap(model).load_state_dict(saved["model"])
+    except (KeyError, RuntimeError) as err:
+        raise RunError(f"{Path(path) / STATE} does not hold this run's model: {err}") from None
+    optimizer.load_state_dict(saved["optimizer"])
+    scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["rng"])
+    if "cuda_rng" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    numbers = {f.name for f in fields(TrainingState)}
+    return TrainingState(**{name: value for name, value in saved.items() if name in numbers})
+
+
+def read_state(path: Path) -> dict:
+    """state.pt as saved: the numbers of TrainingState and the tensors."""
     import torch
 
     file = Path(path) / STATE

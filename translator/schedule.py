@@ -3,9 +3,11 @@
     learning_rate(step, cfg.train, planned_steps)       # warmup, then the schedule
     planned_steps(cfg.train, position, epoch_batches)   # where the nearest budget ends
     limit_met(cfg.train, position)                      # ("train.max_steps", 1000) or None
+    finished(cfg.train, state)                          # a budget or the patience used up
 
-A `Position` is where a run stands: steps, epochs and the batch inside the epoch done, and the
-training seconds spent. Time budgets are extrapolated from the pace so far, so a linear schedule
+A `TrainingState` is where a run stands: steps, epochs and the batch inside the epoch done, the
+training seconds spent, the best validation BLEU and how many validations since it; state.pt
+saves it whole. Time budgets are extrapolated from the pace so far, so a linear schedule
 on a time budget depends on the machine's speed.
 """
 
@@ -18,11 +20,14 @@ from translator.config import TrainConfig
 
 
 @dataclass
-class Position:
+class TrainingState:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
     elapsed_s: float = 0.0
+    best_bleu: float = -1.0
+    bad_validations: int = 0  # validations in a row without a better BLEU (train.patience)
+    skipped_steps: int = 0  # NaN/inf (or fp16 overflow) steps
 
 
 def learning_rate(step: int, cfg: TrainConfig, planned_steps: float | None = None) -> float:
@@ -46,7 +51,7 @@ def learning_rate(step: int, cfg: TrainConfig, planned_steps: float | None = Non
 
 
 def planned_steps(
-    cfg: TrainConfig, at: Position, epoch_batches: int, elapsed_s: float | None = None
+    cfg: TrainConfig, at: TrainingState, epoch_batches: int, elapsed_s: float | None = None
 ) -> float | None:
     """The step where the budget ends: the nearest of max_steps, max_epochs and (given the
     time spent) max_minutes, the last two extrapolated from the pace so far."""
@@ -60,7 +65,7 @@ def planned_steps(
     return min(ends) if ends else None
 
 
-def limit_met(cfg: TrainConfig, at: Position) -> tuple[str, float] | None:
+def limit_met(cfg: TrainConfig, at: TrainingState) -> tuple[str, float] | None:
     """The first of train.max_steps, max_epochs, max_minutes used up: (key, its value)."""
     for key, limit, used, unit in (
         ("train.max_steps", cfg.max_steps, at.step, 1),
@@ -75,3 +80,15 @@ def limit_met(cfg: TrainConfig, at: Position) -> tuple[str, float] | None:
 def extended(key: str, limit: float) -> str:
     """A larger budget to suggest when a run that met `key`=`limit` should go on."""
     return f"{1.5 * limit:g}" if key == "train.max_minutes" else str(int(2 * limit))
+
+
+def finished(cfg: TrainConfig, state: TrainingState) -> tuple[str, str, str] | None:
+    """Why training is over (a budget used up, or no better BLEU in train.patience
+    validations), the key to raise to go on, and a larger value for it; None if not over."""
+    met = limit_met(cfg, state)
+    if met:
+        return f"reached {met[0]}={met[1]}", met[0], extended(*met)
+    if cfg.patience and state.bad_validations >= cfg.patience:
+        reason = f"no better validation BLEU in {cfg.patience} validations"
+        return reason, "train.patience", extended("train.patience", cfg.patience)
+    return None

@@ -56,8 +56,9 @@ def train(
     `torchrun ... -m translator train` on each (see the README).
     """
     from translator.config import load_config
+    from translator.resume import resume_config
     from translator.run_dir import STATE, latest_run, new_run_dir
-    from translator.train import Trainer, resume_config
+    from translator.train import Trainer
 
     _check_at_least_one(nproc=nproc)
     _setup_logging()
