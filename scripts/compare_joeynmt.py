@@ -1,27 +1,78 @@
-"""Helper of scripts/compare_joeynmt.sh: JoeyNMT configs, log parsing and the final table.
+"""Our trainer side by side with JoeyNMT 2.3.0 on this machine: same model, same data, same steps.
 
-Each subcommand does one step of the comparison and records what it measured in WORK/results.json
-(plain json, so the steps can run in either virtual environment):
+    scripts/compare_joeynmt.sh [CONFIG]                          # 6-11 minutes on 2 CPU cores
+    STEPS=20 WARMUP=5 SENTENCES=100 scripts/compare_joeynmt.sh   # 2 minutes: every stage runs
+    nice -n 19 scripts/compare_joeynmt.sh                        # beside other work (slower)
+    RUN=runs/tiny-bpe-90 scripts/compare_joeynmt.sh              # decoding only, one trained model
 
-    configs      (our venv)     JoeyNMT YAML configs for the model of one of our configs
-    spm          (JoeyNMT venv) joint SentencePiece BPE, JoeyNMT vocab file, tokens per epoch
-    ours-corpus  (our venv)     our parameters, vocabulary sizes, target tokens per epoch
-    train-rate   (any)          target tokens/s after the warm-up, from metrics.jsonl or train.log
-    pieces       (our venv)     the source pieces our model reads, one line each: JoeyNMT's input
-    port         (our venv)     a JoeyNMT model dir holding one of our trained runs' model
-    check-port   (JoeyNMT venv) load the port as JoeyNMT does, compare its logits with ours
-    ours-decode  (our venv)     speed and BLEU from `translator evaluate --json`
-    joey-decode  (our venv)     speed of a JoeyNMT decoding log, BLEU of its output (sacreBLEU),
-                                identical outputs; a port's output pieces through our detokenizer
-    table        (any)          the side-by-side table
+The .sh runs this file with our virtual environment's Python; each variable below is also a flag,
+as in `.venv/bin/python scripts/compare_joeynmt.py [CONFIG] --steps 20 --set model.d_ff=512`.
 
-A port by hand (JoeyNMT prints our pieces, for translator.tokenization.detokenize):
+What it does, in a temporary work dir:
+  1. installs JoeyNMT 2.3.0 into its own virtual environment ($JOEY_VENV; reused when present)
+     with a pinned CPU torch, plus its two missing pieces (importlib_metadata, and
+     sentencepiece 0.2.0: 0.2.1+ dropped the SetVocabulary that JoeyNMT calls); besides
+     `python -m joeynmt train|translate`, this file's `_joey` steps run there;
+  2. writes a JoeyNMT config for the model of CONFIG (default configs/multi30k.yaml): the same
+     layers, d_model, heads, ffn, dropout, norm placement, embedding tying, token batch budget
+     (data.max_tokens; both count sentences x longest side), optimizer, warmup (inverse-sqrt
+     schedule for JoeyNMT, which has no linear one: step speed does not depend on it), and one
+     joint SentencePiece BPE trained on the same Multi30k text, of as many pieces as our
+     prepared vocabulary has (our BPE may stop short of vocab.bpe_size);
+  3. trains both for WARMUP + STEPS optimizer steps, fp32 on CPU with THREADS threads, with no
+     validation until the end, and reads the target tokens/s of the STEPS steps after the
+     warm-up from each one's own log (ours: metrics.jsonl; JoeyNMT: "Tokens per Sec");
+     seconds per epoch = the target tokens of one epoch of each one's own subwords / that rate;
+  4. decodes test2016 (1,000 sentences, the same plain files) with both, greedy and beam 5,
+     timing the translation itself, model loading and start-up excluded, no warm-up on either
+     side (ours: the seconds `translator evaluate --json` reports; JoeyNMT: its "Generation took"
+     line of `joeynmt translate`), and scores every output with the same sacreBLEU (cased,
+     detokenized; JoeyNMT's SentencePiece output is detokenized text);
+  5. prints one table: tokens/s, s/epoch, sentences/s greedy and beam 5, mean output length,
+     BLEU, and ours/JoeyNMT for each speed.
 
-    python scripts/compare_joeynmt.py pieces --run runs/X --src in.en --out in.pieces
-    python scripts/compare_joeynmt.py port --run runs/X --out joey-X [--alpha 2.0]
-    /tmp/joeynmt-venv/bin/python -m joeynmt translate joey-X/config.yaml <in.pieces >out.pieces
+How long: on an idle 2-core CPU with the default config, ours trains at ~0.9 s and JoeyNMT at
+~1.5 s per step (~4.5 minutes for both with the defaults), ~1 minute goes to set-up and our
+decoding, and JoeyNMT decodes the 1,000 sentences in 0.5 to 5.5 minutes: as long as its
+undertrained model's outputs are (up to 1.5 x the longest source, ~1 s/sentence with beam 5).
+Installing JoeyNMT the first time adds a minute or two.
 
-Only the standard library is imported at the top: each subcommand imports what it needs.
+The models see only WARMUP + STEPS updates, so BLEU is near zero with the defaults and their
+outputs are not sentence-like ("Ein Mann.", or a run of dots to the length limit): decoding time
+grows with output length, so the table shows each one's mean output length and warns when the
+decoding speeds do not compare like for like. The training figures do not depend on that.
+
+With RUN (one of our trained run dirs) nothing is trained: decoding speed at equal BLEU.
+  1. the run's model is ported to a JoeyNMT model dir (`joey_state`: its weights under JoeyNMT's
+     names; the vocabulary in our id order; JoeyNMT configs for greedy and beam), and JoeyNMT
+     loads it and computes our logits on 16 sentences;
+  2. both decode test2016 greedy and beam 5 (length penalty: the run's, or ALPHA) from the same
+     source pieces (ours from the text, JoeyNMT from a file of those pieces), and JoeyNMT's
+     output pieces become text through our detokenizer, so only network and search code differ;
+  3. the table: sentences/s, output tokens/s, BLEU, the share of JoeyNMT's outputs identical to
+     ours, and ours/JoeyNMT. About 3 minutes for the 1,000 sentences on an idle 2-core CPU,
+     most of it JoeyNMT's beam search (~1 minute) and greedy search (~30 s).
+  With KEEP=1 the port stays usable: `$JOEY_VENV/bin/python -m joeynmt translate
+  WORK/joey/beam.yaml` reads our pieces, space separated (as WORK/joey/data/test.pieces).
+
+Environment (all optional):
+  RUN                 our trained run dir: port it and compare decoding only (see above)
+  ALPHA               length penalty of both beam searches (default: the config's or run's)
+  STEPS=100           timed optimizer steps of each trainer (the default fits the time above)
+  WARMUP=10           untimed optimizer steps first (allocator, oneDNN kernels)
+  THREADS=2           CPU threads for both (OMP_NUM_THREADS, which torch follows)
+  SENTENCES=1000      decode only the first N test2016 sentences (for quick checks)
+  CONFIG              our config, if not given as the first argument
+  OUR_SET             extra overrides for our config, space separated (flag: --set, repeated),
+                      e.g. OUR_SET="model.d_model=256 model.d_ff=1024"; JoeyNMT's model follows
+  TRANSLATOR_DATA_DIR Multi30k's raw files (train.{en,de}.gz, val.*, test_2016_flickr.*);
+                      default /work/shared/data/multi30k
+  TRANSLATOR_CACHE_DIR our prepared-corpus cache; default: inside the work dir (so our side
+                      tokenizes Multi30k afresh, ~10 s; set it to reuse a cache)
+  JOEY_VENV           JoeyNMT's virtual environment (default /tmp/joeynmt-venv)
+  JOEY_TORCH          the torch requirement installed there (default torch==2.13.0; pinned)
+  OUR_VENV            our virtual environment, for the .sh (default .venv of this repository)
+  KEEP=1              keep the work dir (logs, configs, runs, hypotheses); a failure keeps it too
 """
 
 from __future__ import annotations
@@ -29,44 +80,122 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 
-SYSTEMS = {"ours": "translator", "joey": "JoeyNMT 2.3.0"}
+# Only the standard library at the top: the `_joey` steps run in JoeyNMT's environment.
+ROOT = Path(__file__).resolve().parent.parent
+BEAM = 5
+MODES = ("greedy", "beam")
+JOEY_REQUIREMENTS = ("joeynmt==2.3.0", "importlib_metadata", "sentencepiece==0.2.0")
+SPM_SPECIALS = ("<unk>", "<pad>", "<s>", "</s>")  # JoeyNMT's SentencePiece: unk, pad, bos, eos
+STARTED = time.monotonic()
 
 
-# -- results.json ------------------------------------------------------------------------------
+def say(message: str) -> None:
+    t = int(time.monotonic() - STARTED)
+    print(f"[{t // 60:02d}:{t % 60:02d}] {message}", flush=True)
 
 
-def load_results(work: Path) -> dict:
-    path = work / "results.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+def sh(log: Path, *cmd, stdin: Path | None = None, stdout: Path | None = None) -> float:
+    """Run one stage, its output in `log` (stdout in `stdout` if given): its wall seconds. On
+    failure, show the end of `log` and stop."""
+    cmd, started = [str(x) for x in cmd], time.perf_counter()
+    with open(stdin or os.devnull, "rb") as inp, open(log, "wb") as err:
+        with open(stdout or os.devnull, "wb") as out:
+            code = subprocess.run(cmd, stdin=inp, stdout=out if stdout else err, stderr=err)
+    if code.returncode:
+        tail = log.read_text("utf-8", "replace").splitlines()[-40:]
+        print(f"---- last lines of {log} ----", *tail, sep="\n", file=sys.stderr)
+        raise SystemExit(f"compare_joeynmt: failed: {' '.join(cmd)}")
+    return time.perf_counter() - started
 
 
-def record(work: Path, section: str, **values) -> None:
-    results = load_results(work)
-    results.setdefault(section, {}).update(values)
-    (work / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+def in_joey(a, step: str, *args) -> dict:
+    """Run `_joey STEP ARGS` in JoeyNMT's environment: the step's result."""
+    out = a.work / f"{step}.json"
+    sh(a.work / f"{step}.log", a.joey_py, __file__, "_joey", step, *args, stdout=out)
+    return json.loads(out.read_text("utf-8"))
 
 
-# -- configs -----------------------------------------------------------------------------------
+# -- JoeyNMT's configs: one builder for the training and the port -------------------------------
 
 
-def cmd_configs(args: argparse.Namespace) -> None:
-    """JoeyNMT configs for the model, data, batches and schedule of our config (prepared)."""
+def joey_config(cfg, name: str, model_dir: Path, **sections) -> dict:
+    """JoeyNMT 2.3.0's config (its YAML as a dict) for the Transformer of our config `cfg`, with
+    `sections`' keys added to its own (data, testing, training, model)."""
+    m, dec = cfg.model, cfg.decode
+    # fmt: off
+    stack = {"type": "transformer", "num_heads": m.n_heads, "hidden_size": m.d_model,
+             "ff_size": m.d_ff, "dropout": m.dropout, "layer_norm": m.norm, "activation": "relu",
+             "embeddings": {"embedding_dim": m.d_model, "scale": True, "dropout": m.dropout}}
+    config = {
+        "name": name, "joeynmt_version": "2.3.0", "model_dir": str(model_dir),
+        "use_cuda": False, "fp16": False, "random_seed": cfg.train.seed, "data": {},
+        "testing": {"n_best": 1, "beam_size": 1, "beam_alpha": dec.length_penalty,
+                    "batch_size": dec.batch_size, "batch_type": "sentence",
+                    # JoeyNMT's only per-batch rule: 1.5 x the longest source (with </s>)
+                    "max_output_length": -1},
+        "training": {},
+        "model": {"tied_embeddings": m.share_all_embeddings,
+                  "tied_softmax": m.tie_target_embeddings or m.share_all_embeddings,
+                  "encoder": {**stack, "num_layers": m.encoder_layers},
+                  "decoder": {**stack, "num_layers": m.decoder_layers}},
+    }
+    # fmt: on
+    for section, keys in sections.items():
+        config[section].update(keys)
+    return config
+
+
+def describe(m) -> str:
+    """Our model config in a few words."""
+    return (
+        f"{m.encoder_layers}+{m.decoder_layers} layers, d_model {m.d_model}, {m.n_heads} heads, "
+        f"ffn {m.d_ff}, dropout {m.dropout}, {m.norm}-norm"
+    )
+
+
+def joey_specials(*tokens: str) -> dict:
+    """JoeyNMT's special_symbols: `tokens` are unk, pad, bos, eos, which get the ids 0-3."""
+    specials = {}
+    for i, (name, token) in enumerate(zip(("unk", "pad", "bos", "eos"), tokens)):
+        specials[f"{name}_token"], specials[f"{name}_id"] = token, i
+    return specials
+
+
+def write_configs(config: dict, joey: Path, names=MODES) -> None:
+    """joey/NAME.yaml for each name: beam BEAM for "beam", else 1 (greedy, train)."""
     import yaml
 
-    from translator.config import load_config
-    from translator.corpus import prepare
+    for name in names:
+        config["testing"]["beam_size"] = BEAM if name == "beam" else 1
+        plain = json.loads(json.dumps(config))  # no YAML anchors for the dicts used twice
+        text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)
+        (joey / f"{name}.yaml").write_text(text, encoding="utf-8")
 
-    cfg = load_config(args.config, args.overrides)
-    m, d, v, t, dec = cfg.model, cfg.data, cfg.vocab, cfg.train, cfg.decode
-    work = args.work.resolve()
-    joey = work / "joey"
+
+# -- training both -----------------------------------------------------------------------------
+
+
+def training_notes(cfg, src_vocab: int, tgt_vocab: int) -> list[str]:
+    """What JoeyNMT's copy of our config cannot make the same."""
+    m, v, dec = cfg.model, cfg.vocab, cfg.decode
     notes = []
     if v.kind != "bpe":
         notes.append(f"our vocab is kind={v.kind}: JoeyNMT gets a SentencePiece BPE of its size")
+    if not v.joint:
+        notes.append(
+            f"our vocabularies are separate ({src_vocab} / {tgt_vocab}): JoeyNMT gets one joint "
+            "BPE of the target side's size"
+        )
     if m.positions != "sinusoidal":
         notes.append(f"our positions are {m.positions}: JoeyNMT has sinusoidal ones only")
     if m.attention_dropout != m.dropout:
@@ -81,276 +210,241 @@ def cmd_configs(args: argparse.Namespace) -> None:
         )
     if m.share_all_embeddings and not m.tie_target_embeddings:
         notes.append("share_all_embeddings without tie_target_embeddings: JoeyNMT ties both")
-    if t.precision != "fp32":
-        notes.append(f"our config says precision={t.precision}; both sides run fp32 here")
+    if cfg.train.precision != "fp32":
+        notes.append(f"our config says precision={cfg.train.precision}; both sides run fp32 here")
+    noise = ["model.word_dropout", "model.word_dropout_tgt", "model.word_replace"]
+    noise += ["model.word_replace_tgt", "model.layerdrop", "train.rdrop", "vocab.bpe_dropout"]
+    for key in noise:
+        section, name = key.split(".")
+        if value := getattr(getattr(cfg, section), name, 0):
+            notes.append(f"our {key}={value}: JoeyNMT has none, it trains without")
     notes.append(
         "JoeyNMT's max output length is 1.5 x the longest source in the batch "
         f"(ours: {dec.max_len_a} x source + {dec.max_len_b})"
     )
-    # The vocabulary we actually built (a BPE can stop short of bpe_size): JoeyNMT gets a
-    # SentencePiece BPE of exactly that many pieces, specials included on both sides.
-    corpus = prepare(cfg)
-    vocab_size = len(corpus.tgt_vocab)
-    if not v.joint:
-        notes.append(
-            f"our vocabularies are separate ({len(corpus.src_vocab)} / {vocab_size}): JoeyNMT "
-            f"gets one joint BPE of the target side's size"
-        )
-
-    def side(lang: str) -> dict:
-        return {
-            "lang": lang,
-            "level": "bpe",
-            "lowercase": d.lowercase,
-            "max_length": d.max_len,
-            "min_length": 1,
-            "voc_file": str(joey / "vocab.txt"),
-            "tokenizer_type": "sentencepiece",
-            "tokenizer_cfg": {"model_file": str(joey / "spm.model")},
-        }
-
-    def stack(layers: int) -> dict:
-        return {
-            "type": "transformer",
-            "num_layers": layers,
-            "num_heads": m.n_heads,
-            "embeddings": {"embedding_dim": m.d_model, "scale": True, "dropout": m.dropout},
-            "hidden_size": m.d_model,
-            "ff_size": m.d_ff,
-            "dropout": m.dropout,
-            "layer_norm": m.norm,
-        }
-
-    base = {
-        "name": f"joeynmt-{cfg.name}",
-        "joeynmt_version": "2.3.0",
-        "model_dir": str(joey / "model"),
-        "use_cuda": False,
-        "fp16": False,
-        "random_seed": t.seed,
-        "data": {
-            "train": str(joey / "data" / "train"),
-            "dev": str(joey / "data" / "val"),
-            "test": str(joey / "data" / "test"),
-            "dataset_type": "plain",
-            "src": side(d.src_lang),
-            "trg": side(d.tgt_lang),
-            "special_symbols": {
-                "unk_token": "<unk>",
-                "unk_id": 0,
-                "pad_token": "<pad>",
-                "pad_id": 1,
-                "bos_token": "<s>",
-                "bos_id": 2,
-                "eos_token": "</s>",
-                "eos_id": 3,
-            },
-        },
-        "testing": {
-            "load_model": str(joey / "model" / "latest.ckpt"),
-            "n_best": 1,
-            "beam_size": 1,
-            "beam_alpha": dec.length_penalty,
-            "batch_size": dec.batch_size,
-            "batch_type": "sentence",
-            "max_output_length": -1,
-            "eval_metrics": ["bleu"],
-            "sacrebleu_cfg": {"tokenize": "13a"},
-        },
-        "training": {
-            "optimizer": t.optimizer,
-            "adam_betas": list(t.betas),
-            "weight_decay": t.weight_decay,
-            "learning_rate": t.lr,
-            # JoeyNMT's default minimum (1e-4) ends training during the warm-up.
-            "learning_rate_min": 1.0e-8,
-            # JoeyNMT 2.3.0 has no linear or constant schedule (and requires one): inverse-sqrt
-            # stands in for them; a step takes as long whatever its learning rate.
-            "scheduling": "warmupinversesquareroot",
-            "learning_rate_warmup": t.warmup_steps,
-            "label_smoothing": t.label_smoothing,
-            "clip_grad_norm": t.clip_norm,
-            "loss": "crossentropy",
-            "normalization": "tokens",
-            "batch_size": d.max_tokens,
-            "batch_type": "token",
-            "batch_multiplier": t.accumulate,
-            "updates": args.warmup + args.steps,
-            "epochs": 100000,
-            "logging_freq": args.log_every,
-            "validation_freq": 10**9,  # never during the timed steps
-            "early_stopping_metric": "bleu",
-            "keep_best_ckpts": 1,
-            "print_valid_sents": [],
-            "shuffle": True,
-            "overwrite": True,
-            "num_workers": 0,
-        },
-        "model": {
-            "initializer": "xavier_uniform",
-            "embed_initializer": "xavier_uniform",
-            "bias_initializer": "zeros",
-            "init_gain": 1.0,
-            "tied_embeddings": m.share_all_embeddings,
-            "tied_softmax": m.tie_target_embeddings or m.share_all_embeddings,
-            "encoder": stack(m.encoder_layers),
-            "decoder": stack(m.decoder_layers),
-        },
-    }
-    joey.mkdir(parents=True, exist_ok=True)
-    for name, beam in (("train", 1), ("greedy", 1), ("beam", args.beam)):
-        cfg_out = json.loads(json.dumps(base))
-        cfg_out["testing"]["beam_size"] = beam
-        (joey / f"{name}.yaml").write_text(yaml.safe_dump(cfg_out, sort_keys=False))
-    model = (
-        f"{m.encoder_layers}+{m.decoder_layers} layers, d_model {m.d_model}, {m.n_heads} heads, "
-        f"ffn {m.d_ff}, dropout {m.dropout}, {m.norm}-norm, token batches of {d.max_tokens}, "
-        f"{'joint ' if v.joint else ''}vocabulary of {vocab_size}"
-    )
-    record(
-        work,
-        "meta",
-        config=str(args.config),
-        overrides=list(args.overrides),
-        model=model,
-        steps=args.steps,
-        warmup=args.warmup,
-        threads=args.threads,
-        beam=args.beam,
-        decode_batch=dec.batch_size,
-        vocab_size=vocab_size,
-        max_len=d.max_len,
-        tgt_lang=d.tgt_lang,
-        notes=notes,
-    )
-    print(f"model: {model}")
-    for note in notes:
-        print(f"note: {note}")
-
-
-# -- SentencePiece for JoeyNMT ---------------------------------------------------------------
-
-
-def cmd_spm(args: argparse.Namespace) -> None:
-    """Train one joint SentencePiece BPE on the training text (as JoeyNMT's build_vocab.py)."""
-    import sentencepiece as spm
-
-    work = args.work.resolve()
-    joey = work / "joey"
-    meta = load_results(work)["meta"]
-    src, tgt = joey / "data" / "train.en", joey / "data" / "train.de"
-    spm.SentencePieceTrainer.train(
-        input=f"{src},{tgt}",
-        model_prefix=str(joey / "spm"),
-        model_type="bpe",
-        vocab_size=meta["vocab_size"],
-        character_coverage=1.0,
-        unk_id=0,
-        pad_id=1,
-        bos_id=2,
-        eos_id=3,
-        unk_piece="<unk>",
-        pad_piece="<pad>",
-        bos_piece="<s>",
-        eos_piece="</s>",
-        num_threads=args.threads,
-        minloglevel=2,
-    )
-    pieces = [line.split("\t")[0] for line in (joey / "spm.vocab").read_text("utf-8").splitlines()]
-    (joey / "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
-    sp = spm.SentencePieceProcessor(model_file=str(joey / "spm.model"))
-    src_lines = src.read_text("utf-8").splitlines()
-    tgt_lines = tgt.read_text("utf-8").splitlines()
-    src_lens = [len(x) for x in sp.encode(src_lines)]
-    tgt_lens = [len(x) for x in sp.encode(tgt_lines)]
-    limit = meta["max_len"]
-    kept = [(s, t) for s, t in zip(src_lens, tgt_lens) if 0 < s <= limit and 0 < t <= limit]
-    record(
-        work,
-        "joey",
-        vocab=f"{len(pieces)} joint",
-        epoch_pairs=len(kept),
-        epoch_tokens=sum(t + 1 for _, t in kept),  # + </s>, as JoeyNMT counts them
-    )
-    print(f"SentencePiece BPE: {len(pieces)} pieces; {len(kept)} training pairs")
-
-
-# -- our corpus --------------------------------------------------------------------------------
-
-
-def cmd_ours_corpus(args: argparse.Namespace) -> None:
-    """Parameters, vocabulary sizes and target tokens of one epoch (incl. </s>) of our run."""
-    from translator.corpus import prepare
-    from translator.run_dir import load_run
-
-    run = load_run(args.run)
-    cfg = run.cfg
-    pairs, _ = prepare(cfg).splits[cfg.data.train_split].filter_length(cfg.data.max_len)
-    src_n, tgt_n = len(run.src_vocab), len(run.tgt_vocab)
-    record(
-        args.work.resolve(),
-        "ours",
-        params=sum(p.numel() for p in run.model.parameters()),
-        vocab=f"{src_n} joint" if cfg.vocab.joint else f"{src_n}/{tgt_n}",
-        epoch_pairs=len(pairs),
-        epoch_tokens=int(pairs.tgt.lengths().sum() + len(pairs)),
-    )
-
-
-# -- training speed --------------------------------------------------------------------------
-
-JOEY_STEP = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*Epoch\s+\d+, Step:\s+(\d+),"
-    r".*Tokens per Sec:\s+([\d.]+)"
-)
-JOEY_PARAMS = re.compile(r"Total params: (\d+)")
+    return notes
 
 
 def timed_rate(points: list[tuple[int, float, float]], warmup: int) -> tuple[float, float, int]:
-    """(step, time, tokens/s of the window that ends there) -> tokens/s after `warmup` steps.
+    """(step, time, tokens/s of the window that ends there) -> tokens/s after `warmup` steps,
+    and the seconds and steps it is over.
 
     Each logged window's tokens are its rate x its duration; the rate over the timed part is
     their sum over the time from the log at the end of the warm-up to the last one.
     """
-    start = next((time for step, time, _ in points if step == warmup), None)
+    start = next((t for step, t, _ in points if step == warmup), None)
     if start is None:
         raise SystemExit(f"no training log line at the end of the warm-up (step {warmup})")
     tokens, previous, last_step = 0.0, start, warmup
-    for step, time, rate in points:
+    for step, t, rate in points:
         if step > warmup:
-            tokens += rate * (time - previous)
-            previous, last_step = time, step
+            tokens += rate * (t - previous)
+            previous, last_step = t, step
     if last_step == warmup or previous <= start:
         raise SystemExit("no training log line after the warm-up: raise STEPS")
     return tokens / (previous - start), previous - start, last_step - warmup
 
 
-def cmd_train_rate(args: argparse.Namespace) -> None:
-    work = args.work.resolve()
-    values = {}
-    if args.system == "ours":
-        from translator.run_dir import read_metrics
+JOEY_STEP = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*Epoch\s+\d+, Step:\s+(\d+),"
+    r".*Tokens per Sec:\s+([\d.]+)"
+)
 
-        steps = [r for r in read_metrics(args.log.parent) if "tokens_per_s" in r]
-        points = [(r["step"], r["elapsed_s"], r["tokens_per_s"]) for r in steps]
-        both = [(r["step"], r["elapsed_s"], r["src_tgt_tokens_per_s"]) for r in steps]
-        values["src_tgt_tok_s"] = timed_rate(both, args.warmup)[0]
-    else:
-        text = args.log.read_text("utf-8")
-        points = []
-        for line in text.splitlines():
-            match = JOEY_STEP.match(line)
-            if match:
-                stamp = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                points.append((int(match[2]), stamp, float(match[3])))
-        params = JOEY_PARAMS.search(text)
-        if params:
-            values["params"] = int(params[1])
-    rate, seconds, steps = timed_rate(points, args.warmup)
-    values.update(train_tok_s=rate, timed_s=seconds, timed_steps=steps)
-    record(work, args.system, **values)
-    name = SYSTEMS[args.system]
-    print(f"{name}: {rate:.0f} target tokens/s over {steps} steps ({seconds:.1f} s)")
+
+def joey_points(log: str) -> list[tuple[int, float, float]]:
+    """(step, time, tokens/s) of each training line of JoeyNMT's train.log."""
+    points = []
+    for match in filter(None, map(JOEY_STEP.match, log.splitlines())):
+        stamp = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        points.append((int(match[2]), stamp, float(match[3])))
+    return points
+
+
+def train_rate(name: str, points: list[tuple[int, float, float]], warmup: int) -> dict:
+    rate, seconds, steps = timed_rate(points, warmup)
+    say(f"{name}: {rate:.0f} target tokens/s over {steps} steps ({seconds:.1f} s)")
+    return {"train_tok_s": rate}
+
+
+# Our side of the timed training: no validation until the end, fp32 on the CPU, nothing else.
+OUR_TRAINING = """train.valid_every=1000000000 train.valid_max_sentences=100 train.max_epochs=null
+train.max_minutes=null train.patience=null train.average_checkpoints=0 train.precision=fp32
+train.device=cpu"""
+
+
+def train_both(a) -> tuple[dict, dict, dict]:
+    """Train our model of a.config and JoeyNMT's copy of it, then decode with each."""
+    from translator.config import load_config
+    from translator.corpus import prepare
+    from translator.data import read_lines
+    from translator.run_dir import load_run, read_metrics
+
+    cfg = load_config(a.config, a.overrides)
+    m, d, v, t = cfg.model, cfg.data, cfg.vocab, cfg.train
+    joey, data = a.work / "joey", a.work / "joey" / "data"
+    for name in ("train.en", "train.de", "val.en", "val.de"):
+        lines = read_lines(a.data / f"{name}.gz")
+        (data / name).write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    say(f"ours: preparing the corpus (cached in {os.environ['TRANSLATOR_CACHE_DIR']})")
+    corpus = prepare(cfg)
+    # The vocabulary we actually built (a BPE can stop short of bpe_size): JoeyNMT gets a
+    # SentencePiece BPE of exactly that many pieces, specials included on both sides.
+    src_n, vocab_size = len(corpus.src_vocab), len(corpus.tgt_vocab)
+    pairs, _ = corpus.splits[d.train_split].filter_length(d.max_len)
+    ours = {
+        "vocab": f"{vocab_size} joint" if v.joint else f"{src_n}/{vocab_size}",
+        "epoch_pairs": len(pairs),
+        "epoch_tokens": int(pairs.tgt.lengths().sum() + len(pairs)),  # + </s>
+    }
+    del corpus, pairs
+    joint = "joint " if v.joint else ""
+    model = f"{describe(m)}, token batches of {d.max_tokens}, {joint}vocabulary of {vocab_size}"
+    notes = training_notes(cfg, src_n, vocab_size)
+    print(f"    model: {model}", *(f"    note: {note}" for note in notes), sep="\n")
+
+    log_every = math.gcd(a.warmup, a.steps)  # both log at the warm-up's end and the last step
+    # fmt: off
+    side = {"level": "bpe", "lowercase": d.lowercase, "max_length": d.max_len, "min_length": 1,
+            "voc_file": str(joey / "vocab.txt"), "tokenizer_type": "sentencepiece",
+            "tokenizer_cfg": {"model_file": str(joey / "spm.model")}}
+    config = joey_config(
+        cfg, f"joeynmt-{cfg.name}", joey / "model",
+        data={"train": str(data / "train"), "dev": str(data / "val"), "test": str(data / "test"),
+              "dataset_type": "plain", "src": {"lang": d.src_lang, **side},
+              "trg": {"lang": d.tgt_lang, **side},
+              "special_symbols": joey_specials(*SPM_SPECIALS)},
+        testing={"load_model": str(joey / "model" / "latest.ckpt"), "eval_metrics": ["bleu"],
+                 "sacrebleu_cfg": {"tokenize": "13a"}},
+        training={
+            "optimizer": t.optimizer, "adam_betas": list(t.betas), "weight_decay": t.weight_decay,
+            # JoeyNMT's default minimum (1e-4) would end training during the warm-up.
+            "learning_rate": t.lr, "learning_rate_min": 1.0e-8,
+            # JoeyNMT 2.3.0 has no linear or constant schedule (and requires one): inverse-sqrt
+            # stands in for them; a step takes as long whatever its learning rate.
+            "scheduling": "warmupinversesquareroot", "learning_rate_warmup": t.warmup_steps,
+            "label_smoothing": t.label_smoothing, "clip_grad_norm": t.clip_norm,
+            "loss": "crossentropy", "normalization": "tokens",
+            "batch_size": d.max_tokens, "batch_type": "token", "batch_multiplier": t.accumulate,
+            "updates": a.warmup + a.steps, "epochs": 100000, "logging_freq": log_every,
+            "validation_freq": 10**9,  # never during the timed steps
+            "early_stopping_metric": "bleu", "keep_best_ckpts": 1, "print_valid_sents": [],
+            "shuffle": True, "overwrite": True, "num_workers": 0},
+        model={"initializer": "xavier_uniform", "embed_initializer": "xavier_uniform",
+               "bias_initializer": "zeros", "init_gain": 1.0},
+    )
+    # fmt: on
+    if a.alpha is not None:
+        config["testing"]["beam_alpha"] = a.alpha
+    write_configs(config, joey, ("train", *MODES))
+    say("JoeyNMT: training a SentencePiece BPE of the same size")
+    theirs = in_joey(a, "spm", joey, vocab_size, d.max_len, a.threads)
+    say(f"SentencePiece BPE: {theirs['vocab']} pieces; {theirs['epoch_pairs']} training pairs")
+
+    run = a.work / "runs" / "ours"
+    say(f"ours: training {a.warmup + a.steps} steps")
+    sets = [*a.overrides, *OUR_TRAINING.split(), f"train.max_steps={a.warmup + a.steps}"]
+    sets += [f"train.log_every={log_every}", f"train.threads={a.threads}"]
+    sh(
+        a.work / "ours-train.log",
+        *(sys.executable, "-m", "translator", "train", "-c", a.config, "--run-dir", run),
+        *(x for s in sets for x in ("--set", s)),
+        "--no-progress",
+    )
+    metrics = [r for r in read_metrics(run) if "tokens_per_s" in r]
+    points = [(r["step"], r["elapsed_s"], r["tokens_per_s"]) for r in metrics]
+    ours.update(train_rate("translator", points, a.warmup))
+    ours["params"] = sum(p.numel() for p in load_run(run).model.parameters())
+    for mode in MODES:
+        ours.update(decode_ours(a, run, mode, d.tgt_lang))
+
+    say(f"JoeyNMT: training {a.warmup + a.steps} steps")
+    train = (a.joey_py, "-m", "joeynmt", "train", joey / "train.yaml", "--skip-test")
+    sh(a.work / "joey-train.log", *train)
+    points = joey_points((joey / "model" / "train.log").read_text("utf-8"))
+    theirs.update(train_rate("JoeyNMT 2.3.0", points, a.warmup), vocab=f"{theirs['vocab']} joint")
+    for mode in MODES:
+        theirs.update(decode_joey(a, mode, d.tgt_lang, data / "test.en", ported=False))
+    return {"model": model, "notes": notes, "decode_batch": cfg.decode.batch_size}, ours, theirs
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+
+def decoded(mode: str, seconds: float, hyp: Path, lang: str, bleu: float) -> dict:
+    """The table's values of one decoding; output tokens as scripts/bench_decode.py counts them:
+    spaCy tokens of the text + one </s> a line (one rule for both, whatever their subwords)."""
+    from translator.tokenization import Tokenizer
+
+    lines = hyp.read_text("utf-8").splitlines()
+    tokens = sum(len(x) + 1 for x in Tokenizer(lang).tokenize(lines))
+    return {
+        f"{mode}_s": seconds,
+        f"{mode}_sent_s": len(lines) / seconds,
+        f"{mode}_tok_s": tokens / seconds,
+        f"{mode}_bleu": bleu,
+        f"{mode}_chars": mean_chars(hyp),
+    }
+
+
+def mean_chars(path: Path) -> float:
+    lines = path.read_text("utf-8").splitlines()
+    return sum(len(x) for x in lines) / max(len(lines), 1)
+
+
+def decode_ours(a, run: Path, mode: str, lang: str) -> dict:
+    """`translator evaluate --json` of test.en: its seconds (translation only) and BLEU."""
+    data, hyp, out = a.work / "joey" / "data", a.work / f"ours.{mode}", a.work / f"ours-{mode}.json"
+    say(f"ours: decoding test2016, {mode}")
+    alpha = [] if a.alpha is None else ["--alpha", a.alpha]
+    sh(
+        a.work / f"ours-{mode}.log",
+        *(sys.executable, "-m", "translator", "evaluate", "--bleu", "--run", run, "--json"),
+        *("--src", data / "test.en", "--ref", data / "test.de", "--output", hyp),
+        *("--beam", BEAM if mode == "beam" else 1, *alpha),
+        stdout=out,
+    )
+    result = json.loads([x for x in out.read_text("utf-8").splitlines() if x[:1] == "{"][-1])
+    n, seconds, bleu = result["n"], result["seconds"], result["bleu"]
+    say(f"translator {mode}: {n} sentences in {seconds:.1f} s, BLEU {bleu:.2f}")
+    return decoded(mode, seconds, hyp, lang, bleu)
+
+
+def decode_joey(a, mode: str, lang: str, src: Path, ported: bool) -> dict:
+    """`joeynmt translate` of `src`: its own "Generation took" seconds (the command's wall time
+    if missing); a port's output pieces become text through our detokenizer. sacreBLEU as ours."""
+    from translator.evaluate import score
+    from translator.tokenization import detokenize
+
+    joey, log = a.work / "joey", a.work / f"joey-{mode}.log"
+    hyp = joey / f"hyp.{mode}"
+    out = joey / f"hyp.{mode}.pieces" if ported else hyp
+    say(f"JoeyNMT: decoding test2016, {mode}")
+    # `translate -o FILE` crashes after decoding (it reads args.n_best): read stdout instead.
+    translate = (a.joey_py, "-m", "joeynmt", "translate", joey / f"{mode}.yaml")
+    wall = sh(log, *translate, stdin=src, stdout=out)
+    if ported:
+        pieces = out.read_text("utf-8").splitlines()
+        hyp.write_text("".join(detokenize(x.split()) + "\n" for x in pieces), "utf-8")
+    hyps = hyp.read_text("utf-8").splitlines()
+    refs = (joey / "data" / "test.de").read_text("utf-8").splitlines()
+    text = log.read_text("utf-8", "replace")
+    took = re.findall(r"Generation took ([\d.]+)\[sec\]", text)
+    seconds = float(took[-1]) if took else wall
+    values = decoded(mode, seconds, hyp, lang, score(hyps, refs, lang, literature=False)["bleu"])
+    values[f"{mode}_wall_s"] = wall
+    if params := re.search(r"Total params: (\d+)", text):
+        values["params"] = int(params[1])
+    same = ""
+    if ported:
+        ours = (a.work / f"ours.{mode}").read_text("utf-8").splitlines()
+        values[f"{mode}_same"] = 100 * sum(x == y for x, y in zip(ours, hyps)) / len(hyps)
+        same = f", {values[f'{mode}_same']:.1f}% identical to ours"
+    bleu = values[f"{mode}_bleu"]
+    say(
+        f"JoeyNMT {mode}: {len(hyps)} sentences in {seconds:.1f} s ({wall:.1f} s with start-up), "
+        f"BLEU {bleu:.2f}{same}"
+    )
+    return values
 
 
 # -- port: one of our trained runs as a JoeyNMT model --------------------------------------------
@@ -360,40 +454,27 @@ def cmd_train_rate(args: argparse.Namespace) -> None:
 # our weights only need JoeyNMT's names: the ported model dir then decodes our model, reading the
 # same source pieces as ours, and its output pieces go back through our detokenizer.
 
-# Our specials (translator.vocab.SPECIALS: <pad> <unk> <sos> <eos>) keep their names, but JoeyNMT
-# always puts unk, pad, bos, eos first in that order: <pad> and <unk> swap ids (0 <-> 1).
-JOEY_SPECIALS = {
-    "unk_token": "<unk>",
-    "unk_id": 0,
-    "pad_token": "<pad>",
-    "pad_id": 1,
-    "bos_token": "<sos>",
-    "bos_id": 2,
-    "eos_token": "<eos>",
-    "eos_id": 3,
-}
-CHECK_SENTENCES = 16  # sentences of the logit check (port --check, then check-port)
+CHECK_SENTENCES = 16  # sentences of the logit check
+PORT_NOTES = [  # what the port cannot make the same (the searches are what is being compared)
+    "max output length: JoeyNMT's is 1.5 x the longest source (with </s>) of the batch, ours "
+    "{dec.max_len_a} x each source + {dec.max_len_b}; outputs differ only where one would be "
+    "longer than 1.5 x its source",
+    "batches of {dec.batch_size} sentences: JoeyNMT's in input order, sorted within the batch; "
+    "ours after sorting the whole input by length (less padding)",
+    "greedy: JoeyNMT re-feeds the whole prefix at each step (no key/value cache) and decodes a "
+    "batch until its last sentence ends; ours caches keys/values and drops finished sentences",
+    "beam: JoeyNMT (OpenNMT style) keeps the k best candidates, finished ones included, and ends "
+    "a sentence once every beam slot has finished; ours (fairseq style) keeps k unfinished ones "
+    "out of the 2k best and ends after k finished hypotheses; both rank finished hypotheses by "
+    "log-prob / ((5 + |Y|) / 6)^alpha",
+]
 
 
 def joey_order(vocab) -> list[int]:
-    """Our ids in JoeyNMT's order: JoeyNMT's id i is our id order[i]."""
-    specials = [JOEY_SPECIALS[f"{name}_token"] for name in ("unk", "pad", "bos", "eos")]
-    first = [vocab.stoi[token] for token in specials]
+    """Our ids in JoeyNMT's order: JoeyNMT's id i is our id order[i]. Our specials keep their
+    names, but JoeyNMT puts unk, pad, bos, eos first: <pad> and <unk> swap ids (0 <-> 1)."""
+    first = [vocab.unk_id, vocab.pad_id, vocab.sos_id, vocab.eos_id]
     return first + [i for i in range(len(vocab)) if i not in first]
-
-
-def cmd_pieces(args: argparse.Namespace) -> None:
-    """Write the source pieces of each line of --src, space separated: JoeyNMT's input."""
-    from translator.data import read_lines
-    from translator.translate import Translator
-
-    translator = Translator.load(args.run)
-    limit = translator.cfg.model.max_positions - 1  # as Translator cuts its input
-    lines = [p[:limit] for p in translator.source_pieces(read_lines(args.src))]
-    empty = [i + 1 for i, pieces in enumerate(lines) if not pieces]
-    if empty:  # JoeyNMT skips empty input lines, which would misalign the outputs
-        raise SystemExit(f"{args.src}: empty line(s) {empty[:5]}")
-    args.out.write_text("".join(" ".join(p) + "\n" for p in lines), encoding="utf-8")
 
 
 def joey_state(model, src_order: list[int], tgt_order: list[int]) -> dict:
@@ -446,169 +527,145 @@ def joey_state(model, src_order: list[int], tgt_order: list[int]) -> dict:
     return {name: tensor.detach().clone() for name, tensor in state.items()}
 
 
-def cmd_port(args: argparse.Namespace) -> None:
-    """Write a JoeyNMT model dir (configs, vocabularies, best.ckpt) holding our run's model."""
-    import torch
-    import yaml
-
-    from translator.run_dir import load_run
-
-    run = load_run(args.run)
-    cfg, m, dec, model = run.cfg, run.cfg.model, run.cfg.decode, run.model
-    if m.positions != "sinusoidal":
-        raise SystemExit(f"{args.run}: {m.positions} positions; JoeyNMT has sinusoidal ones only")
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    vocabs = {"src": run.src_vocab, "trg": run.tgt_vocab}
-    orders = {name: joey_order(vocab) for name, vocab in vocabs.items()}
-    for name, vocab in vocabs.items():
-        tokens = [vocab.itos[i] for i in orders[name]]
-        # JoeyNMT reads its vocabulary with str.splitlines and its input split at spaces.
-        bad = [t for t in tokens if t.splitlines() != [t] or " " in t]
-        if bad:
-            raise SystemExit(f"{args.run}: tokens JoeyNMT cannot read back: {bad[:5]}")
-        (out / f"{name}_vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    state = joey_state(model, orders["src"], orders["trg"])
-    torch.save({"model_state": state}, out / "best.ckpt")
-
-    def side(lang: str, name: str) -> dict:
-        # Level "word" with no pre-tokenizer: the input is our pieces, split at spaces, as is.
-        return {
-            "lang": lang,
-            "level": "word",
-            "lowercase": False,
-            "voc_file": str(out / f"{name}_vocab.txt"),
-            "tokenizer_cfg": {"pretokenizer": "none"},
-        }
-
-    def stack(layers: int) -> dict:
-        return {
-            "type": "transformer",
-            "num_layers": layers,
-            "num_heads": m.n_heads,
-            "embeddings": {"embedding_dim": m.d_model, "scale": True},  # x √d_model, as ours
-            "hidden_size": m.d_model,
-            "ff_size": m.d_ff,
-            "dropout": m.dropout,  # off when decoding, as ours
-            "layer_norm": m.norm,
-            "activation": "relu",
-        }
-
-    beam = args.beam or dec.beam_size
-    alpha = dec.length_penalty if args.alpha is None else args.alpha
-    joey = {
-        "name": f"port-{Path(args.run).resolve().name}",
-        "joeynmt_version": "2.3.0",
-        "model_dir": str(out),
-        "use_cuda": False,
-        "data": {
-            "test": str(out / "stdin"),  # JoeyNMT wants some data path; `translate` reads stdin
-            "src": side(cfg.data.src_lang, "src"),
-            "trg": side(cfg.data.tgt_lang, "trg"),
-            "special_symbols": JOEY_SPECIALS,
-        },
-        "testing": {
-            "load_model": str(out / "best.ckpt"),
-            "beam_size": beam,
-            # Both divide a finished hypothesis's log-prob by ((5 + |Y|) / 6)^alpha, |Y| with </s>.
-            "beam_alpha": alpha,
-            "n_best": 1,
-            "batch_size": dec.batch_size,
-            "batch_type": "sentence",
-            # JoeyNMT's only per-batch rule: 1.5 x the longest source (with </s>) of the batch.
-            "max_output_length": -1,
-            "min_output_length": 0,  # JoeyNMT's default 1 bans </s> as the first token; ours not
-        },
-        "training": {"batch_size": dec.batch_size},  # required by JoeyNMT's config parser only
-        "model": {
-            "tied_embeddings": m.share_all_embeddings,
-            "tied_softmax": m.tie_target_embeddings or m.share_all_embeddings,
-            "encoder": stack(m.encoder_layers),
-            "decoder": stack(m.decoder_layers),
-        },
-    }
-    for name, size in (("config", beam), ("greedy", 1)):
-        joey["testing"]["beam_size"] = size
-        (out / f"{name}.yaml").write_text(
-            yaml.safe_dump(joey, sort_keys=False, allow_unicode=True), encoding="utf-8"
-        )
-    if args.check:
-        write_check(run, args.check, out / "check.pt")
-    n_params = sum(p.numel() for p in model.parameters())
-    model_desc = (
-        f"{args.run}: {m.encoder_layers}+{m.decoder_layers} layers, d_model {m.d_model}, "
-        f"{m.n_heads} heads, ffn {m.d_ff}, {m.norm}-norm, vocabulary {len(run.tgt_vocab)}"
-        f"{' (joint, all embeddings shared)' if m.share_all_embeddings else ''}"
-    )
-    if args.work:
-        # What the port cannot make the same (the searches are what is being compared).
-        notes = [
-            "max output length: JoeyNMT's is 1.5 x the longest source (with </s>) of the "
-            f"batch, ours {dec.max_len_a} x each source + {dec.max_len_b}; outputs differ only "
-            "where one would be longer than 1.5 x its source",
-            f"batches of {dec.batch_size} sentences: JoeyNMT's in input order, sorted within "
-            "the batch; ours after sorting the whole input by length (less padding)",
-            "greedy: JoeyNMT re-feeds the whole prefix at each step (no key/value cache) and "
-            "decodes a batch until its last sentence ends; ours caches keys/values and drops "
-            "finished sentences",
-            "beam: JoeyNMT (OpenNMT style) keeps the k best candidates, finished ones included, "
-            "and ends a sentence once every beam slot has finished; ours (fairseq style) keeps "
-            "k unfinished ones out of the 2k best and ends after k finished hypotheses; both "
-            "rank finished hypotheses by log-prob / ((5 + |Y|) / 6)^alpha",
-        ]
-        record(
-            args.work.resolve(),
-            "meta",
-            run=str(args.run),
-            model=model_desc,
-            beam=beam,
-            alpha=alpha,
-            threads=args.threads,
-            decode_batch=dec.batch_size,
-            tgt_lang=cfg.data.tgt_lang,
-            notes=notes,
-        )
-        record(args.work.resolve(), "ours", params=n_params, vocab=str(len(run.tgt_vocab)))
-    print(f"ported {model_desc} to {out} (beam {beam}, alpha {alpha})")
-
-
-def write_check(run, pieces_file: Path, path: Path) -> None:
-    """Our logits for the first sentences of a pieces file, teacher-forced on our greedy output."""
+def port(translator, joey: Path, alpha: float) -> None:
+    """Write JoeyNMT's model dir joey/model (vocabularies, best.ckpt) of our run's model, the
+    configs joey/{greedy,beam}.yaml that decode it, its input joey/data/test.pieces (the pieces
+    our model reads of each line of test.en), and joey/check.pt for the logit check."""
     import torch
 
     from translator.batching import pad_sequences
     from translator.decode import search
 
-    lines = pieces_file.read_text("utf-8").split("\n")[:CHECK_SENTENCES]
-    src_pieces = [line.split(" ") for line in lines if line]
-    sv, tv, dec = run.src_vocab, run.tgt_vocab, run.cfg.decode
-    src_ids = [sv.encode(pieces) for pieces in src_pieces]
-    src = torch.from_numpy(pad_sequences(src_ids, sv.pad_id, suffix=sv.eos_id))
-    hyps = search(run.model, src, dec.override(beam_size=1), sos_id=tv.sos_id, eos_id=tv.eos_id)
-    tgt_in = torch.from_numpy(pad_sequences(hyps, tv.pad_id, prefix=tv.sos_id))
-    with torch.inference_mode():
-        logits = run.model(src, tgt_in)
-    torch.save(
-        {
-            "src": src_pieces,
-            "tgt": [[tv.itos[i] for i in hyp] for hyp in hyps],
-            "itos": tv.itos,
-            "logits": logits,
+    cfg, model = translator.cfg, translator.model
+    sv, tv = translator.src_vocab, translator.tgt_vocab
+    if cfg.model.positions != "sinusoidal":
+        raise SystemExit(f"{cfg.model.positions} positions: JoeyNMT has sinusoidal ones only")
+    out = joey / "model"
+    out.mkdir()
+    orders = {"src": joey_order(sv), "trg": joey_order(tv)}
+    for name, vocab in (("src", sv), ("trg", tv)):
+        tokens = [vocab.itos[i] for i in orders[name]]
+        # JoeyNMT reads its vocabulary with str.splitlines and its input split at spaces.
+        if bad := [x for x in tokens if x.splitlines() != [x] or " " in x]:
+            raise SystemExit(f"tokens JoeyNMT cannot read back: {bad[:5]}")
+        (out / f"{name}_vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    torch.save({"model_state": joey_state(model, orders["src"], orders["trg"])}, out / "best.ckpt")
+    # Level "word" with no pre-tokenizer: the input is our pieces, split at spaces, as is.
+    side = {"level": "word", "lowercase": False, "tokenizer_cfg": {"pretokenizer": "none"}}
+    config = joey_config(
+        cfg,
+        f"port-{translator.run_dir.name}",
+        out,
+        data={
+            "test": str(out / "stdin"),  # JoeyNMT wants some data path; `translate` reads stdin
+            "src": {"lang": cfg.data.src_lang, "voc_file": str(out / "src_vocab.txt"), **side},
+            "trg": {"lang": cfg.data.tgt_lang, "voc_file": str(out / "trg_vocab.txt"), **side},
+            "special_symbols": joey_specials(*(tv.itos[i] for i in orders["trg"][:4])),
         },
-        path,
+        testing={
+            "load_model": str(out / "best.ckpt"),
+            # Both divide a finished hypothesis's log-prob by ((5 + |Y|) / 6)^alpha, |Y| with </s>.
+            "beam_alpha": alpha,
+            "min_output_length": 0,  # JoeyNMT's default 1 bans </s> as the first token; ours not
+        },
+        training={"batch_size": cfg.decode.batch_size},  # required by JoeyNMT's config parser
     )
+    write_configs(config, joey)
+
+    src = (joey / "data" / "test.en").read_text("utf-8").split("\n")[:-1]
+    lines = [x[: translator.max_source_tokens] for x in translator.source_pieces(src)]
+    if empty := [i + 1 for i, pieces in enumerate(lines) if not pieces]:
+        raise SystemExit(f"test2016: empty line(s) {empty[:5]}")  # JoeyNMT would skip them
+    (joey / "data" / "test.pieces").write_text("".join(" ".join(x) + "\n" for x in lines), "utf-8")
+    # The check: our logits for the first sentences, teacher-forced on our greedy output.
+    check = lines[:CHECK_SENTENCES]
+    src = torch.from_numpy(
+        pad_sequences([sv.encode(x) for x in check], sv.pad_id, suffix=sv.eos_id)
+    )
+    hyps = search(model, src, cfg.decode.override(beam_size=1), sos_id=tv.sos_id, eos_id=tv.eos_id)
+    with torch.inference_mode():
+        logits = model(src, torch.from_numpy(pad_sequences(hyps, tv.pad_id, prefix=tv.sos_id)))
+    tgt = [[tv.itos[i] for i in hyp] for hyp in hyps]
+    torch.save({"src": check, "tgt": tgt, "itos": tv.itos, "logits": logits}, joey / "check.pt")
 
 
-def cmd_check_port(args: argparse.Namespace) -> None:
-    """Load the ported model as `joeynmt translate` does (strictly) and compare logits with ours."""
+def decode_both(a) -> tuple[dict, dict, dict]:
+    """Port our run a.run to JoeyNMT, check the port, and decode test.en with each."""
+    from translator.translate import Translator
+
+    translator = Translator.load(a.run)
+    m, dec, lang = translator.cfg.model, translator.cfg.decode, translator.cfg.data.tgt_lang
+    alpha = dec.length_penalty if a.alpha is None else a.alpha
+    say(f"porting {a.run} to JoeyNMT")
+    port(translator, a.work / "joey", alpha)
+    model = f"{a.run}: {describe(m)}, vocabulary {len(translator.tgt_vocab)}"
+    model += " (joint, all embeddings shared)" * m.share_all_embeddings
+    say(f"ported {model} (beam {BEAM}, alpha {alpha})")
+    params = sum(p.numel() for p in translator.model.parameters())
+    ours = {"params": params, "vocab": str(len(translator.tgt_vocab))}
+    del translator
+    theirs = in_joey(a, "check", a.work / "joey")
+    n, positions = theirs.pop("sentences"), theirs.pop("positions")
+    say(
+        f"JoeyNMT loaded the port; on {n} sentences ({positions} target positions) its logits "
+        f"differ from ours by at most {theirs['logit_diff']:.2g}, same argmax at "
+        f"{100 * theirs['logit_same']:.1f}% of positions"
+    )
+    for mode in MODES:
+        ours.update(decode_ours(a, a.run, mode, lang))
+        pieces = a.work / "joey" / "data" / "test.pieces"
+        theirs.update(decode_joey(a, mode, lang, pieces, ported=True))
+    notes = [note.format(dec=dec) for note in PORT_NOTES]
+    return {"model": model, "alpha": alpha, "notes": notes}, ours, theirs
+
+
+# -- steps run in JoeyNMT's environment (`_joey STEP ARGS` prints their result as json) ------------
+
+
+def joey_ready() -> dict:
+    import importlib.metadata as meta
+
+    import joeynmt.training  # noqa: F401  (torch and the rest import)
+
+    assert meta.version("joeynmt") == "2.3.0" and meta.version("sentencepiece") == "0.2.0"
+    return {"importlib_metadata": meta.version("importlib_metadata")}
+
+
+def joey_spm(joey: str, vocab_size: str, max_len: str, threads: str) -> dict:
+    """One joint SentencePiece BPE on the training text (as JoeyNMT's build_vocab.py), its vocab
+    file for JoeyNMT, and the training pairs and target tokens (+ </s>) of one epoch."""
+    import sentencepiece as spm
+
+    texts = [Path(joey, "data", f"train.{lang}") for lang in ("en", "de")]
+    spm.SentencePieceTrainer.train(
+        input=",".join(map(str, texts)),
+        model_prefix=f"{joey}/spm",
+        model_type="bpe",
+        vocab_size=int(vocab_size),
+        character_coverage=1.0,
+        num_threads=int(threads),
+        minloglevel=2,
+        **{f"{name}_id": i for i, name in enumerate(("unk", "pad", "bos", "eos"))},
+        **{f"{name}_piece": x for name, x in zip(("unk", "pad", "bos", "eos"), SPM_SPECIALS)},
+    )
+    pieces = [x.split("\t")[0] for x in Path(joey, "spm.vocab").read_text("utf-8").splitlines()]
+    Path(joey, "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
+    sp = spm.SentencePieceProcessor(model_file=f"{joey}/spm.model")
+    src, tgt = ([len(x) for x in sp.encode(p.read_text("utf-8").splitlines())] for p in texts)
+    kept = [y for x, y in zip(src, tgt) if 0 < x <= int(max_len) and 0 < y <= int(max_len)]
+    return {"vocab": len(pieces), "epoch_pairs": len(kept), "epoch_tokens": sum(kept) + len(kept)}
+
+
+def joey_check(joey: str) -> dict:
+    """Load the port as `joeynmt translate` does (strictly) and compare its logits with ours."""
     import torch
     from joeynmt.config import load_config, parse_global_args
     from joeynmt.prediction import prepare
 
-    cfg = load_config(args.model_dir / "greedy.yaml")
-    model, _, _, _ = prepare(parse_global_args(cfg, mode="translate"), rank=0, mode="translate")
+    cfg = parse_global_args(load_config(Path(joey, "greedy.yaml")), mode="translate")
+    model, _, _, _ = prepare(cfg, rank=0, mode="translate")
     model.eval()  # as JoeyNMT's predict() does
-    check = torch.load(args.model_dir / "check.pt", weights_only=True)
+    check = torch.load(Path(joey, "check.pt"), weights_only=True)
     src, src_length, _ = model.src_vocab.sentences_to_ids(check["src"], bos=False, eos=True)
     trg, _, _ = model.trg_vocab.sentences_to_ids(check["tgt"], bos=True, eos=False)
     src, trg = torch.tensor(src), torch.tensor(trg)
@@ -627,225 +684,132 @@ def cmd_check_port(args: argparse.Namespace) -> None:
             unroll_steps=trg.size(1),
             trg_mask=trg_mask,
         )
-    logits = logits[..., [model.trg_vocab.lookup(t) for t in check["itos"]]]  # our id order
+    logits = logits[..., [model.trg_vocab.lookup(x) for x in check["itos"]]]  # our id order
     ours, real = check["logits"], trg_mask.squeeze(1)
-    diff = (logits - ours)[real].abs().max().item()
-    same = (logits.argmax(-1) == ours.argmax(-1))[real].float().mean().item()
-    record(
-        args.work.resolve(),
-        "joey",
-        logit_diff=diff,
-        logit_argmax_same=same,
-        vocab=str(len(model.trg_vocab)),
-    )
-    print(
-        f"JoeyNMT loaded the port; on {len(check['src'])} sentences ({int(real.sum())} target "
-        f"positions) its logits differ from ours by at most {diff:.2g}, same argmax at "
-        f"{100 * same:.1f}% of positions"
-    )
-
-
-# -- decoding --------------------------------------------------------------------------------
-
-
-def mean_chars(path: Path) -> float:
-    """Mean length in characters of the lines of a detokenized text file."""
-    lines = path.read_text("utf-8").splitlines()
-    return sum(len(x) for x in lines) / max(len(lines), 1)
-
-
-def output_tokens(path: Path, lang: str) -> int:
-    """Output tokens of a detokenized text file as scripts/bench_decode.py counts them: spaCy
-    tokens plus one </s> a line (one rule for both systems, whatever subwords they emit)."""
-    from translator.tokenization import Tokenizer
-
-    lines = path.read_text("utf-8").splitlines()
-    return sum(len(tokens) + 1 for tokens in Tokenizer(lang).tokenize(lines))
-
-
-def cmd_ours_decode(args: argparse.Namespace) -> None:
-    """Read the JSON line of `translator evaluate --json`."""
-    lines = [x for x in args.json.read_text("utf-8").splitlines() if x.startswith("{")]
-    if not lines:
-        raise SystemExit(f"no JSON result in {args.json}")
-    result = json.loads(lines[-1])
-    record(
-        args.work.resolve(),
-        "ours",
-        **{
-            f"{args.mode}_s": result["seconds"],
-            f"{args.mode}_sent_s": result["n"] / result["seconds"],
-            f"{args.mode}_tok_s": output_tokens(args.hyp, args.tgt_lang) / result["seconds"],
-            f"{args.mode}_bleu": result["bleu"],
-            f"{args.mode}_chars": mean_chars(args.hyp),
-        },
-    )
-    print(
-        f"translator {args.mode}: {result['n']} sentences in {result['seconds']:.1f} s, "
-        f"BLEU {result['bleu']:.2f}"
-    )
-
-
-def cmd_joey_decode(args: argparse.Namespace) -> None:
-    """Time from JoeyNMT's own 'Generation took' line (wall time of the command as fallback)."""
-    from translator.evaluate import score
-    from translator.tokenization import detokenize
-
-    hyp = args.hyp
-    if args.detok:  # a ported model's output: our pieces, which our detokenizer turns into text
-        pieces = hyp.read_text("utf-8").splitlines()
-        args.detok.write_text("".join(detokenize(x.split()) + "\n" for x in pieces), "utf-8")
-        hyp = args.detok
-    hyps = hyp.read_text("utf-8").splitlines()
-    refs = args.ref.read_text("utf-8").splitlines()
-    log = args.log.read_text("utf-8")
-    took = re.findall(r"Generation took ([\d.]+)\[sec\]", log)
-    seconds = float(took[-1]) if took else args.wall
-    result = score(hyps, refs, args.tgt_lang, literature=False)
-    values = {
-        f"{args.mode}_s": seconds,
-        f"{args.mode}_wall_s": args.wall,
-        f"{args.mode}_sent_s": len(refs) / seconds,
-        f"{args.mode}_tok_s": output_tokens(hyp, args.tgt_lang) / seconds,
-        f"{args.mode}_bleu": result["bleu"],
-        f"{args.mode}_chars": mean_chars(hyp),
+    return {
+        "logit_diff": (logits - ours)[real].abs().max().item(),
+        "logit_same": (logits.argmax(-1) == ours.argmax(-1))[real].float().mean().item(),
+        "vocab": str(len(model.trg_vocab)),
+        "sentences": len(check["src"]),
+        "positions": int(real.sum()),
     }
-    same = ""
-    if args.ours:
-        ours = args.ours.read_text("utf-8").splitlines()
-        values[f"{args.mode}_same"] = 100 * sum(a == b for a, b in zip(ours, hyps)) / len(hyps)
-        same = f", {values[f'{args.mode}_same']:.1f}% identical to ours"
-    params = JOEY_PARAMS.search(log)
-    if params:
-        values["params"] = int(params[1])
-    record(args.work.resolve(), "joey", **values)
-    print(
-        f"JoeyNMT {args.mode}: {len(hyps)} sentences in {seconds:.1f} s "
-        f"({args.wall:.1f} s with start-up), BLEU {result['bleu']:.2f}{same}"
-    )
 
 
-# -- table -------------------------------------------------------------------------------------
+def joey_env(a) -> None:
+    """JoeyNMT 2.3.0 in a.joey_venv: found there, or installed."""
+
+    def ready() -> bool:
+        cmd = [a.joey_py, __file__, "_joey", "ready"]
+        return a.joey_py.exists() and subprocess.run(cmd, capture_output=True).returncode == 0
+
+    if ready():
+        say(f"JoeyNMT 2.3.0 found in {a.joey_venv}")
+        return
+    say(f"installing JoeyNMT 2.3.0 and {a.joey_torch} into {a.joey_venv}")
+    if not a.joey_py.exists():
+        sh(a.work / "venv.log", sys.executable, "-m", "venv", a.joey_venv)
+    pip = (a.joey_py, "-m", "pip", "install", "--quiet", a.joey_torch)
+    sh(a.work / "pip-torch.log", *pip)
+    sh(a.work / "pip-joeynmt.log", *pip, *JOEY_REQUIREMENTS)
+    if not ready():
+        raise SystemExit(f"JoeyNMT 2.3.0 does not import from {a.joey_venv} (pip logs: {a.work})")
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+ROWS = [  # (label, key, digits, higher is faster?; None: not a speed, no ratio)
+    ("parameters (millions)", "params_m", 2, None),
+    ("vocabulary", "vocab", 0, None),
+    ("training pairs per epoch", "epoch_pairs", 0, None),
+    ("target tokens per epoch (incl. </s>)", "epoch_tokens", 0, None),
+    ("training: target tokens/s", "train_tok_s", 0, True),
+    ("seconds per epoch (extrapolated)", "epoch_s", 0, False),
+    ("greedy decoding: sentences/s", "greedy_sent_s", 1, True),
+    ("greedy decoding: output tokens/s", "greedy_tok_s", 0, True),
+    (f"beam {BEAM} decoding: sentences/s", "beam_sent_s", 1, True),
+    (f"beam {BEAM} decoding: output tokens/s", "beam_tok_s", 0, True),
+    ("greedy: mean output length, characters", "greedy_chars", 1, None),
+    (f"beam {BEAM}: mean output length, characters", "beam_chars", 1, None),
+    ("BLEU greedy (sacreBLEU, test2016)", "greedy_bleu", 2, None),
+    (f"BLEU beam {BEAM} (sacreBLEU, test2016)", "beam_bleu", 2, None),
+    ("greedy: outputs identical to ours, %", "greedy_same", 1, None),
+    (f"beam {BEAM}: outputs identical to ours, %", "beam_same", 1, None),
+]
 
 
 def fmt(value, digits: int = 0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if isinstance(value, str):
-        return value
-    return f"{value:,.{digits}f}"
+    return value if isinstance(value, str) else f"{value:,.{digits}f}"
 
 
-def cmd_table(args: argparse.Namespace) -> None:
-    results = load_results(args.work.resolve())
-    meta, ours, joey = results.get("meta", {}), results.get("ours", {}), results.get("joey", {})
-    ported = "run" in meta  # decoding one of our runs ported to JoeyNMT, no training
+def table(a, meta: dict, ours: dict, joey: dict) -> None:
     for system in (ours, joey):
         if system.get("train_tok_s") and system.get("epoch_tokens"):
             system["epoch_s"] = system["epoch_tokens"] / system["train_tok_s"]
-        if system.get("params"):
-            system["params_m"] = system["params"] / 1e6
-    beam = meta.get("beam", 5)
-    # (label, key, digits, higher is faster?) ; None: not a speed, no ratio; rows with no value
-    # on either side (training rows of a port) are left out
-    rows = [
-        ("parameters (millions)", "params_m", 2, None),
-        ("vocabulary", "vocab", 0, None),
-        ("training pairs per epoch", "epoch_pairs", 0, None),
-        ("target tokens per epoch (incl. </s>)", "epoch_tokens", 0, None),
-        ("training: target tokens/s", "train_tok_s", 0, True),
-        ("seconds per epoch (extrapolated)", "epoch_s", 0, False),
-        ("greedy decoding: sentences/s", "greedy_sent_s", 1, True),
-        ("greedy decoding: output tokens/s", "greedy_tok_s", 0, True),
-        (f"beam {beam} decoding: sentences/s", "beam_sent_s", 1, True),
-        (f"beam {beam} decoding: output tokens/s", "beam_tok_s", 0, True),
-        ("greedy: mean output length, characters", "greedy_chars", 1, None),
-        (f"beam {beam}: mean output length, characters", "beam_chars", 1, None),
-        ("BLEU greedy (sacreBLEU, test2016)", "greedy_bleu", 2, None),
-        (f"BLEU beam {beam} (sacreBLEU, test2016)", "beam_bleu", 2, None),
-        ("greedy: outputs identical to ours, %", "greedy_same", 1, None),
-        (f"beam {beam}: outputs identical to ours, %", "beam_same", 1, None),
-    ]
-    print()
-    if ported:
-        print(f"translator vs JoeyNMT 2.3.0 on this machine, decoding one model: {meta['model']}")
+        system["params_m"] = system["params"] / 1e6 if system.get("params") else None
+    if a.run:
+        print(f"\ntranslator vs JoeyNMT 2.3.0 on this machine, decoding one model: {meta['model']}")
         print(
-            f"ported to JoeyNMT with scripts/compare_joeynmt.py port; fp32 on CPU, "
-            f"{meta.get('threads')} threads; beam {beam} with length penalty alpha "
-            f"{meta.get('alpha')} on both sides"
+            f"ported to JoeyNMT (our weights under its names); fp32 on CPU, {a.threads} threads; "
+            f"beam {BEAM} with length penalty alpha {meta['alpha']} on both sides\n"
         )
     else:
+        print("\ntranslator vs JoeyNMT 2.3.0 on this machine:", a.config, *a.overrides)
         print(
-            f"translator vs JoeyNMT 2.3.0 on this machine: {meta.get('config')} "
-            f"{' '.join(meta.get('overrides', []))}".rstrip()
+            f"model: {meta['model']}\ntraining: {a.steps} timed optimizer steps after "
+            f"{a.warmup} warm-up steps, no validation, fp32 on CPU, {a.threads} threads\n"
         )
-        print(f"model: {meta.get('model')}")
-        print(
-            f"training: {meta.get('steps')} timed optimizer steps after {meta.get('warmup')} "
-            f"warm-up steps, no validation, fp32 on CPU, {meta.get('threads')} threads"
-        )
-    print()
     head = f"{'':<42}{'translator':>12}{'JoeyNMT':>12}{'ours/JoeyNMT':>14}  "
-    print(head)
-    print("-" * len(head))
-    for label, key, digits, higher_faster in rows:
-        a, b = ours.get(key), joey.get(key)
-        if a is None and b is None:
+    print(head, "-" * len(head), sep="\n")
+    for label, key, digits, higher_faster in ROWS:
+        x, y = ours.get(key), joey.get(key)
+        if x is None and y is None:  # the training rows of a port
             continue
         ratio = speed = ""
-        if higher_faster is not None and a and b:
-            ratio = f"{a / b:.2f}"
-            speedup = a / b if higher_faster else b / a
-            speed = (
-                f"ours {speedup:.1f}x faster"
-                if speedup >= 1
-                else f"JoeyNMT {1 / speedup:.1f}x faster"
-            )
-        print(f"{label:<42}{fmt(a, digits):>12}{fmt(b, digits):>12}{ratio:>14}  {speed}")
-    print()
-    test = args.work.resolve() / "joey" / "data" / "test.en"
-    n = len(test.read_text("utf-8").splitlines()) if test.exists() else "?"
-    ref = args.work.resolve() / "joey" / "data" / "test.de"
-    ref_chars = mean_chars(ref) if ref.exists() else None
+        if higher_faster is not None and x and y:
+            ratio, speedup = f"{x / y:.2f}", x / y if higher_faster else y / x
+            speed = f"ours {speedup:.1f}x" if speedup >= 1 else f"JoeyNMT {1 / speedup:.1f}x"
+            speed += " faster"
+        print(f"{label:<42}{fmt(x, digits):>12}{fmt(y, digits):>12}{ratio:>14}  {speed}")
+    data = a.work / "joey" / "data"
+    n = len((data / "test.en").read_text("utf-8").splitlines())
     wall = (
         f"with start-up and model loading: greedy {fmt(joey.get('greedy_wall_s'), 1)} s, "
         f"beam {fmt(joey.get('beam_wall_s'), 1)} s"
     )
-    if ported:
+    if a.run:
         print(
-            f"Decoding: the first {n} sentences of test2016. Both read the same source pieces "
+            f"\nDecoding: the first {n} sentences of test2016. Both read the same source pieces "
             "(ours: spaCy + BPE of the text; JoeyNMT: those pieces, written out) and their "
             "output pieces become text by our detokenizer. Times: ours, `translator evaluate` "
             "(tokenization, BPE and detokenization included); JoeyNMT, its own 'Generation "
             f"took' (batching and search only; {wall}). Output tokens: spaCy tokens of the "
             "output text + </s>, as scripts/bench_decode.py counts them."
         )
-        if "logit_diff" in joey:
-            print(
-                f"Port check: JoeyNMT's logits differ from ours by at most "
-                f"{joey['logit_diff']:.2g} (its LayerNorm eps is 1e-6, ours 1e-5), same "
-                f"argmax at {100 * joey['logit_argmax_same']:.1f}% of positions."
-            )
+        print(
+            f"Port check: JoeyNMT's logits differ from ours by at most {joey['logit_diff']:.2g} "
+            "(its LayerNorm eps is 1e-6, ours 1e-5), same argmax at "
+            f"{100 * joey['logit_same']:.1f}% of positions."
+        )
     else:
         print(
-            "Tokens are each system's own subwords (ours: BPE of spaCy tokens; JoeyNMT: "
+            "\nTokens are each system's own subwords (ours: BPE of spaCy tokens; JoeyNMT: "
             "SentencePiece BPE of raw text), so compare seconds per epoch across systems."
         )
         print(
-            f"Decoding: the first {n} sentences of test2016, batches of "
-            f"{meta.get('decode_batch')} sentences, translation time only (JoeyNMT's own "
-            f"'Generation took'; {wall}). Neither model is trained to convergence: BLEU only "
-            "shows that both learn alike in the same number of steps."
+            f"Decoding: the first {n} sentences of test2016, batches of {meta['decode_batch']} "
+            f"sentences, translation time only (JoeyNMT's own 'Generation took'; {wall}). "
+            "Neither model is trained to convergence: BLEU only shows that both learn alike in "
+            "the same number of steps."
         )
-    for note in meta.get("notes", []):
-        print(f"note: {note}")
-    for mode, label in (("greedy", "greedy"), ("beam", f"beam {beam}")):
-        a, b = ours.get(f"{mode}_chars"), joey.get(f"{mode}_chars")
-        if ported or a is None or b is None or ref_chars is None:
-            continue
-        if min(a, b) < 0.8 * max(a, b) or max(a, b) < 0.5 * ref_chars:
+    print(*(f"note: {note}" for note in meta["notes"]), sep="\n")
+    ref_chars = mean_chars(data / "test.de")
+    for mode, label in (("greedy", "greedy"), ("beam", f"beam {BEAM}")):
+        x, y = ours.get(f"{mode}_chars"), joey.get(f"{mode}_chars")
+        if not a.run and (min(x, y) < 0.8 * max(x, y) or max(x, y) < 0.5 * ref_chars):
             print(
-                f"WARNING: the {label} outputs are {a:.0f} (ours) and {b:.0f} (JoeyNMT) "
+                f"WARNING: the {label} outputs are {x:.0f} (ours) and {y:.0f} (JoeyNMT) "
                 f"characters long on average, the references {ref_chars:.0f}: the models are "
                 f"too little trained for {label} speeds to be compared like for like (decoding "
                 "time grows with output length). Raise STEPS (our default config reaches val BLEU "
@@ -853,86 +817,105 @@ def cmd_table(args: argparse.Namespace) -> None:
             )
 
 
+# -- main --------------------------------------------------------------------------------------
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
+
+
+def arguments() -> argparse.Namespace:
+    """Flags, each defaulting to its environment variable (the docstring's list)."""
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "config",
+        nargs="?",
+        type=Path,
+        default=env("CONFIG") or ROOT / "configs/multi30k.yaml",
+        help="$CONFIG",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=env("OUR_SET", "").split(),
+        help="$OUR_SET",
+    )
+    for flag, kind, default in [
+        ("run", Path, None),
+        ("alpha", float, None),
+        ("steps", positive, "100"),
+        ("warmup", positive, "10"),
+        ("threads", positive, "2"),
+        ("sentences", positive, "1000"),
+        ("joey-venv", Path, "/tmp/joeynmt-venv"),
+        ("joey-torch", str, "torch==2.13.0"),
+    ]:
+        name = flag.upper().replace("-", "_")
+        p.add_argument(f"--{flag}", type=kind, default=env(name) or default, help=f"${name}")
+    p.add_argument("--keep", action="store_true", default=env("KEEP") == "1", help="$KEEP=1")
+    a = p.parse_args()
+    a.data = Path(env("TRANSLATOR_DATA_DIR", "/work/shared/data/multi30k"))
+    a.joey_py = a.joey_venv.absolute() / "bin" / "python"
+    if a.alpha is not None and not a.alpha >= 0:
+        p.error(f"ALPHA must be a number >= 0, got {a.alpha}")
+    if a.run and not all((a.run / x).is_file() for x in ("config.yaml", "model.safetensors")):
+        p.error(f"RUN={a.run} is not a trained run dir (no config.yaml and model.safetensors)")
+    if not a.run and not a.config.is_file():
+        p.error(f"config not found: {a.config}")
+    a.run, a.config = a.run and a.run.absolute(), a.config.absolute()
+    for split in ["test_2016_flickr"] + ([] if a.run else ["train", "val"]):
+        for path in (a.data / f"{split}.en.gz", a.data / f"{split}.de.gz"):
+            if not path.is_file():
+                p.error(
+                    f"missing {path} (set TRANSLATOR_DATA_DIR to the folder of Multi30k's "
+                    "train.{en,de}.gz, val.*.gz and test_2016_flickr.*.gz)"
+                )
+    return a
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    a = arguments()
+    a.work = Path(tempfile.mkdtemp(prefix="compare-joeynmt."))
+    os.environ.update(
+        TRANSLATOR_DATA_DIR=str(a.data),
+        TRANSLATOR_CACHE_DIR=os.environ.get("TRANSLATOR_CACHE_DIR", str(a.work / "cache")),
+        TRANSLATOR_RUNS_DIR=str(a.work / "runs"),
+        OMP_NUM_THREADS=str(a.threads),
+        MKL_NUM_THREADS=str(a.threads),
+        PYTHONWARNINGS="ignore",
+    )
+    keep = a.keep
+    try:
+        what = f"{a.warmup} warm-up + {a.steps} timed steps each"
+        what = f"decoding {a.run} with both" if a.run else what
+        say(f"work dir {a.work}; {what}, {a.threads} threads")
+        joey_env(a)
+        from translator.data import read_lines
 
-    p = sub.add_parser("configs")
-    p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--warmup", type=int, required=True)
-    p.add_argument("--log-every", type=int, required=True)
-    p.add_argument("--threads", type=int, required=True)
-    p.add_argument("--beam", type=int, default=5)
-    p.set_defaults(func=cmd_configs)
-
-    p = sub.add_parser("spm")
-    p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--threads", type=int, default=2)
-    p.set_defaults(func=cmd_spm)
-
-    p = sub.add_parser("ours-corpus")
-    p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--run", type=Path, required=True)
-    p.set_defaults(func=cmd_ours_corpus)
-
-    p = sub.add_parser("train-rate")
-    p.add_argument("system", choices=["ours", "joey"])
-    p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--log", type=Path, required=True)
-    p.add_argument("--warmup", type=int, required=True)
-    p.set_defaults(func=cmd_train_rate)
-
-    p = sub.add_parser("pieces")
-    p.add_argument("--run", type=Path, required=True)
-    p.add_argument("--src", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_pieces)
-
-    p = sub.add_parser("port")
-    p.add_argument("--run", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--beam", type=int, help="beam size of config.yaml [the run's]")
-    p.add_argument("--alpha", type=float, help="length penalty [the run's]")
-    p.add_argument("--check", type=Path, help="pieces file: save our logits for check-port")
-    p.add_argument("--work", type=Path, help="record into WORK/results.json")
-    p.add_argument("--threads", type=int, help="decoding threads, recorded for the table")
-    p.set_defaults(func=cmd_port)
-
-    p = sub.add_parser("check-port")
-    p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--model-dir", type=Path, required=True)
-    p.set_defaults(func=cmd_check_port)
-
-    p = sub.add_parser("ours-decode")
-    p.add_argument("mode", choices=["greedy", "beam"])
-    p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--json", type=Path, required=True)
-    p.add_argument("--hyp", type=Path, required=True)
-    p.add_argument("--tgt-lang", default="de")
-    p.set_defaults(func=cmd_ours_decode)
-
-    p = sub.add_parser("joey-decode")
-    p.add_argument("mode", choices=["greedy", "beam"])
-    p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--hyp", type=Path, required=True)
-    p.add_argument("--ref", type=Path, required=True)
-    p.add_argument("--log", type=Path, required=True)
-    p.add_argument("--wall", type=float, required=True)
-    p.add_argument("--tgt-lang", default="de")
-    p.add_argument("--detok", type=Path, help="--hyp holds our pieces: detokenize them to here")
-    p.add_argument("--ours", type=Path, help="our hypotheses: count identical outputs")
-    p.set_defaults(func=cmd_joey_decode)
-
-    p = sub.add_parser("table")
-    p.add_argument("--work", type=Path, required=True)
-    p.set_defaults(func=cmd_table)
-
-    args = parser.parse_args()
-    args.func(args)
+        (a.work / "joey" / "data").mkdir(parents=True)
+        for lang in ("en", "de"):  # both systems decode these same files
+            lines = read_lines(a.data / f"test_2016_flickr.{lang}.gz")[: a.sentences]
+            text = "".join(x + "\n" for x in lines)
+            (a.work / "joey" / "data" / f"test.{lang}").write_text(text, encoding="utf-8")
+        table(a, *(decode_both(a) if a.run else train_both(a)))
+        say("done")
+    except BaseException:
+        keep = True
+        raise
+    finally:
+        if keep:
+            print(f"work dir kept: {a.work}")
+        else:
+            shutil.rmtree(a.work)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["_joey"]:  # one of main()'s steps, run in JoeyNMT's environment
+        steps = {"ready": joey_ready, "spm": joey_spm, "check": joey_check}
+        print(json.dumps(steps[sys.argv[2]](*sys.argv[3:])))
+    else:
+        main()

@@ -1,5 +1,6 @@
 """scripts/compare_joeynmt.py's weight port: our tensors under JoeyNMT's names, each parameter
-mapped exactly once, with JoeyNMT's shapes (checked without JoeyNMT installed)."""
+mapped exactly once, with JoeyNMT's shapes; its vocabulary order; and reading JoeyNMT's training
+log (all checked without JoeyNMT installed)."""
 
 import importlib.util
 from dataclasses import replace
@@ -9,6 +10,7 @@ import torch
 from conftest import ROOT, TINY
 
 from translator.model import Transformer
+from translator.vocab import SPECIALS, Vocab
 
 spec = importlib.util.spec_from_file_location(
     "compare_joeynmt", ROOT / "scripts/compare_joeynmt.py"
@@ -92,3 +94,31 @@ def test_vocabulary_orders_permute_the_embedding_rows():
     ours = model.src_embed.lut.weight
     for name in ("src_embed.lut.weight", "trg_embed.lut.weight", "decoder.output_layer.weight"):
         assert torch.equal(state[name], ours[order])
+
+
+def test_joeynmt_ids_put_unk_pad_bos_eos_first():
+    vocab = Vocab([*SPECIALS, "Ein", "Hund"])  # ours: <pad> <unk> <sos> <eos>
+    order = compare.joey_order(vocab)
+    assert [vocab.itos[i] for i in order] == ["<unk>", "<pad>", "<sos>", "<eos>", "Ein", "Hund"]
+    specials = compare.joey_specials(*(vocab.itos[i] for i in order[:4]))
+    assert specials["unk_token"] == "<unk>" and specials["pad_id"] == 1
+    assert specials["bos_token"] == "<sos>" and specials["eos_id"] == 3
+
+
+JOEY_LOG = """\
+2026-11-30 18:45:35,054 - INFO - joeynmt.model - Total params: 2558976
+2026-11-30 18:45:44,915 - INFO - joeynmt.training - Epoch   1, Step:        5, Batch Loss:     7.713571, Batch Acc: 0.050380, Tokens per Sec:      972, Lr: 0.000013
+2026-11-30 18:45:55,762 - INFO - joeynmt.training - Epoch   1, Step:       10, Batch Loss:     7.689569, Batch Acc: 0.063285, Tokens per Sec:      932, Lr: 0.000025
+2026-11-30 18:46:04,262 - INFO - joeynmt.training - Epoch   1, Step:       15, Batch Loss:     7.630392, Batch Acc: 0.061390, Tokens per Sec:     1027, Lr: 0.000037
+"""  # noqa: E501  (JoeyNMT 2.3.0's train.log, as written)
+
+
+def test_training_rate_is_read_from_joeynmts_log_after_the_warmup():
+    points = compare.joey_points(JOEY_LOG)
+    assert [(step, rate) for step, _, rate in points] == [(5, 972), (10, 932), (15, 1027)]
+    rate, seconds, steps = compare.timed_rate(points, warmup=5)
+    # each window's rate x its duration, over the time from the warm-up's end to the last line
+    assert seconds == pytest.approx(19.347) and steps == 10
+    assert rate == pytest.approx((932 * 10.847 + 1027 * 8.5) / 19.347)
+    with pytest.raises(SystemExit):
+        compare.timed_rate(points, warmup=15)  # nothing logged after the warm-up
