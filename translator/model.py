@@ -364,18 +364,27 @@ def _kept(layers: nn.ModuleList, layerdrop: float, training: bool):
     return [(i, layer) for i, layer in enumerate(layers) if keep[i]]
 
 
-class Encoder(nn.Module):
-    """A stack of N EncoderLayers (plus a final LayerNorm when pre-norm)."""
+class LayerStack(nn.Module):
+    """N layers of `layer_class` (plus a final LayerNorm when pre-norm), each skipped in
+    training with chance `layerdrop`."""
+
+    layer_class: type[nn.Module]
 
     def __init__(
         self, n_layers: int, d_model: int, pre_norm: bool, layerdrop: float = 0.0, **layer_args
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            [EncoderLayer(d_model, pre_norm=pre_norm, **layer_args) for _ in range(n_layers)]
+            [self.layer_class(d_model, pre_norm=pre_norm, **layer_args) for _ in range(n_layers)]
         )
         self.norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         self.layerdrop = layerdrop
+
+
+class Encoder(LayerStack):
+    """A stack of N EncoderLayers."""
+
+    layer_class = EncoderLayer
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         for _, layer in _kept(self.layers, self.layerdrop, self.training):
@@ -383,18 +392,10 @@ class Encoder(nn.Module):
         return self.norm(x)
 
 
-class Decoder(nn.Module):
-    """A stack of N DecoderLayers (plus a final LayerNorm when pre-norm)."""
+class Decoder(LayerStack):
+    """A stack of N DecoderLayers."""
 
-    def __init__(
-        self, n_layers: int, d_model: int, pre_norm: bool, layerdrop: float = 0.0, **layer_args
-    ) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(
-            [DecoderLayer(d_model, pre_norm=pre_norm, **layer_args) for _ in range(n_layers)]
-        )
-        self.norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
-        self.layerdrop = layerdrop
+    layer_class = DecoderLayer
 
     def forward(
         self,
