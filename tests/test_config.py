@@ -152,7 +152,7 @@ def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch
     assert load_config(None).name == "multi30k"
     (tmp_path / "tiny.yaml").write_text("model:\n  d_model: 64\n  n_heads: 2\n")
     assert load_config("tiny.yaml").model.d_model == 64  # a file here comes first
-    with pytest.raises(ConfigError, match=r"not found: nope \(shipped configs: multi30k, "):
+    with pytest.raises(ConfigError, match=r"not found: nope \(shipped configs: finetune, multi"):
         load_config("nope")
 
 

@@ -54,6 +54,9 @@ class DataConfig:
     max_tokens: int = 4096  # batch budget: sentences x longest side, padding included
     max_sentences: int | None = None  # optional cap on sentences per batch
     pool_batches: int = 100  # length-sort pools of about this many batches (more: less padding)
+    # With train.init_from: this share of the training pairs is drawn from the parent run's own
+    # training data, to limit forgetting (0.2: one pair in five)
+    replay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,14 @@ class TrainConfig:
     average_checkpoints: int = (
         0  # keep the weights of the last N validations; average them at the end
     )
+    # Fine-tuning: a new run that starts from this run dir's best weights, model and vocabulary
+    # (`translator train --init-from RUN`); the optimizer, schedule and best score start afresh
+    init_from: str | None = None
+    # More sets every validation scores with greedy BLEU (metrics.jsonl's keep_bleu, curves.png),
+    # to see what a fine-tuned run keeps: `parent:valid`, `parent:test` (or `parent:NAME`: a split
+    # of the init_from run's data), or a split of this run's data source (`test`, a name, or a
+    # file or prefix for data.source files)
+    keep_eval: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,14 @@ def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
     """Read a YAML config, apply `a.b=value` overrides, build and validate a `Config`."""
+    raw, source = read_raw_config(path, overrides)
+    return build_config(raw, source, overrides)
+
+
+def read_raw_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[dict, str]:
+    """A config file as the nested dict it holds, `overrides` applied; and its path."""
     path = find_config(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -202,10 +221,15 @@ def load_config(
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     raw.setdefault("name", path.stem)
     apply_overrides(raw, overrides)
+    return raw, str(path)
+
+
+def build_config(raw: dict, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """`config_from_dict`, with a problem in a key the command line set blamed on it."""
     try:
-        return config_from_dict(raw, source=str(path))
+        return config_from_dict(raw, source=source)
     except ConfigError as err:
-        raise _blame_override(err, str(path), overrides) from None
+        raise _blame_override(err, source, overrides) from None
 
 
 def _blame_override(err: ConfigError, source: str, overrides) -> ConfigError:
@@ -319,6 +343,12 @@ def _coerce(value, hint, key: str, source: str):
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key, source)
+    if origin is tuple and args[-1:] == (Ellipsis,):  # tuple[str, ...]: a list of any length
+        if isinstance(value, (str, int, float)):
+            value = [value]  # `--set train.keep_eval=parent:valid`: a list of one
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(
@@ -404,6 +434,7 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         ("model.layerdrop", m.layerdrop),
         ("train.label_smoothing", t.label_smoothing),
         ("vocab.bpe_dropout", v.bpe_dropout),
+        ("data.replay", d.replay),
     ]:
         if not 0.0 <= x < 1.0:
             problems.append(f"{key} must be in [0, 1), got {x}")
@@ -444,6 +475,13 @@ def validate(cfg: Config, source: str = "<dict>") -> None:
         problems.append(
             f"data.max_tokens ({d.max_tokens}) must fit one sentence of data.max_len + 2"
         )
+    if d.replay and not t.init_from:
+        problems.append("data.replay draws from the parent run's data: it needs train.init_from")
+    if any(e.startswith("parent:") for e in t.keep_eval) and not t.init_from:
+        problems.append("train.keep_eval's parent: sets need train.init_from")
+    problems += [
+        f"train.keep_eval: {e!r} names no split" for e in t.keep_eval if e in ("", "parent:")
+    ]
     if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
         problems.append("set at least one of train.max_steps, train.max_epochs, train.max_minutes")
     problems += _decode_problems(dec)

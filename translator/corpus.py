@@ -71,6 +71,10 @@ class IdArray:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def __add__(self, other: IdArray) -> IdArray:
+        ids = np.concatenate([np.asarray(self.ids), np.asarray(other.ids)])
+        return IdArray(ids, np.concatenate([self.offsets, self.offsets[-1] + other.offsets[1:]]))
+
     def select(self, indices: np.ndarray) -> IdArray:
         """The sequences at `indices`, copied into memory."""
         lengths = self.lengths()[indices]
@@ -89,14 +93,20 @@ class ParallelIds:
     def __len__(self) -> int:
         return len(self.src)
 
+    def __add__(self, other: ParallelIds) -> ParallelIds:
+        """These pairs, then `other`'s, in memory."""
+        return ParallelIds(self.src + other.src, self.tgt + other.tgt)
+
+    def select(self, indices: np.ndarray) -> ParallelIds:
+        return ParallelIds(self.src.select(indices), self.tgt.select(indices))
+
     def filter_length(self, max_len: int) -> tuple[ParallelIds, int]:
         """Drop pairs with an empty side or a side longer than `max_len`; return kept, dropped."""
         src_len, tgt_len = self.src.lengths(), self.tgt.lengths()
         keep = (src_len > 0) & (tgt_len > 0) & (src_len <= max_len) & (tgt_len <= max_len)
         if keep.all():
             return self, 0
-        indices = np.flatnonzero(keep)
-        return ParallelIds(self.src.select(indices), self.tgt.select(indices)), int((~keep).sum())
+        return self.select(np.flatnonzero(keep)), int((~keep).sum())
 
 
 @dataclass
@@ -141,14 +151,24 @@ def prepare(cfg: Config) -> Corpus:
     """Open the cached corpus for `cfg`, building it first when missing."""
     check_languages(cfg)
     ensure_available(cfg, list(split_stems(cfg)))
-    folder = cache_root(cfg) / _cache_key(cfg)
+    given = _parent_vocabulary(cfg)
+    folder = cache_root(cfg) / _cache_key(cfg, given)
     if (folder / "meta.json").exists():
         return _load(folder, cached=True)
-    build(cfg, folder, log=log.info)
+    build(cfg, folder, log=log.info, given=given)
     return _load(folder, cached=False)
 
 
-def _cache_key(cfg: Config) -> str:
+def _parent_vocabulary(cfg: Config):
+    """With train.init_from: that run's bundle, whose BPE and vocabularies number this corpus."""
+    if not cfg.train.init_from:
+        return None
+    from translator.finetune import check_parent
+
+    return check_parent(Path(cfg.train.init_from))
+
+
+def _cache_key(cfg: Config, given=None) -> str:
     d, v = cfg.data, cfg.vocab
     settings = {
         "format": FORMAT_VERSION,
@@ -163,8 +183,14 @@ def _cache_key(cfg: Config) -> str:
         "vocab": [v.kind, v.joint, v.min_freq, v.max_size, v.bpe_size, v.train_sentences],
         "tokenizers": _version("tokenizers") if v.kind == "bpe" else None,
         "sampled_bpe": v.kind == "bpe" and v.bpe_dropout > 0,  # every piece, train's words kept
+        "given_vocab": _vocabulary_hash(given) if given else None,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _vocabulary_hash(run) -> str:
+    parts = [run.src_vocab.itos, run.tgt_vocab.itos, run.subword.to_str() if run.subword else None]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def _version(package: str) -> str | None:

@@ -42,7 +42,18 @@ def plot_curves(history: list[dict], path: Path) -> None:
     )
     ax_loss.set(xlabel="step", ylabel="loss per token", title="Loss")
     ax_loss.legend()
-    ax_bleu.plot([r["step"] for r in valid], [r["val_bleu"] for r in valid], "o-", color="C2")
+    ax_bleu.plot(
+        [r["step"] for r in valid], [r["val_bleu"] for r in valid], "o-", color="C2",
+        label="validation",
+    )  # fmt: skip
+    # train.keep_eval: a fine-tuned run's other sets, to see what it keeps of what it knew
+    kept = [r for r in valid if "keep_bleu" in r]
+    kept_names = list(dict.fromkeys(name for r in kept for name in r["keep_bleu"]))
+    for name in kept_names:
+        points = [(r["step"], r["keep_bleu"][name]) for r in kept if name in r["keep_bleu"]]
+        ax_bleu.plot(*zip(*points), "s--", label=name)
+    if kept_names:
+        ax_bleu.legend()
     ax_bleu.set(xlabel="step", ylabel="BLEU", title="Validation BLEU (greedy)")
     for ax in (ax_loss, ax_bleu):
         ax.grid(alpha=0.3)

@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -73,7 +74,9 @@ def check_languages(cfg: Config) -> None:
             raise ConfigError(f"{key}: {err}") from None
 
 
-def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
+def build(cfg: Config, folder: Path, log=lambda message: None, given=None) -> None:
+    """`given`: a run bundle (run_dir.Run) whose BPE and vocabularies number this corpus
+    instead of ones learned from it (fine-tuning, train.init_from)."""
     d, v = cfg.data, cfg.vocab
     seconds: dict[str, float] = {}
     num_proc = d.num_proc or len(os.sched_getaffinity(0))
@@ -97,9 +100,12 @@ def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
         keep, counts = _clean_filter(train, d.dedup)
         _require_pairs(keep, counts, d.train_split)
         sample = _sample(keep, v.train_sentences)
-        log(f"learning the vocabulary from {len(sample):,} training pairs")
+        if given is None:
+            log(f"learning the vocabulary from {len(sample):,} training pairs")
+        else:
+            log(f"numbering with the vocabulary of {given.path}")
         with _timed(seconds, "learn"):
-            learned = _Learned(cfg, train, sample)
+            learned = _Learned(cfg, train, sample, given)
         log("encoding the ids")
         with _timed(seconds, "encode"):
             encoded = {
@@ -125,6 +131,7 @@ def build(cfg: Config, folder: Path, log=lambda message: None) -> None:
             "splits": splits,
             "train_dropped": counts,
             "vocab_pairs": int(len(sample)),
+            **({"vocab_from": str(given.path), "unseen_chars": learned.unseen} if given else {}),
             "seconds": {k: round(s, 2) for k, s in seconds.items()},
             "created": time.time(),
         }
@@ -272,7 +279,7 @@ def _sample(keep: np.ndarray, limit: int) -> np.ndarray:
 class _Learned:
     """The BPE and/or vocabularies learned from the sampled training pairs; encodes tokens."""
 
-    def __init__(self, cfg: Config, train, sample: np.ndarray):
+    def __init__(self, cfg: Config, train, sample: np.ndarray, given=None):
         v = cfg.vocab
         self.kind, self.joint = v.kind, v.joint
         self.sampled = v.kind == "bpe" and v.bpe_dropout > 0
@@ -280,6 +287,10 @@ class _Learned:
         rows[sample] = True
         self.sample_rows = rows
         lists = lambda column: _token_lists(train, column, rows)  # noqa: E731
+        self.given = given is not None
+        if given is not None:
+            self._use(given, lists)
+            return
         if v.kind == "bpe":
             if v.joint:
                 self.src_bpe = Subword.train(
@@ -305,6 +316,25 @@ class _Learned:
         self.encoders = {"src": self.src_vocab.encode_many, "tgt": self.tgt_vocab.encode_many}
         self.counts = None
 
+    def _use(self, run, lists) -> None:
+        """Number with a trained run's vocabularies and (joint) BPE, as they are; count the
+        characters of train they have never seen, which can only become <unk>."""
+        self.src_vocab, self.tgt_vocab = run.src_vocab, run.tgt_vocab
+        if self.kind == "bpe":
+            self.src_bpe = self.tgt_bpe = run.subword
+            self.encoders = {"src": self.src_bpe.encode_ids, "tgt": self.tgt_bpe.encode_ids}
+            known = {"src": self.src_bpe.all_pieces(), "tgt": self.tgt_bpe.all_pieces()}
+        else:
+            self.encoders = {"src": self.src_vocab.encode_many, "tgt": self.tgt_vocab.encode_many}
+            known = {"src": self.src_vocab.itos, "tgt": self.tgt_vocab.itos}
+        self.counts = None
+        self.unseen = {}
+        for side, column in (("src", "src_tokens"), ("tgt", "tgt_tokens")):
+            alphabet = set("".join(known[side]))
+            chars = Counter(c for tokens in lists(column) for token in tokens for c in token)
+            missing = sorted(((n, c) for c, n in chars.items() if c not in alphabet), reverse=True)
+            self.unseen[side] = {c: n for n, c in missing[:20]}
+
     def count(self, side: str, ids: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> None:
         """Count BPE pieces of the sampled training rows (the vocabulary is ranked by them)."""
         if self.counts is not None:
@@ -315,7 +345,7 @@ class _Learned:
         """The vocabularies; for BPE, every piece the sampled training pairs use, by frequency.
         When the BPE saw only part of train (or BPE-dropout samples new segmentations), every
         other piece follows, so that no piece of the rest becomes <unk>."""
-        if self.kind == "bpe":
+        if self.kind == "bpe" and not self.given:
             complete = partial or self.sampled
             if self.joint:
                 both = self.counts["src"] + self.counts["tgt"]

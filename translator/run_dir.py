@@ -12,6 +12,7 @@
       checkpoints/step-NNNNNNN.safetensors   weights of the last train.average_checkpoints
                                              validations
       averaged.safetensors             their average (the end of training, `translator average`)
+      init_from.json                   fine-tuned runs: the parent run, its weights' sha256
       ct2/                             a CTranslate2 export (`translator export`, translator.ct2)
 
     run = load_run(latest_run())       # config, vocabularies and the best model, ready to decode
@@ -24,6 +25,7 @@ that can go stale.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -50,6 +52,7 @@ BEST, LAST, STATE, METRICS, CURVES = (
     "curves.png",
 )
 CHECKPOINTS, AVERAGED = "checkpoints", "averaged.safetensors"
+INIT_FROM = "init_from.json"
 _CHECKPOINT = re.compile(r"step-(\d+)\.safetensors")
 
 
@@ -184,6 +187,32 @@ def best_validation(path: Path) -> tuple[float, int] | None:
     valid = [r for r in read_metrics(path) if "val_bleu" in r]
     best = max(valid, key=lambda r: r["val_bleu"], default=None)  # the first of equals
     return (best["val_bleu"], best.get("step", 0)) if best else None
+
+
+def write_init_from(run_dir: Path, parent: Path) -> None:
+    """init_from.json: the parent's path, the file of its weights this run started from, their
+    sha256, and the parent's best validation BLEU."""
+    weights = Path(parent) / BEST
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    best = best_validation(parent)
+    origin = {
+        "run": str(Path(parent).resolve()),
+        "weights": BEST,
+        "sha256": digest,
+        "val_bleu": best[0] if best else None,
+    }
+    atomic_write_text(Path(run_dir) / INIT_FROM, json.dumps(origin, indent=1) + "\n")
+
+
+def read_init_from(run_dir: Path | None) -> dict | None:
+    """What init_from.json says, or None for a run trained from scratch (or an export)."""
+    path = Path(run_dir) / INIT_FROM if run_dir else None
+    if path is None or not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 # -- metrics.jsonl: one writer (training), one reader (training, plots, scripts, reports) -------

@@ -403,7 +403,7 @@ def create_app(translator, settings: ServeSettings | None = None):
 
 def model_card(translator, settings: ServeSettings) -> dict:
     """What /v1/info says: enough to know which model answers and how."""
-    from translator.run_dir import best_validation
+    from translator.run_dir import best_validation, read_init_from
 
     cfg = translator.cfg
     m = cfg.model
@@ -430,6 +430,7 @@ def model_card(translator, settings: ServeSettings) -> dict:
         "vocab": {"src": len(translator.src_vocab), "tgt": len(translator.tgt_vocab)},
         "val_bleu": best[0] if best else None,
         "steps": best[1] if best else None,
+        "init_from": read_init_from(translator.run_dir),
         "decode": asdict(translator.options),
         "limits": asdict(settings),
     }

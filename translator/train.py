@@ -97,17 +97,21 @@ class Trainer:
             rd.write_bundle_files(
                 self.run_dir, self.cfg, data.src_vocab, data.tgt_vocab, data.subword
             )
+            if t.init_from:
+                rd.write_init_from(self.run_dir, Path(t.init_from))
 
     def _setup_model(self) -> None:
         cfg, data = self.cfg, self.data
         self.model = Transformer(
             cfg.model, len(data.src_vocab), len(data.tgt_vocab), data.src_vocab.pad_id
         ).to(self.device)
+        if cfg.train.init_from and not self.resume:  # fine-tuning starts from the parent's best
+            rd.load_weights(self.model, Path(cfg.train.init_from) / rd.BEST)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         translator = Translator(self.model, cfg, data.src_vocab, data.tgt_vocab, data.subword)
         self.validator = Validator(
             cfg, data.valid_pairs, data.valid_src, data.valid_refs, translator, self.device,
-            self.amp_dtype,
+            self.amp_dtype, data.keep_sets,
         )  # fmt: skip
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         # A grad scaler only for fp16 on CUDA; bf16 has fp32's range and needs none.
@@ -133,9 +137,10 @@ class Trainer:
     def _train(self) -> Path:
         t, state = self.cfg.train, self.state
         log.info(
-            "training %s: %.2fM parameters on %s (%s)%s, run dir %s",
+            "training %s: %.2fM parameters on %s (%s)%s, run dir %s%s",
             self.cfg.name, self.n_params / 1e6, self.device, dtype_name(self.amp_dtype),
             f" x {self.dist.world_size} processes" if self.dist.enabled else "", self.run_dir,
+            f", starting from {t.init_from}" if t.init_from else "",
         )  # fmt: skip
         self.model.train()
         started = time.perf_counter() - state.elapsed_s
@@ -309,6 +314,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         val_loss, val_bleu = self.validation_loss(), self.validation_bleu()
+        kept = self.validator.keep_bleu()  # train.keep_eval: what a fine-tuned run keeps
         improved = val_bleu > state.best_bleu
         if improved:
             state.best_bleu, state.bad_validations = val_bleu, 0
@@ -321,6 +327,7 @@ class Trainer:
             "val_ppl": round(math.exp(min(val_loss, 50)), 2),
             "val_bleu": val_bleu,
             "best_bleu": state.best_bleu,
+            **({"keep_bleu": kept} if kept else {}),
             "elapsed_s": round(state.elapsed_s, 1),
             "valid_s": round(time.perf_counter() - started, 1),
         }
@@ -330,6 +337,8 @@ class Trainer:
             state.step, state.epoch, val_loss, record["val_ppl"], val_bleu,
             "  (best)" if improved else "",
         )  # fmt: skip
+        if kept:
+            log.info("        kept: %s", "  ".join(f"{k} {b:5.2f}" for k, b in kept.items()))
         self._save_checkpoint(best=improved, keep=self.cfg.train.average_checkpoints)
         plot_curves(self.history, self.run_dir / rd.CURVES)
 

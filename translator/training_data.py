@@ -4,6 +4,9 @@ split.
 
     data = TrainingData(cfg, dist)        # prepares the corpus when its cache is missing
     batches = data.sampler.epoch(epoch)
+
+A fine-tuned run (train.init_from) may mix pairs of its parent's training data into its own
+(data.replay) and score more sets at every validation (train.keep_eval, `keep_sets`).
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from translator import run_dir as rd
 from translator.batching import sampler_for
 from translator.config import Config
 from translator.corpus import prepare
 from translator.evaluate import references_for
+from translator.finetune import read_split_texts
 from translator.sources import read_texts
 
 log = logging.getLogger("translator")
@@ -28,6 +34,7 @@ class TrainingData:
         self.corpus = prepare(cfg)
         self.src_vocab, self.tgt_vocab = self.corpus.src_vocab, self.corpus.tgt_vocab
         self.subword = self.corpus.subword
+        self.replay_pairs = self._replay_pairs() if d.replay else None
         self.use_train(self.corpus.splits[d.train_split], log_dropped=True)
         self.valid_pairs, _ = self.corpus.splits[d.valid_split].filter_length(
             cfg.model.max_positions - 2
@@ -35,6 +42,35 @@ class TrainingData:
         src, refs = read_texts(cfg, d.valid_split)
         limit = cfg.train.valid_max_sentences
         self.valid_src, self.valid_refs = src[:limit], references_for(refs[:limit], d.lowercase)
+        self.keep_sets = {name: self._texts(name) for name in cfg.train.keep_eval}
+
+    def _texts(self, name: str) -> tuple[list[str], list[str]]:
+        """A train.keep_eval set's sources and references (at most valid_max_sentences)."""
+        src, refs = read_split_texts(self.cfg, name)
+        limit = self.cfg.train.valid_max_sentences
+        return src[:limit], references_for(refs[:limit], self.cfg.data.lowercase)
+
+    def _replay_pairs(self):
+        """data.replay: pairs drawn at random from the parent run's training data, as many as
+        make that share of the mixed training set."""
+        parent = rd.read_config(Path(self.cfg.train.init_from))
+        corpus = prepare(parent)
+        if (corpus.src_vocab, corpus.tgt_vocab) != (self.src_vocab, self.tgt_vocab):
+            raise rd.RunError(
+                f"the training data of {self.cfg.train.init_from} no longer gives its "
+                "vocabularies (its files or settings changed); cannot replay it"
+            )
+        pool = corpus.splits[parent.data.train_split]
+        new = len(self.corpus.splits[self.cfg.data.train_split])
+        share = self.cfg.data.replay
+        count = round(new * share / (1 - share))
+        rng = np.random.default_rng(self.cfg.train.seed)
+        picked = rng.choice(len(pool), count, replace=count > len(pool))
+        log.info(
+            "replay: %d pairs of %s's training data mixed in (%.0f%% of training pairs)",
+            count, self.cfg.train.init_from, 100 * share,
+        )  # fmt: skip
+        return pool.select(np.sort(picked))
 
     def check_same_vocabularies(self, run_dir: Path) -> None:
         """A resumed run must read and write the ids it was trained with."""
@@ -50,6 +86,8 @@ class TrainingData:
 
     def use_train(self, pairs, log_dropped: bool = False) -> None:
         d = self.cfg.data
+        if self.replay_pairs is not None:
+            pairs = pairs + self.replay_pairs
         self.train_pairs, dropped = pairs.filter_length(d.max_len)
         if dropped and log_dropped:
             log.info(

@@ -1,7 +1,8 @@
 """Validation: the loss and the greedy BLEU of a model on the validation split.
 
-    validator = Validator(cfg, pairs, sources, references, translator, device, amp_dtype)
-    validator.loss(), validator.bleu()
+    validator = Validator(cfg, pairs, sources, references, translator, device, amp_dtype,
+                          keep_sets={"parent:valid": (sources, references)})
+    validator.loss(), validator.bleu(), validator.keep_bleu()   # {"parent:valid": 31.2}
 
 The loss is per target token without label smoothing; BLEU is sacreBLEU's on detokenized greedy
 translations (the references lowercased for a model trained on lowercased text). The model is
@@ -29,9 +30,11 @@ class Validator:
         translator,  # translate.Translator around the model being trained
         device: torch.device,
         amp_dtype: torch.dtype | None,
+        keep_sets: dict[str, tuple[list[str], list[str]]] | None = None,  # train.keep_eval
     ) -> None:
         self.cfg, self.pairs, self.sources, self.references = cfg, pairs, sources, references
         self.translator, self.device, self.amp_dtype = translator, device, amp_dtype
+        self.keep_sets = keep_sets or {}
 
     @torch.inference_mode()
     def loss(self) -> float:
@@ -49,6 +52,13 @@ class Validator:
         return total / max(tokens, 1)
 
     def bleu(self) -> float:
+        return self._bleu(self.sources, self.references)
+
+    def keep_bleu(self) -> dict[str, float]:
+        """The greedy BLEU of each train.keep_eval set, by its name."""
+        return {name: self._bleu(*texts) for name, texts in self.keep_sets.items()}
+
+    def _bleu(self, sources: list[str], references: list[str]) -> float:
         with autocast(self.device, self.amp_dtype):
-            hyps = self.translator.translate(self.sources, beam_size=1)
-        return score(hyps, self.references, literature=False)["bleu"]
+            hyps = self.translator.translate(sources, beam_size=1)
+        return score(hyps, references, literature=False)["bleu"]

@@ -68,7 +68,7 @@ ConfigOpt = Annotated[
         "--config",
         "-c",
         help="YAML config file, or the name of a shipped one: multi30k, multi30k-long, seed, "
-        "tiny, my-corpus [default: multi30k].",
+        "tiny, my-corpus, finetune [default: multi30k].",
     ),
 ]
 SetOpt = Annotated[
@@ -78,6 +78,15 @@ SetOpt = Annotated[
         "-s",
         metavar="KEY=VALUE",
         help="Override a config key, e.g. `--set model.d_model=128` (repeatable).",
+    ),
+]
+InitFromOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--init-from",
+        help="Fine-tune: start a new run from this run's best weights, model and vocabulary "
+        "(its BPE segments the new data). The optimizer, schedule and best score start afresh; "
+        "--config defaults to the shipped `finetune` (small learning rate, short warmup).",
     ),
 ]
 RunOpt = Annotated[

@@ -134,7 +134,8 @@ def evaluate(
         typer.Option(
             help="`test`, `valid` or `train`: the run's configured split; or a split of its "
             "source by name: Multi30k test2016, val, test2017, mscoco, test2018; a Hub split "
-            "name; a file or prefix for data.source files."
+            "name; a file or prefix for data.source files. A fine-tuned run also takes "
+            "`parent:test`, `parent:valid`...: a split of the data of the run it started from."
         ),
     ] = "test",
     src: Annotated[Path | None, typer.Option(help="Score this source file instead.")] = None,
@@ -167,7 +168,9 @@ def evaluate(
     """
     from translator.data import read_lines
     from translator.evaluate import references_for, score
-    from translator.sources import read_texts, resolve_split
+    from translator.finetune import read_split_texts
+    from translator.run_dir import read_init_from
+    from translator.sources import resolve_split
     from translator.translate import Translator
 
     _check_decoding(beam, greedy, alpha, max_len, batch_size, threads)
@@ -188,8 +191,8 @@ def evaluate(
             raise _fail(f"{src} has {len(sources)} lines but {ref} has {len(refs)}", 1)
         name = str(src)
     else:
-        sources, refs = read_texts(translator.cfg, split)
-        name = resolve_split(translator.cfg, split)
+        sources, refs = read_split_texts(translator.cfg, split)
+        name = split if split.startswith("parent:") else resolve_split(translator.cfg, split)
     _warn_if_undertrained(translator)  # once the inputs are known good: errors stay one line
     started = time.perf_counter()
     hyps = translator.translate(sources, progress=not as_json)
@@ -214,6 +217,7 @@ def evaluate(
         run=str(translator.run_dir),
         weights=translator.weights,
         ensemble=[str(path) for path in translator.ensemble],
+        init_from=read_init_from(translator.run_dir),
     )
     if output:
         _write_output(output, hyps)
@@ -360,6 +364,10 @@ def _what_decodes(translator) -> str:
     search = "greedy" if opts.beam_size == 1 else f"beam {opts.beam_size}"
     search += f", alpha {opts.length_penalty:g}" if opts.beam_size > 1 else ""
     search += f", at most {opts.max_len} tokens" if opts.max_len else ""
+    from translator.run_dir import read_init_from
+
+    origin = read_init_from(translator.run_dir)
+    others += f", fine-tuned from {origin['run']}" if origin else ""
     return f"run {translator.run_dir} ({translator.weights}){others}: {search}"
 
 

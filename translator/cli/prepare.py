@@ -9,6 +9,7 @@ import typer
 
 from translator.cli.app import (
     ConfigOpt,
+    InitFromOpt,
     SetOpt,
     _setup_logging,
     app,
@@ -22,18 +23,20 @@ from translator.cli.app import (
     "--set data.test_split=corpus/test.jsonl`"
 )
 @user_errors
-def prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def prepare(config: ConfigOpt = None, set_: SetOpt = None, init_from: InitFromOpt = None) -> None:
     """Read the corpus (data.source), clean and tokenize it with spaCy, build the vocabularies.
 
     The result is cached; a second run with the same settings only opens it. Prints a summary:
     pairs, tokens, out-of-vocabulary rates, what cleaning dropped or changed, how many val and
-    test pairs also occur in train, and batch padding.
+    test pairs also occur in train, and batch padding. With --init-from RUN the corpus is
+    numbered with RUN's vocabulary (as `train --init-from` will): the OOV columns are then the
+    share of <unk> under it, and characters RUN never saw are listed.
     """
-    from translator.config import load_config
     from translator.corpus import prepare as prepare_corpus
+    from translator.finetune import training_config
 
     started = time.perf_counter()
-    cfg = load_config(config, set_ or [])
+    cfg = training_config(config, set_ or [], init_from)
     _setup_logging()
     corpus = prepare_corpus(cfg)
     batches, padding = _batch_estimate(cfg, corpus.splits[cfg.data.train_split])
@@ -87,9 +90,12 @@ def _print_summary(cfg, corpus, batches: str, padding: float) -> None:
         how += "the full segmentation"
     train = meta["splits"][d.train_split]
     dropped = meta["train_dropped"]
+    learned = f"learned on {meta['vocab_pairs']:,} training pairs"
+    if "vocab_from" in meta:
+        learned = f"taken from {meta['vocab_from']}, not rebuilt"
     lines = [
         f"vocabulary: {src} {len(corpus.src_vocab):,}, {tgt} {len(corpus.tgt_vocab):,} "
-        f"({'joint ' if v.joint else ''}{how}, learned on {meta['vocab_pairs']:,} training pairs)",
+        f"({'joint ' if v.joint else ''}{how}, {learned})",
         f"train: read {train['read']:,} pairs, dropped {dropped['empty']:,} with an empty side, "
         f"{dropped['duplicates']:,} duplicates"
         + ("" if d.dedup else " (data.dedup off)")
@@ -105,6 +111,11 @@ def _print_summary(cfg, corpus, batches: str, padding: float) -> None:
             )
         ),  # fmt: skip
     ]
+    for side, lang in (("src", src), ("tgt", tgt)):
+        unseen = meta.get("unseen_chars", {}).get(side)
+        if unseen:
+            listed = ", ".join(f"{c!r} {n:,}" for c, n in unseen.items())
+            lines.append(f"warning: {lang} characters the vocabulary has never seen: {listed}")
     for name, s in meta["splits"].items():
         if s.get("overlap_pairs") or s.get("overlap_sources"):
             lines.append(

@@ -11,6 +11,7 @@ import typer
 
 from translator.cli.app import (
     ConfigOpt,
+    InitFromOpt,
     SetOpt,
     _check_at_least_one,
     _fail,
@@ -22,7 +23,10 @@ from translator.cli.app import (
 
 @app.command(
     epilog="Examples: `translator train`, `translator train -c configs/tiny.yaml`, "
-    "`translator train --resume --run-dir runs/multi30k-20261125-120000`"
+    "`translator train --resume --run-dir runs/multi30k-20261125-120000`, "
+    "`translator train --init-from runs/general --set data.source=files "
+    "--set data.train_split=medical/train --set data.valid_split=medical/dev.tsv "
+    "--set data.test_split=medical/test.tsv --set train.keep_eval=parent:test`"
 )
 @user_errors
 def train(
@@ -40,6 +44,7 @@ def train(
             "Only train.* budget and logging keys may be changed with --set.",
         ),
     ] = False,
+    init_from: InitFromOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     nproc: Annotated[
         int,
@@ -55,7 +60,7 @@ def train(
     Ctrl-C saves a checkpoint that `--resume` continues from. For several machines, start
     `torchrun ... -m translator train` on each (see the README).
     """
-    from translator.config import load_config
+    from translator.finetune import training_config
     from translator.resume import resume_config
     from translator.run_dir import STATE, latest_run, new_run_dir
     from translator.train import Trainer
@@ -63,12 +68,14 @@ def train(
     _check_at_least_one(nproc=nproc)
     _setup_logging()
     if resume:
-        run_dir = run_dir or latest_run(needs=STATE)
         if config is not None:
             raise _fail("--resume takes the config from the run dir; drop --config", 2)
+        if init_from is not None:
+            raise _fail("--resume continues a run, --init-from starts a new one: pick one", 2)
+        run_dir = run_dir or latest_run(needs=STATE)
         cfg = resume_config(run_dir, set_ or [])
     else:
-        cfg = load_config(config, set_ or [])
+        cfg = training_config(config, set_ or [], init_from)
     if nproc > 1:
         if not resume:  # prepare once here: the workers then only open the cache
             from translator.corpus import prepare as prepare_corpus
@@ -76,6 +83,7 @@ def train(
             prepare_corpus(cfg)
         args = ["train", "--run-dir", str(run_dir or new_run_dir(cfg))]
         args += ["--resume"] if resume else (["--config", str(config)] if config else [])
+        args += ["--init-from", str(init_from)] if init_from else []
         args += [x for pair in set_ or [] for x in ("--set", pair)]
         args += [] if progress else ["--no-progress"]
         raise typer.Exit(_torchrun(nproc, args))

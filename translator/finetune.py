@@ -1,0 +1,111 @@
+"""Fine-tuning: a new run that starts from another run's best weights (`train --init-from RUN`).
+
+    cfg = init_from_config("finetune", overrides, Path("runs/general"))
+    trainer = Trainer(cfg)            # loads RUN's weights; fresh optimizer, schedule, best score
+
+The new run keeps RUN's model shape and vocabulary: its corpus is segmented with RUN's BPE and
+numbered with RUN's vocabularies (corpus.prepare reads them from `train.init_from`), so every id
+means what it meant to RUN. Everything else (data, optimizer, learning rate, budgets, decoding)
+comes from the new config; of the model section only the regularisers (dropout and the
+training-time noise) may change. `--resume` is different: it continues the very same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from translator import run_dir as rd
+from translator.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    VocabConfig,
+    build_config,
+    config_to_dict,
+    read_raw_config,
+)
+
+FINETUNE_CONFIG = "finetune"  # the shipped example: a small learning rate, a short warmup
+REGULARISERS = {
+    "dropout", "attention_dropout", "activation_dropout", "word_dropout", "word_dropout_tgt",
+    "word_replace", "word_replace_tgt", "layerdrop",
+}  # fmt: skip
+KEPT = {
+    "model": {f.name for f in dataclasses.fields(ModelConfig)} - REGULARISERS,
+    "vocab": {f.name for f in dataclasses.fields(VocabConfig)} - {"bpe_dropout"},
+}
+
+
+def init_from_config(path: str | Path | None, overrides: list[str], parent: Path) -> Config:
+    """The config of a run initialised from `parent`: `path` (default: the shipped finetune
+    config) with `overrides`, RUN's model and vocabulary sections, and train.init_from set."""
+    parent = Path(parent)
+    run = check_parent(parent)
+    raw, source = read_raw_config(path or FINETUNE_CONFIG, overrides)
+    inherited = config_to_dict(run.cfg)
+    for section, kept in KEPT.items():
+        given = raw.get(section) or {}
+        for key in sorted(kept & given.keys()):
+            if given[key] != inherited[section][key]:
+                raise ConfigError(
+                    f"{section}.{key}={given[key]}: a run initialised from {parent} keeps its "
+                    f"{section} ({section}.{key}: {inherited[section][key]}); drop the setting"
+                )
+        raw[section] = {**inherited[section], **{k: v for k, v in given.items() if k not in kept}}
+    raw.setdefault("train", {})["init_from"] = str(parent.resolve())
+    cfg = build_config(raw, source, overrides)
+    pd, d = run.cfg.data, cfg.data
+    if (d.src_lang, d.tgt_lang) != (pd.src_lang, pd.tgt_lang):
+        raise ConfigError(
+            f"{parent} translates {pd.src_lang}→{pd.tgt_lang}, but this config's data is "
+            f"{d.src_lang}→{d.tgt_lang}: set data.src_lang and data.tgt_lang to match"
+        )
+    if d.lowercase != pd.lowercase:
+        raise ConfigError(
+            f"{parent} was trained with data.lowercase: {str(pd.lowercase).lower()}; "
+            "a run initialised from it must use the same"
+        )
+    return cfg
+
+
+def check_parent(parent: Path) -> rd.Run:
+    """The bundle of a run that can be fine-tuned: trained, and with every file needed to
+    segment new text as it did."""
+    run = rd.read_bundle(parent)
+    if not (parent / rd.BEST).exists():
+        raise rd.RunError(f"{parent} has no {rd.BEST} to start from: train it first")
+    v = run.cfg.vocab
+    if v.kind == "bpe" and not v.joint:
+        raise rd.RunError(
+            f"{parent} has separate source and target BPEs and keeps only the source's; "
+            "fine-tuning needs a run with vocab.kind: word or a joint BPE"
+        )
+    return run
+
+
+def training_config(
+    path: str | Path | None, overrides: list[str], init_from: Path | None
+) -> Config:
+    """The config `translator train` and `prepare` use: `path` with `overrides`, or, with
+    `--init-from RUN` or train.init_from, the config of a run initialised from RUN."""
+    from translator.config import load_config
+
+    if init_from is None:
+        cfg = load_config(path, overrides)
+        if not cfg.train.init_from:
+            return cfg
+        init_from = Path(cfg.train.init_from)
+    return init_from_config(path, overrides, init_from)
+
+
+def read_split_texts(cfg: Config, name: str) -> tuple[list[str], list[str]]:
+    """Sources and references of a split of `cfg`'s data (`test`, a name, a file), or with
+    `parent:NAME`, of a split of the data of the run `cfg` was initialised from."""
+    from translator.sources import read_texts
+
+    if name.startswith("parent:"):
+        if not cfg.train.init_from:
+            raise ConfigError(f"{name}: this run was not initialised from another (no init_from)")
+        cfg, name = rd.read_config(Path(cfg.train.init_from)), name.removeprefix("parent:")
+    return read_texts(cfg, name)
