@@ -34,7 +34,7 @@ from translator.plots import plot_curves
 from translator.schedule import TrainingState, finished, learning_rate, planned_steps
 from translator.signals import StopOnSignal
 from translator.step import OptimizerStep, TrainingError
-from translator.train_log import Progress, StepWindow
+from translator.train_log import Progress, StepWindow, log_validation
 from translator.training_data import TrainingData
 from translator.translate import Translator
 from translator.validation import Validator
@@ -285,14 +285,9 @@ class Trainer:
         loss, tgt, src, elapsed = self.dist.sum(
             [window.loss.item(), window.tokens, window.src_tokens, state.elapsed_s], self.device
         )
-        record = {
-            "step": state.step,
-            "epoch": round(state.epoch + state.batch_in_epoch / self._epoch_batches, 3),
-            "lr": learning_rate(state.step, self.cfg.train, self.planned_steps),
-            "elapsed_s": round(state.elapsed_s, 1),
-            "skipped_steps": state.skipped_steps,
-            **window.summary(loss, tgt, src, self.cfg.train.clip_norm),
-        }
+        lr = learning_rate(state.step, self.cfg.train, self.planned_steps)
+        clip = self.cfg.train.clip_norm
+        record = window.record(state, lr, self._epoch_batches, (loss, tgt, src), clip)
         # Re-plan after building the record, so the logged lr is the one this step used;
         # from the ranks' mean clock, so that every rank plans the same learning rates.
         self.planned_steps = self._planned_steps(elapsed / self.dist.world_size)
@@ -302,43 +297,24 @@ class Trainer:
             bar.show(record, state.elapsed_s)
         window.reset()
 
-    def validation_loss(self) -> float:
-        return self.validator.loss()
-
     def validation_bleu(self) -> float:
         return self.validator.bleu()
 
     def _validate_and_save(self) -> None:
-        started, state = time.perf_counter(), self.state
+        state = self.state
         self._validated_step = state.step
         if not self.dist.is_main:
             return
-        val_loss, val_bleu = self.validation_loss(), self.validation_bleu()
-        kept = self.validator.keep_bleu()  # train.keep_eval: what a fine-tuned run keeps
-        improved = val_bleu > state.best_bleu
+        scores = self.validator.measure()
+        improved = scores["val_bleu"] > state.best_bleu
         if improved:
-            state.best_bleu, state.bad_validations = val_bleu, 0
+            state.best_bleu, state.bad_validations = scores["val_bleu"], 0
         else:
             state.bad_validations += 1
-        record = {
-            "step": state.step,
-            "epoch": state.epoch,
-            "val_loss": round(val_loss, 4),
-            "val_ppl": round(math.exp(min(val_loss, 50)), 2),
-            "val_bleu": val_bleu,
-            "best_bleu": state.best_bleu,
-            **({"keep_bleu": kept} if kept else {}),
-            "elapsed_s": round(state.elapsed_s, 1),
-            "valid_s": round(time.perf_counter() - started, 1),
-        }
+        record = {"step": state.step, "epoch": state.epoch, **scores,
+                  "best_bleu": state.best_bleu, "elapsed_s": round(state.elapsed_s, 1)}  # fmt: skip
         self._record(record)
-        log.info(
-            "step %6d  epoch %3d  val_loss %.3f  val_ppl %7.2f  val_bleu %5.2f%s",
-            state.step, state.epoch, val_loss, record["val_ppl"], val_bleu,
-            "  (best)" if improved else "",
-        )  # fmt: skip
-        if kept:
-            log.info("        kept: %s", "  ".join(f"{k} {b:5.2f}" for k, b in kept.items()))
+        log_validation(record, improved)
         self._save_checkpoint(best=improved, keep=self.cfg.train.average_checkpoints)
         plot_curves(self.history, self.run_dir / rd.CURVES)
 

@@ -3,6 +3,7 @@ metrics record; and the window of steps that each metrics record sums up.
 
     window = StepWindow(device); window.add(loss, n_tgt, n_src, grad_norm)
     progress = Progress(enabled=True, step=0); progress.plan(planned_steps, step)
+    log_validation(record, improved)     # the validation's log line
 """
 
 from __future__ import annotations
@@ -37,10 +38,17 @@ class StepWindow:
         if n_tgt and math.isfinite(grad_norm):  # not a skipped step
             self.grad_norms.append(grad_norm)
 
-    def summary(self, loss: float, tgt: int, src: int, clip_norm: float | None) -> dict:
-        """The window's metrics, given the (all-rank) summed loss and token counts."""
+    def record(self, state, lr: float, epoch_batches: int, totals, clip_norm) -> dict:
+        """The metrics.jsonl line of the window that ends at `state` (a TrainingState), given
+        the (all-rank) summed loss, target and source tokens."""
+        loss, tgt, src = totals
         seconds = max(time.perf_counter() - self.since, 1e-9)
         record = {
+            "step": state.step,
+            "epoch": round(state.epoch + state.batch_in_epoch / epoch_batches, 3),
+            "lr": lr,
+            "elapsed_s": round(state.elapsed_s, 1),
+            "skipped_steps": state.skipped_steps,
             "train_loss": round(loss / max(tgt, 1), 4),
             "tokens_per_s": round(tgt / seconds, 1),
             "src_tgt_tokens_per_s": round((tgt + src) / seconds, 1),
@@ -51,6 +59,18 @@ class StepWindow:
             clipped = sum(n > clip_norm for n in norms) / len(norms) if clip_norm else 0.0
             record["clipped"] = round(clipped, 3)
         return record
+
+
+def log_validation(record: dict, improved: bool) -> None:
+    """One line per validation, and one for train.keep_eval's sets."""
+    log.info(
+        "step %6d  epoch %3d  val_loss %.3f  val_ppl %7.2f  val_bleu %5.2f%s",
+        record["step"], record["epoch"], record["val_loss"], record["val_ppl"],
+        record["val_bleu"], "  (best)" if improved else "",
+    )  # fmt: skip
+    kept = record.get("keep_bleu")
+    if kept:
+        log.info("        kept: %s", "  ".join(f"{k} {b:5.2f}" for k, b in kept.items()))
 
 
 class Progress:

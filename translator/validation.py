@@ -3,6 +3,7 @@
     validator = Validator(cfg, pairs, sources, references, translator, device, amp_dtype,
                           keep_sets={"parent:valid": (sources, references)})
     validator.loss(), validator.bleu(), validator.keep_bleu()   # {"parent:valid": 31.2}
+    validator.measure()              # all of them, as metrics.jsonl's validation fields
 
 The loss is per target token without label smoothing; BLEU is sacreBLEU's on detokenized greedy
 translations (the references lowercased for a model trained on lowercased text). The model is
@@ -10,6 +11,9 @@ left in training mode.
 """
 
 from __future__ import annotations
+
+import math
+import time
 
 import torch
 
@@ -35,6 +39,19 @@ class Validator:
         self.cfg, self.pairs, self.sources, self.references = cfg, pairs, sources, references
         self.translator, self.device, self.amp_dtype = translator, device, amp_dtype
         self.keep_sets = keep_sets or {}
+
+    def measure(self) -> dict:
+        """val_loss, val_ppl, val_bleu, keep_bleu (train.keep_eval) and the seconds it took."""
+        started = time.perf_counter()
+        loss = self.loss()
+        scores = {
+            "val_loss": round(loss, 4),
+            "val_ppl": round(math.exp(min(loss, 50)), 2),
+            "val_bleu": self.bleu(),
+        }
+        if self.keep_sets:
+            scores["keep_bleu"] = self.keep_bleu()
+        return {**scores, "valid_s": round(time.perf_counter() - started, 1)}
 
     @torch.inference_mode()
     def loss(self) -> float:
