@@ -22,7 +22,6 @@ from translator.config import Config
 from translator.corpus import prepare
 from translator.evaluate import references_for
 from translator.finetune import read_split_texts
-from translator.sources import read_texts
 
 log = logging.getLogger("translator")
 
@@ -39,13 +38,12 @@ class TrainingData:
         self.valid_pairs, _ = self.corpus.splits[d.valid_split].filter_length(
             cfg.model.max_positions - 2
         )
-        src, refs = read_texts(cfg, d.valid_split)
-        limit = cfg.train.valid_max_sentences
-        self.valid_src, self.valid_refs = src[:limit], references_for(refs[:limit], d.lowercase)
+        self.valid_src, self.valid_refs = self._texts(d.valid_split)
         self.keep_sets = {name: self._texts(name) for name in cfg.train.keep_eval}
 
     def _texts(self, name: str) -> tuple[list[str], list[str]]:
-        """A train.keep_eval set's sources and references (at most valid_max_sentences)."""
+        """The sources and references a validation scores BLEU on, at most valid_max_sentences:
+        of the validation split, or of a train.keep_eval set."""
         src, refs = read_split_texts(self.cfg, name)
         limit = self.cfg.train.valid_max_sentences
         return src[:limit], references_for(refs[:limit], self.cfg.data.lowercase)
