@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 from translator import run_dir as rd
 from translator.cli import app
 from translator.files import atomic_write_text
-from translator.train import Trainer, TrainingError
+from translator.step import TrainingError
+from translator.train import Trainer
 
 runner = CliRunner()
 

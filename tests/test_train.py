@@ -380,7 +380,7 @@ def test_the_averaged_weights_are_kept_only_when_they_validate_better(toy_data, 
     run = trainer.train()
     best_before, best_bleu = load_file(run / rd.BEST), trainer.state.best_bleu
     averaged_bleu = best_bleu + (1.0 if better else -1.0)
-    trainer.validation_bleu = lambda: averaged_bleu  # what the average scores, either way
+    trainer.validator.bleu = lambda: averaged_bleu  # what the average scores, either way
     trainer.average_checkpoints()
     best, averaged = load_file(run / rd.BEST), load_file(run / "averaged.safetensors")
     expected = averaged if better else best_before

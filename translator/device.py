@@ -4,6 +4,7 @@ and what this machine can give.
     device = resolve_device("auto")                  # cuda, then mps, then cpu
     device = training_device("auto")                 # the same, set up for fast training
     dtype = resolve_precision("auto", device)        # bf16 on CUDA and on CPUs with native bf16
+    scaler = grad_scaler(device, dtype)              # enabled for fp16 on CUDA only
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         log.warning("fp16 is not supported on CPU; training in fp32")
         return None
     return dtype
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """A working grad scaler only for fp16 on CUDA; bf16 has fp32's range and needs none."""
+    return torch.amp.GradScaler(enabled=device.type == "cuda" and dtype == torch.float16)
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:

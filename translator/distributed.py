@@ -1,7 +1,8 @@
 """Data-parallel training across processes, as launched by torchrun.
 
     torchrun --nproc_per_node=2 -m translator train ...   # or: translator train --nproc 2
-    dist = Distributed.from_environment(device)            # world_size 1 without torchrun
+    dist = Distributed.from_environment(device.type)       # world_size 1 without torchrun
+    device = dist.local_device(device)                     # cuda:LOCAL_RANK on CUDA
 
 torchrun starts one process per GPU (or per CPU worker) and sets RANK, WORLD_SIZE and LOCAL_RANK;
 each process trains on its own share of every epoch's batches and DDP averages the gradients.
@@ -45,6 +46,10 @@ class Distributed:
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
         return cls(rank, world_size, local_rank)
+
+    def local_device(self, device: torch.device) -> torch.device:
+        """This process's device: on CUDA, the GPU torchrun gave it."""
+        return torch.device("cuda", self.local_rank) if device.type == "cuda" else device
 
     def wrap(self, model: torch.nn.Module, device: torch.device, find_unused: bool = False):
         """`model` in DistributedDataParallel, or None when training in one process.

@@ -87,6 +87,16 @@ def latest_run(root: Path | None = None, needs: str = BEST) -> Path:
     return max(candidates, key=lambda p: (p / needs).stat().st_mtime)
 
 
+def check_writable(path: Path) -> None:
+    """Fail before minutes of training, not at the first save."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / ".write-test", "")
+        (path / ".write-test").unlink()
+    except OSError as err:
+        raise RunError(f"cannot write to run dir {path}: {err.strerror or err}") from None
+
+
 def write_bundle_files(
     path: Path, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab, subword: Subword | None = None
 ) -> None:
@@ -241,6 +251,16 @@ def keep_metrics_until(path: Path, step: int) -> list[dict]:
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
     atomic_write_text(Path(path) / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
+
+
+def ended_at(path: Path, history: list[dict], step: int, averaging: int) -> tuple[bool, bool]:
+    """What the metrics history says the end of training did at `step`: (validated there,
+    ended there: validated and, when train.average_checkpoints had checkpoints to average,
+    averaged)."""
+    at_step = [r for r in history if r.get("step") == step]
+    validated = any("val_loss" in r for r in at_step)
+    owes_average = averaging and len(kept_checkpoints(path)) > 1
+    return validated, validated and (not owes_average or any("averaged" in r for r in at_step))
 
 
 # -- state.pt and the kept checkpoints ---------------------------------------------------------

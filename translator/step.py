@@ -2,6 +2,7 @@
 
     stepper = OptimizerStep(cfg, model, forward, optimizer, scaler, ddp, device, amp_dtype, vocab)
     result = stepper(train_pairs, group, lr)     # result.applied: False when not finite
+    state.skipped_steps += nonfinite.count(result, state.step, run_dir)   # raises after 10
 
 Forward (twice, as one doubled batch, with R-Drop), backward with the loss divided by the
 group's tokens batch by batch (so the group's gradient is the mean of its batches'), gradient
@@ -12,6 +13,7 @@ finite. An out-of-memory error names the batch and the settings to lower.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from dataclasses import dataclass
 
@@ -23,6 +25,8 @@ from translator.config import Config
 from translator.errors import UserError
 from translator.loss import dropout_consistency_loss, sequence_loss
 from translator.vocab import Vocab
+
+log = logging.getLogger("translator")
 
 
 class TrainingError(UserError, RuntimeError):
@@ -37,6 +41,28 @@ class StepResult:
     grad_norm: float  # before clipping
     applied: bool  # False: the loss or gradient was not finite, nothing changed
     overflowed: bool = False  # fp16: the grad scaler skipped the update, lowering its scale
+
+
+class NonfiniteSteps:
+    """Skipped steps in a row: a few NaN/inf steps are skipped, `limit` in a row stop training."""
+
+    def __init__(self, limit: int = 10) -> None:
+        self.limit, self.in_a_row = limit, 0
+
+    def count(self, result: StepResult, step: int, run_dir) -> int:
+        """How many skipped steps `result` adds to the run's count (fp16 overflows included)."""
+        if result.applied:
+            self.in_a_row = 0
+            return int(result.overflowed)
+        self.in_a_row += 1
+        log.warning("step %d: loss or gradient is NaN/inf; step skipped", step)
+        if self.in_a_row >= self.limit:
+            raise TrainingError(
+                f"{self.in_a_row} steps in a row had a NaN/inf loss or gradient (step {step}); "
+                f"stopped. {run_dir} keeps the last good checkpoint; try a lower train.lr or "
+                "train.precision=fp32"
+            )
+        return 1
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

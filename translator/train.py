@@ -25,23 +25,20 @@ import torch
 from translator import run_dir as rd
 from translator.average import average_if_better
 from translator.config import Config
-from translator.device import dtype_name, resolve_precision, training_device
+from translator.device import grad_scaler, resolve_precision, training_device
 from translator.distributed import Distributed
-from translator.files import atomic_write_text
 from translator.model import Transformer
 from translator.optim import build_optimizer
 from translator.plots import plot_curves
 from translator.schedule import TrainingState, finished, learning_rate, planned_steps
 from translator.signals import StopOnSignal
-from translator.step import OptimizerStep, TrainingError
-from translator.train_log import Progress, StepWindow, log_validation
+from translator.step import NonfiniteSteps, OptimizerStep
+from translator.train_log import Progress, StepWindow, log_start, log_validation
 from translator.training_data import TrainingData
 from translator.translate import Translator
 from translator.validation import Validator
 
 log = logging.getLogger("translator")
-
-MAX_NONFINITE_IN_A_ROW = 10
 
 
 class Trainer:
@@ -51,7 +48,7 @@ class Trainer:
         self.cfg, self.resume, self.progress = cfg, resume, progress
         self.run_dir = Path(run_dir) if run_dir else rd.new_run_dir(cfg)
         self.state = TrainingState()  # step, epoch, best BLEU...: what state.pt saves
-        self.nonfinite_in_a_row = 0
+        self.nonfinite = NonfiniteSteps()  # NaN/inf steps are skipped; 10 in a row stop
         self.grad_norm = math.nan  # of the last step, before clipping
         self.history: list[dict] = []  # metrics.jsonl's records
         self.stopper = StopOnSignal()  # SIGINT or SIGTERM asks training to stop
@@ -72,31 +69,25 @@ class Trainer:
         torch.manual_seed(t.seed)
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.device = training_device(t.device)
-        self.dist = Distributed.from_environment(self.device.type)
-        if self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
+        device = training_device(t.device)
+        self.dist = Distributed.from_environment(device.type)
+        self.device = self.dist.local_device(device)
         if not self.dist.is_main:  # rank 0 speaks for all
             log.setLevel(logging.WARNING)
             self.progress = False
         self.run_dir = self.dist.broadcast(self.run_dir)  # rank 0's timestamp names the run
         self.amp_dtype = resolve_precision(t.precision, self.device)
         if self.dist.is_main:
-            _check_writable(self.run_dir)  # before minutes of work, not at the first save
-            self.data = TrainingData(self.cfg, self.dist)  # builds the cache once ...
-        self.dist.barrier()
-        if not self.dist.is_main:
-            self.data = TrainingData(self.cfg, self.dist)  # ... which the other ranks then load
+            rd.check_writable(self.run_dir)
+        self.data = TrainingData.on_every_rank(self.cfg, self.dist)
         if self.resume:
             self.data.check_same_vocabularies(self.run_dir)
         self._setup_model()
         if self.resume:
             self._load_checkpoint()
         elif self.dist.is_main:
-            data = self.data
-            rd.write_bundle_files(
-                self.run_dir, self.cfg, data.src_vocab, data.tgt_vocab, data.subword
-            )
+            d = self.data
+            rd.write_bundle_files(self.run_dir, self.cfg, d.src_vocab, d.tgt_vocab, d.subword)
             if t.init_from:
                 rd.write_init_from(self.run_dir, Path(t.init_from))
 
@@ -109,15 +100,9 @@ class Trainer:
             rd.load_weights(self.model, Path(cfg.train.init_from) / rd.BEST)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         translator = Translator(self.model, cfg, data.src_vocab, data.tgt_vocab, data.subword)
-        self.validator = Validator(
-            cfg, data.valid_pairs, data.valid_src, data.valid_refs, translator, self.device,
-            self.amp_dtype, data.keep_sets,
-        )  # fmt: skip
+        self.validator = Validator(cfg, data, translator, self.device, self.amp_dtype)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
-        # A grad scaler only for fp16 on CUDA; bf16 has fp32's range and needs none.
-        self.scaler = torch.amp.GradScaler(
-            enabled=self.device.type == "cuda" and self.amp_dtype == torch.float16
-        )
+        self.scaler = grad_scaler(self.device, self.amp_dtype)
         # A layer LayerDrop skipped has no gradient in that step: DDP must not wait for it.
         self.ddp = self.dist.wrap(self.model, self.device, find_unused=bool(cfg.model.layerdrop))
         wrapped = self.ddp or self.model
@@ -135,49 +120,11 @@ class Trainer:
             self.dist.close()
 
     def _train(self) -> Path:
-        t, state = self.cfg.train, self.state
-        log.info(
-            "training %s: %.2fM parameters on %s (%s)%s, run dir %s%s",
-            self.cfg.name, self.n_params / 1e6, self.device, dtype_name(self.amp_dtype),
-            f" x {self.dist.world_size} processes" if self.dist.enabled else "", self.run_dir,
-            f", starting from {t.init_from}" if t.init_from else "",
-        )  # fmt: skip
+        log_start(self.cfg, self.n_params, self.device, self.amp_dtype, self.dist, self.run_dir)
         self.model.train()
-        started = time.perf_counter() - state.elapsed_s
-        window, bar = StepWindow(self.device), Progress(self.progress, state.step)
-        stop_reason = None
         with self.stopper:
-            try:
-                while stop_reason is None:
-                    if self.cfg.vocab.bpe_dropout:
-                        self.data.resample_segmentation()
-                    batches = self.data.sampler.epoch(state.epoch)
-                    self._epoch_batches = len(batches)
-                    if self.planned_steps is None:  # first epoch since start or resume
-                        # elapsed_s is 0, or the saved one: the same on every rank
-                        self.planned_steps = self._planned_steps(state.elapsed_s)
-                        bar.plan(self.planned_steps, state.step)
-                    while state.batch_in_epoch < len(batches) and stop_reason is None:
-                        group = batches[state.batch_in_epoch : state.batch_in_epoch + t.accumulate]
-                        state.batch_in_epoch += len(group)
-                        window.add(*self.train_step(group), self.grad_norm)
-                        state.elapsed_s = time.perf_counter() - started
-                        bar.advance()
-                        if state.step % t.log_every == 0:
-                            self._log_train(window, bar)
-                        if t.valid_every and state.step % t.valid_every == 0:
-                            self._validate_and_save()
-                        stop_reason = self._agreed_stop()
-                    if state.batch_in_epoch >= len(batches):
-                        state.epoch += 1
-                        state.batch_in_epoch = 0
-                        if not t.valid_every:
-                            self._validate_and_save()
-                        stop_reason = stop_reason or self._agreed_stop()
-                if not self.stop_signal:  # a budget was met: the bar ends full, at the real end
-                    bar.plan(state.step, state.step)
-            finally:
-                bar.close()
+            with Progress(self.progress, self.state.step) as bar:
+                stop_reason = self._epochs(bar)
             if self.stop_signal:
                 if self.dist.is_main:
                     self._save_checkpoint(best=False)
@@ -187,6 +134,41 @@ class Trainer:
                 )  # fmt: skip
                 return self.run_dir
             return self._end(stop_reason)  # inside the handlers: a Ctrl-C here stops cleanly too
+
+    def _epochs(self, bar: Progress) -> str:
+        """Epoch after epoch, step after step, until a budget, patience or a signal stops
+        training: why it stopped."""
+        t, state = self.cfg.train, self.state
+        started = time.perf_counter() - state.elapsed_s
+        window, stop_reason = StepWindow(self.device), None
+        while stop_reason is None:
+            if self.cfg.vocab.bpe_dropout:
+                self.data.resample_segmentation()
+            batches = self.data.sampler.epoch(state.epoch)
+            self._epoch_batches = len(batches)
+            if self.planned_steps is None:  # first epoch since start or resume
+                # elapsed_s is 0, or the saved one: the same on every rank
+                self.planned_steps = self._planned_steps(state.elapsed_s)
+                bar.plan(self.planned_steps, state.step)
+            while state.batch_in_epoch < len(batches) and stop_reason is None:
+                group = batches[state.batch_in_epoch : state.batch_in_epoch + t.accumulate]
+                state.batch_in_epoch += len(group)
+                window.add(*self.train_step(group), self.grad_norm)
+                state.elapsed_s = time.perf_counter() - started
+                bar.advance()
+                if state.step % t.log_every == 0:
+                    self._log_train(window, bar)
+                if t.valid_every and state.step % t.valid_every == 0:
+                    self._validate_and_save()
+                stop_reason = self._agreed_stop()
+            if state.batch_in_epoch >= len(batches):
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                if not t.valid_every:
+                    self._validate_and_save()
+                stop_reason = stop_reason or self._agreed_stop()
+        if not self.stop_signal:  # a budget was met: the bar ends full, at the real end
+            bar.plan(state.step, state.step)
+        return stop_reason
 
     def _end(self, stop_reason: str) -> Path:
         """The end of training: a last validation unless this step had one, checkpoint
@@ -208,7 +190,12 @@ class Trainer:
         if over is None:
             return False
         reason, key, value = over
-        if self._ended():  # another step would push out a kept checkpoint: no
+        validated, ended = rd.ended_at(
+            self.run_dir, self.history, self.state.step, self.cfg.train.average_checkpoints
+        )
+        if validated:
+            self._validated_step = self.state.step
+        if ended:  # another step would push out a kept checkpoint: no
             log.info(
                 "%s is complete (%s); nothing was changed. To train on, raise the budget, e.g. "
                 "translator train --resume --run-dir %s --set %s=%s",
@@ -218,22 +205,10 @@ class Trainer:
             self._end(reason)
         return True
 
-    def _ended(self) -> bool:
-        """Whether the end of training (`_end`) ran at this step, from the metrics history.
-        Marks the step as validated if it was."""
-        at_step = [r for r in self.history if r.get("step") == self.state.step]
-        if any("val_loss" in r for r in at_step):
-            self._validated_step = self.state.step
-        averaging = (
-            self.cfg.train.average_checkpoints and len(rd.kept_checkpoints(self.run_dir)) > 1
-        )
-        averaged = not averaging or any("averaged" in r for r in at_step)
-        return self._validated_step == self.state.step and averaged
-
     def train_step(self, group: list[np.ndarray]) -> tuple[torch.Tensor, int, int]:
         """One optimizer step over `group` (accumulated batches): the summed loss and the target
         and source tokens it covered. A step whose loss or gradient is not finite changes
-        nothing and returns (0, 0, 0); too many of those in a row stop training."""
+        nothing and returns (0, 0, 0); ten of those in a row stop training."""
         state = self.state
         state.step += 1
         lr = learning_rate(state.step, self.cfg.train, self.planned_steps)
@@ -244,35 +219,19 @@ class Trainer:
         )  # fmt: skip
         result = stepper(self.data.train_pairs, group, lr)
         self.grad_norm = result.grad_norm  # before clipping; logged as grad_norm and clipped
-        if result.applied:
-            self.nonfinite_in_a_row = 0
-            state.skipped_steps += result.overflowed
-            return result.loss, result.n_tgt, result.n_src
-        state.skipped_steps += 1
-        self.nonfinite_in_a_row += 1
-        log.warning("step %d: loss or gradient is NaN/inf; step skipped", state.step)
-        if self.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
-            raise TrainingError(
-                f"{self.nonfinite_in_a_row} steps in a row had a NaN/inf loss or gradient "
-                f"(step {state.step}); stopped. {self.run_dir} keeps the last good checkpoint; "
-                "try a lower train.lr or train.precision=fp32"
-            )
+        state.skipped_steps += self.nonfinite.count(result, state.step, self.run_dir)
         return result.loss, result.n_tgt, result.n_src
 
     # -- budgets -----------------------------------------------------------------------------
 
     def _agreed_stop(self) -> str | None:
-        """This rank's reason to stop, or another rank's: all ranks stop at the same step."""
-        reason = self._stop_reason()
+        """Why to stop now (a signal, a budget, patience), on this rank or another: all ranks
+        stop at the same step."""
+        over = finished(self.cfg.train, self.state)
+        reason = f"interrupted by {self.stop_signal.name}" if self.stop_signal else over and over[0]
         if self.dist.any(reason is not None, self.device) and reason is None:
             reason = "another rank stopped"
         return reason
-
-    def _stop_reason(self) -> str | None:
-        if self.stop_signal:
-            return f"interrupted by {self.stop_signal.name}"
-        over = finished(self.cfg.train, self.state)
-        return over[0] if over else None
 
     def _planned_steps(self, elapsed_s: float | None = None) -> float | None:
         return planned_steps(self.cfg.train, self.state, self._epoch_batches, elapsed_s)
@@ -296,9 +255,6 @@ class Trainer:
             self._record(record)
             bar.show(record, state.elapsed_s)
         window.reset()
-
-    def validation_bleu(self) -> float:
-        return self.validator.bleu()
 
     def _validate_and_save(self) -> None:
         state = self.state
@@ -326,7 +282,7 @@ class Trainer:
 
     def average_checkpoints(self) -> None:
         record = average_if_better(
-            self.model, self.run_dir, self.validation_bleu, self.state.best_bleu
+            self.model, self.run_dir, self.validator.bleu, self.state.best_bleu
         )
         if record:
             self.state.best_bleu = record["best_bleu"]
@@ -345,12 +301,3 @@ class Trainer:
             "resuming %s at step %d (epoch %d, batch %d)",
             self.run_dir, self.state.step, self.state.epoch, self.state.batch_in_epoch,
         )  # fmt: skip
-
-
-def _check_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / ".write-test", "")
-        (path / ".write-test").unlink()
-    except OSError as err:
-        raise rd.RunError(f"cannot write to run dir {path}: {err.strerror or err}") from None

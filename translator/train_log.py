@@ -3,6 +3,7 @@ metrics record; and the window of steps that each metrics record sums up.
 
     window = StepWindow(device); window.add(loss, n_tgt, n_src, grad_norm)
     progress = Progress(enabled=True, step=0); progress.plan(planned_steps, step)
+    log_start(cfg, n_params, device, amp_dtype, dist, run_dir)   # "training NAME: ..." line
     log_validation(record, improved)     # the validation's log line
 """
 
@@ -14,6 +15,8 @@ import sys
 import time
 
 import torch
+
+from translator.device import dtype_name
 
 log = logging.getLogger("translator")
 
@@ -59,6 +62,15 @@ class StepWindow:
             clipped = sum(n > clip_norm for n in norms) / len(norms) if clip_norm else 0.0
             record["clipped"] = round(clipped, 3)
         return record
+
+
+def log_start(cfg, n_params: int, device, amp_dtype, dist, run_dir) -> None:
+    log.info(
+        "training %s: %.2fM parameters on %s (%s)%s, run dir %s%s",
+        cfg.name, n_params / 1e6, device, dtype_name(amp_dtype),
+        f" x {dist.world_size} processes" if dist.enabled else "", run_dir,
+        f", starting from {cfg.train.init_from}" if cfg.train.init_from else "",
+    )  # fmt: skip
 
 
 def log_validation(record: dict, improved: bool) -> None:
@@ -113,7 +125,10 @@ class Progress:
             refresh=False,
         )
 
-    def close(self) -> None:
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.bar.close()
 
 

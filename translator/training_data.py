@@ -3,6 +3,7 @@ sampler (this rank's share, segmented anew every epoch under BPE-dropout), and t
 split.
 
     data = TrainingData(cfg, dist)        # prepares the corpus when its cache is missing
+    data = TrainingData.on_every_rank(cfg, dist)   # rank 0 prepares it, the others then load it
     batches = data.sampler.epoch(epoch)
 
 A fine-tuned run (train.init_from) may mix pairs of its parent's training data into its own
@@ -40,6 +41,13 @@ class TrainingData:
         )
         self.valid_src, self.valid_refs = self._texts(d.valid_split)
         self.keep_sets = {name: self._texts(name) for name in cfg.train.keep_eval}
+
+    @classmethod
+    def on_every_rank(cls, cfg: Config, dist) -> TrainingData:
+        """Rank 0 builds the cache (once), which the other ranks load after it."""
+        data = cls(cfg, dist) if dist.is_main else None
+        dist.barrier()
+        return data or cls(cfg, dist)
 
     def _texts(self, name: str) -> tuple[list[str], list[str]]:
         """The sources and references a validation scores BLEU on, at most valid_max_sentences:

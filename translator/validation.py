@@ -1,7 +1,6 @@
 """Validation: the loss and the greedy BLEU of a model on the validation split.
 
-    validator = Validator(cfg, pairs, sources, references, translator, device, amp_dtype,
-                          keep_sets={"parent:valid": (sources, references)})
+    validator = Validator(cfg, data, translator, device, amp_dtype)   # data: TrainingData
     validator.loss(), validator.bleu(), validator.keep_bleu()   # {"parent:valid": 31.2}
     validator.measure()              # all of them, as metrics.jsonl's validation fields
 
@@ -28,17 +27,15 @@ class Validator:
     def __init__(
         self,
         cfg: Config,
-        pairs,  # the validation split's ids (corpus.ParallelIds), filtered to fit the model
-        sources: list[str],
-        references: list[str],
+        data,  # training_data.TrainingData: the validation split and the train.keep_eval sets
         translator,  # translate.Translator around the model being trained
         device: torch.device,
         amp_dtype: torch.dtype | None,
-        keep_sets: dict[str, tuple[list[str], list[str]]] | None = None,  # train.keep_eval
     ) -> None:
-        self.cfg, self.pairs, self.sources, self.references = cfg, pairs, sources, references
-        self.translator, self.device, self.amp_dtype = translator, device, amp_dtype
-        self.keep_sets = keep_sets or {}
+        self.cfg, self.translator, self.device, self.amp_dtype = cfg, translator, device, amp_dtype
+        self.pairs = data.valid_pairs  # ids, filtered to fit the model
+        self.sources, self.references = data.valid_src, data.valid_refs
+        self.keep_sets = data.keep_sets  # {"parent:valid": (sources, references)}
 
     def measure(self) -> dict:
         """val_loss, val_ppl, val_bleu, keep_bleu (train.keep_eval) and the seconds it took."""
