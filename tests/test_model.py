@@ -6,13 +6,13 @@ import conftest
 import pytest
 import torch
 
-from translator.model import (
+from translator.attention import (
     MultiHeadAttention,
-    Transformer,
     recording_attention,
     reference_attention,
     scaled_dot_product_attention,
 )
+from translator.model import Transformer
 
 PAD = 0
 VOCAB = 20

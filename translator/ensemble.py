@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from translator.model import DecoderCache, Transformer
+from translator.attention import DecoderCache
+from translator.model import Transformer
 
 
 class EnsembleCache:
