@@ -34,7 +34,6 @@ from translator.config import Config
 from translator.data import user_cache_dir
 from translator.preparation import (
     FORMAT_VERSION,
-    TGT_SUBWORD_FILE,
     WORDS_FILE,
     build,
     check_languages,
@@ -43,6 +42,7 @@ from translator.preparation import (
 from translator.sources import ensure_available, fingerprint
 from translator.subword import Subword
 from translator.vocab import Vocab
+from translator.vocab_learning import TGT_SUBWORD_FILE
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,12 @@ few numbers (lengths, 64-bit hashes). Our own passes over those files read them 
 instead of memory-mapping them, so the pages read do not pile up in the process's memory.
 
 1. read      sources.load_split: the split as an Arrow table of src and tgt text
-2. tokenize  Dataset.map, batched, over data.num_proc processes: Unicode NFC, BOMs and stray
-             whitespace removed, lowercased if asked, spaCy tokens with joiner marks, and a hash
-             of each cleaned side (for duplicates and overlap)
+2. tokenize  Dataset.map (arrow_passes.py), batched, over data.num_proc processes: Unicode
+             NFC, BOMs and stray whitespace removed, lowercased if asked, spaCy tokens with
+             joiner marks, and a hash of each cleaned side (for duplicates and overlap)
 3. filter    train only, from those numbers: empty sides, exact duplicates (data.dedup)
-4. learn     the BPE and the vocabulary from at most vocab.train_sentences sampled training pairs
+4. learn     the BPE and the vocabulary from at most vocab.train_sentences sampled training
+             pairs (vocab_learning.py)
 5. encode    tokens -> ids, streamed to flat files (BPE piece ids, mapped to vocabulary ids on
              write; a word's pieces are looked up once, so one process keeps pace)
 6. filter    train only, from id lengths: over data.max_len, over data.max_ratio
@@ -28,30 +29,31 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
-from collections import Counter
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
+from translator.arrow_passes import (
+    list_lengths,
+    map_batches,
+    numpy_column,
+    record_batches,
+    worker_count,
+)
 from translator.config import Config, ConfigError
 from translator.data import DataError
 from translator.files import atomic_folder, atomic_write_text
 from translator.sources import describe, load_split
-from translator.subword import Subword
 from translator.tokenization import BOM, check_language, clean
-from translator.vocab import SPECIALS, Vocab, build_vocab
+from translator.vocab_learning import LearnedVocab
 
 FORMAT_VERSION = 3  # bump when the cached layout or the tokenization scheme changes
-TGT_SUBWORD_FILE = "subword.tgt.json"  # with BPE-dropout: the target-side BPE
 WORDS_FILE = "train.words.json"  # with BPE-dropout: the training split's spaCy tokens
 SAMPLE_SEED = 0  # the pairs the vocabulary is learned from (not train.seed: no re-prepare)
-MAP_BATCH = 1000  # rows per Dataset.map call
 CHUNK_ROWS = 100_000  # rows per numpy pass over an Arrow column
-SMALL_SPLIT = 50_000  # rows below which one process tokenizes (starting workers costs more)
 # Flags of the tokenize stage, per pair: what cleaning changed (summed in the summary).
 FIX_BOM, FIX_NFC, FIX_SPACE = 1, 2, 4
 
@@ -88,12 +90,13 @@ def build(cfg: Config, folder: Path, log=lambda message: None, given=None) -> No
             raw = {name: load_split(cfg, name, work) for name in stems}
         log(
             f"read {', '.join(f'{stems[n]} {len(ds):,}' for n, ds in raw.items())} pairs; "
-            f"tokenizing with {_processes(len(raw[d.train_split]), num_proc)} processes"
+            f"tokenizing with {worker_count(len(raw[d.train_split]), num_proc)} processes"
         )
         with _timed(seconds, "tokenize"):
             tokens = {
-                name: _map(ds, _tokenize_batch, work / f"{stems[name]}.tokens.arrow", num_proc,
-                           src_lang=d.src_lang, tgt_lang=d.tgt_lang, lowercase=d.lowercase)
+                name: map_batches(ds, _tokenize_batch, work / f"{stems[name]}.tokens.arrow",
+                                  num_proc, src_lang=d.src_lang, tgt_lang=d.tgt_lang,
+                                  lowercase=d.lowercase)
                 for name, ds in raw.items()
             }  # fmt: skip
         train = tokens[d.train_split]
@@ -105,7 +108,7 @@ def build(cfg: Config, folder: Path, log=lambda message: None, given=None) -> No
         else:
             log(f"numbering with the vocabulary of {given.path}")
         with _timed(seconds, "learn"):
-            learned = _Learned(cfg, train, sample, given)
+            learned = LearnedVocab(cfg, train, sample, given)
         log("encoding the ids")
         with _timed(seconds, "encode"):
             encoded = {
@@ -143,12 +146,6 @@ DROPPED = {"empty": "with an empty side", "duplicates": "duplicates",
            "too_long": "over data.max_len", "ratio": "over data.max_ratio"}  # fmt: skip
 
 
-def _processes(rows: int, num_proc: int) -> int:
-    """Worker processes for a split: one below SMALL_SPLIT rows, where starting workers costs
-    more than they save."""
-    return num_proc if rows >= SMALL_SPLIT else 1
-
-
 def _require_pairs(keep: np.ndarray, counts: dict, name: str) -> None:
     if not keep.any():
         what = ", ".join(f"{n:,} {DROPPED[why]}" for why, n in counts.items() if n) or "none read"
@@ -160,46 +157,6 @@ def _timed(seconds: dict, stage: str):
     started = time.perf_counter()
     yield
     seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - started
-
-
-def _map(ds, function, cache_file: Path, num_proc: int, **kwargs):
-    """`ds.map(function)` over Arrow batches, writing its output to `cache_file` (not the
-    source's cache: a Hub dataset's folder must not grow by our intermediate files). Batches go
-    in and out as Arrow tables: no per-row conversion by `datasets`. A progress bar on a
-    terminal; none in a log file."""
-    import datasets
-
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    if sys.stderr.isatty():
-        datasets.enable_progress_bars()
-    try:
-        return _map_arrow(ds, function, cache_file, num_proc, kwargs)
-    finally:
-        datasets.disable_progress_bars()
-
-
-def _map_arrow(ds, function, cache_file: Path, num_proc: int, kwargs: dict):
-    if len(ds) == 0:  # `map` would return no columns at all: keep the function's schema
-        import datasets
-
-        return datasets.Dataset(function(ds.data.table.slice(0, 0), **kwargs))
-    processes = _processes(len(ds), num_proc)
-    return (
-        ds.with_format("arrow")
-        .map(
-            function,
-            batched=True,
-            batch_size=MAP_BATCH,
-            fn_kwargs=kwargs,
-            remove_columns=ds.column_names,
-            num_proc=processes if processes > 1 else None,
-            cache_file_name=str(cache_file),
-            load_from_cache_file=False,
-            new_fingerprint=f"{cache_file.stem}-{time.time_ns()}",  # no hashing of the function
-            desc=f"{cache_file.stem.replace('.', ' ')}",
-        )
-        .with_format(None)
-    )
 
 
 # -- stage 2: tokenize (runs in worker processes) -------------------------------------------------
@@ -249,7 +206,7 @@ def _clean_counted(text: str, lowercase: bool) -> tuple[str, int]:
 
 
 def _clean_filter(train, dedup: bool) -> tuple[np.ndarray, dict]:
-    src_len, tgt_len = _lengths(train, "src_tokens"), _lengths(train, "tgt_tokens")
+    src_len, tgt_len = list_lengths(train, "src_tokens"), list_lengths(train, "tgt_tokens")
     keep = (src_len > 0) & (tgt_len > 0)
     counts = {"empty": int((~keep).sum()), "duplicates": 0, "too_long": 0, "ratio": 0}
     if dedup:
@@ -262,7 +219,7 @@ def _clean_filter(train, dedup: bool) -> tuple[np.ndarray, dict]:
 
 
 def _pair_hashes(ds) -> np.ndarray:
-    src, tgt = (_column(ds, f"{side}_hash").astype(np.uint64) for side in ("src", "tgt"))
+    src, tgt = (numpy_column(ds, f"{side}_hash").astype(np.uint64) for side in ("src", "tgt"))
     return src * np.uint64(0x9E3779B97F4A7C15) ^ tgt  # wraps around: a 64-bit mix
 
 
@@ -273,134 +230,16 @@ def _sample(keep: np.ndarray, limit: int) -> np.ndarray:
     return np.sort(np.random.default_rng(SAMPLE_SEED).choice(rows, limit, replace=False))
 
 
-# -- stage 4: learn --------------------------------------------------------------------------------
-
-
-class _Learned:
-    """The BPE and/or vocabularies learned from the sampled training pairs; encodes tokens."""
-
-    def __init__(self, cfg: Config, train, sample: np.ndarray, given=None):
-        v = cfg.vocab
-        self.kind, self.joint = v.kind, v.joint
-        self.sampled = v.kind == "bpe" and v.bpe_dropout > 0
-        rows = np.zeros(len(train), dtype=bool)
-        rows[sample] = True
-        self.sample_rows = rows
-        lists = lambda column: _token_lists(train, column, rows)  # noqa: E731
-        self.given = given is not None
-        if given is not None:
-            self._use(given, lists)
-            return
-        if v.kind == "bpe":
-            if v.joint:
-                self.src_bpe = Subword.train(
-                    chain(lists("src_tokens"), lists("tgt_tokens")), v.bpe_size
-                )
-                self.tgt_bpe = self.src_bpe
-            else:
-                self.src_bpe = Subword.train(lists("src_tokens"), v.bpe_size)
-                self.tgt_bpe = Subword.train(lists("tgt_tokens"), v.bpe_size)
-            self.encoders = {"src": self.src_bpe.encode_ids, "tgt": self.tgt_bpe.encode_ids}
-            self.counts = {
-                "src": np.zeros(len(self.src_bpe.all_pieces()), dtype=np.int64),
-                "tgt": np.zeros(len(self.tgt_bpe.all_pieces()), dtype=np.int64),
-            }
-            return
-        if v.joint:
-            self.src_vocab = self.tgt_vocab = build_vocab(
-                chain(lists("src_tokens"), lists("tgt_tokens")), v.min_freq, v.max_size
-            )
-        else:
-            self.src_vocab = build_vocab(lists("src_tokens"), v.min_freq, v.max_size)
-            self.tgt_vocab = build_vocab(lists("tgt_tokens"), v.min_freq, v.max_size)
-        self.encoders = {"src": self.src_vocab.encode_many, "tgt": self.tgt_vocab.encode_many}
-        self.counts = None
-
-    def _use(self, run, lists) -> None:
-        """Number with a trained run's vocabularies and (joint) BPE, as they are; count the
-        characters of train they have never seen, which can only become <unk>."""
-        self.src_vocab, self.tgt_vocab = run.src_vocab, run.tgt_vocab
-        if self.kind == "bpe":
-            self.src_bpe = self.tgt_bpe = run.subword
-            self.encoders = {"src": self.src_bpe.encode_ids, "tgt": self.tgt_bpe.encode_ids}
-            known = {"src": self.src_bpe.all_pieces(), "tgt": self.tgt_bpe.all_pieces()}
-        else:
-            self.encoders = {"src": self.src_vocab.encode_many, "tgt": self.tgt_vocab.encode_many}
-            known = {"src": self.src_vocab.itos, "tgt": self.tgt_vocab.itos}
-        self.counts = None
-        self.unseen = {}
-        for side, column in (("src", "src_tokens"), ("tgt", "tgt_tokens")):
-            alphabet = set("".join(known[side]))
-            chars = Counter(c for tokens in lists(column) for token in tokens for c in token)
-            missing = sorted(((n, c) for c, n in chars.items() if c not in alphabet), reverse=True)
-            self.unseen[side] = {c: n for n, c in missing[:20]}
-
-    def count(self, side: str, ids: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> None:
-        """Count BPE pieces of the sampled training rows (the vocabulary is ranked by them)."""
-        if self.counts is not None:
-            counts = self.counts[side]
-            counts += np.bincount(ids[np.repeat(rows, lengths)], minlength=len(counts))
-
-    def finish(self, partial: bool) -> tuple[Vocab, Vocab]:
-        """The vocabularies; for BPE, every piece the sampled training pairs use, by frequency.
-        When the BPE saw only part of train (or BPE-dropout samples new segmentations), every
-        other piece follows, so that no piece of the rest becomes <unk>."""
-        if self.kind == "bpe" and not self.given:
-            complete = partial or self.sampled
-            if self.joint:
-                both = self.counts["src"] + self.counts["tgt"]
-                self.src_vocab = self.tgt_vocab = _vocab_by_count(self.src_bpe, both, complete)
-            else:
-                self.src_vocab = _vocab_by_count(self.src_bpe, self.counts["src"], complete)
-                self.tgt_vocab = _vocab_by_count(self.tgt_bpe, self.counts["tgt"], complete)
-        return self.src_vocab, self.tgt_vocab
-
-    def lookup(self, side: str) -> np.ndarray | None:
-        """BPE piece id -> vocabulary id (None: the encoder gave vocabulary ids already)."""
-        if self.kind != "bpe":
-            return None
-        bpe, vocab = (
-            (self.src_bpe, self.src_vocab) if side == "src" else (self.tgt_bpe, self.tgt_vocab)
-        )
-        return np.array([vocab.stoi.get(p, vocab.unk_id) for p in bpe.all_pieces()], np.int32)
-
-    def save(self, folder: Path) -> None:
-        self.src_vocab.to_file(folder / "vocab.src.json")
-        self.tgt_vocab.to_file(folder / "vocab.tgt.json")
-        if self.kind == "bpe":
-            self.src_bpe.to_file(folder / Subword.FILE)
-            if self.sampled:  # resegments train every epoch (the source side's is the run's)
-                self.tgt_bpe.to_file(folder / TGT_SUBWORD_FILE)
-
-
-def _token_lists(ds, column: str, rows: np.ndarray):
-    for start, batch in _record_batches(ds, [column]):
-        mask = rows[start : start + batch.num_rows]
-        yield from batch.column(0).filter(mask).to_pylist()
-
-
-def _vocab_by_count(bpe: Subword, counts: np.ndarray, complete: bool) -> Vocab:
-    """What `build_vocab` gives for the segmented tokens, from piece counts."""
-    pieces = bpe.all_pieces()
-    used = [p for i, p in enumerate(pieces) if counts[i] > 0 and p not in SPECIALS]
-    count = {p: counts[i] for i, p in enumerate(pieces)}
-    ranked = sorted(used, key=lambda p: (-count[p], p))
-    if complete:
-        seen = set(ranked)
-        ranked += [p for p in pieces if p not in seen and p not in SPECIALS]
-    return Vocab(list(SPECIALS) + ranked)
-
-
 # -- stage 5: encode -------------------------------------------------------------------------------
 
 
-def _encode(ds, learned: _Learned, stem: Path, count: bool) -> dict:
+def _encode(ds, learned: LearnedVocab, stem: Path, count: bool) -> dict:
     """Per side: ids appended to the flat file `stem`.<side>.raw, and every row's length.
     `count`: this is train, whose sampled rows' pieces rank the vocabulary."""
     lengths: dict = {"src": [], "tgt": []}
     files = {side: open(f"{stem}.{side}.raw", "wb") for side in lengths}
     try:
-        for start, batch in _record_batches(ds, ["src_tokens", "tgt_tokens"]):
+        for start, batch in record_batches(ds, ["src_tokens", "tgt_tokens"]):
             for i, side in enumerate(lengths):
                 ids = learned.encoders[side](batch.column(i).to_pylist())
                 row_lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
@@ -438,7 +277,7 @@ def _length_filter(encoded_train: dict, keep, counts, max_len: int, max_ratio: f
 # -- stage 7: write -------------------------------------------------------------------------------
 
 
-def _write_split(sides: dict, rows, stem: Path, learned: _Learned) -> dict:
+def _write_split(sides: dict, rows, stem: Path, learned: LearnedVocab) -> dict:
     stats = {"file": stem.name, "read": len(sides["src"][1])}
     for side, vocab in (("src", learned.src_vocab), ("tgt", learned.tgt_vocab)):
         raw, lengths = sides[side]
@@ -474,7 +313,7 @@ def _write_side(raw: Path, lengths, rows, lookup, unk_id: int, stem: Path) -> tu
 
 
 def _fixes(tokens, rows) -> dict:
-    flags = _column(tokens, "fixes")
+    flags = numpy_column(tokens, "fixes")
     if rows is not None:
         flags = flags[rows]
     return {
@@ -488,12 +327,12 @@ def _overlap(tokens: dict, train_name: str, keep: np.ndarray, splits: dict) -> N
     """For val and test: how many pairs, and source sentences, also occur in the training data."""
     train = tokens[train_name]
     train_pairs = _pair_hashes(train)[keep]
-    train_sources = _column(train, "src_hash")[keep]
+    train_sources = numpy_column(train, "src_hash")[keep]
     for name, ds in tokens.items():
         if name != train_name:
             splits[name]["overlap_pairs"] = int(np.isin(_pair_hashes(ds), train_pairs).sum())
             splits[name]["overlap_sources"] = int(
-                np.isin(_column(ds, "src_hash"), train_sources).sum()
+                np.isin(numpy_column(ds, "src_hash"), train_sources).sum()
             )
 
 
@@ -504,35 +343,3 @@ def _write_words(train, keep: np.ndarray, path: Path) -> None:
         src.extend(batch["src_tokens"])
         tgt.extend(batch["tgt_tokens"])
     atomic_write_text(path, json.dumps([src, tgt], ensure_ascii=False))
-
-
-# -- Arrow columns as numpy -------------------------------------------------------------------
-
-
-def _record_batches(ds, columns: list[str]):
-    """(first row, record batch of `columns`) over a map output's Arrow files, read with plain
-    reads: a memory map would keep every page read resident in this process."""
-    import pyarrow as pa
-
-    assert ds._indices is None, "a selection of rows has no files of its own"
-    row = 0
-    for entry in ds.cache_files:
-        with pa.OSFile(entry["filename"]) as source:
-            for batch in pa.ipc.open_stream(source):
-                yield row, batch.select(columns)
-                row += batch.num_rows
-    assert row == len(ds), f"read {row} rows of {len(ds)}"
-
-
-def _table_column(ds, column: str):
-    return ds.data.table.column(column)
-
-
-def _column(ds, column: str) -> np.ndarray:
-    return _table_column(ds, column).to_numpy()
-
-
-def _lengths(ds, column: str) -> np.ndarray:
-    import pyarrow.compute as pc
-
-    return pc.list_value_length(_table_column(ds, column)).to_numpy().astype(np.int64)

@@ -1,0 +1,139 @@
+"""Stage 4 of preparing a corpus: the BPE and vocabularies learned from the sampled training
+pairs (or taken from a trained run, for `--init-from`), and the encoders that turn tokens into
+ids with them.
+
+    learned = LearnedVocab(cfg, train, sample)   # sample: row indices; given=run: a run's, as is
+    ids = learned.encoders["src"](tokens)                 # BPE piece ids, or vocabulary ids
+    learned.count("src", ids, lengths, rows)              # BPE: rank pieces by their use
+    src_vocab, tgt_vocab = learned.finish(partial)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+
+from translator.arrow_passes import record_batches
+from translator.config import Config
+from translator.subword import Subword
+from translator.vocab import SPECIALS, Vocab, build_vocab
+
+TGT_SUBWORD_FILE = "subword.tgt.json"  # with BPE-dropout: the target-side BPE
+
+
+class LearnedVocab:
+    """The BPE and/or vocabularies learned from the sampled training pairs; encodes tokens."""
+
+    def __init__(self, cfg: Config, train, sample: np.ndarray, given=None):
+        v = cfg.vocab
+        self.kind, self.joint = v.kind, v.joint
+        self.sampled = v.kind == "bpe" and v.bpe_dropout > 0
+        rows = np.zeros(len(train), dtype=bool)
+        rows[sample] = True
+        self.sample_rows = rows
+        lists = lambda column: token_lists(train, column, rows)  # noqa: E731
+        self.given = given is not None
+        if given is not None:
+            self._use(given, lists)
+            return
+        if v.kind == "bpe":
+            if v.joint:
+                self.src_bpe = Subword.train(
+                    chain(lists("src_tokens"), lists("tgt_tokens")), v.bpe_size
+                )
+                self.tgt_bpe = self.src_bpe
+            else:
+                self.src_bpe = Subword.train(lists("src_tokens"), v.bpe_size)
+                self.tgt_bpe = Subword.train(lists("tgt_tokens"), v.bpe_size)
+            self.encoders = {"src": self.src_bpe.encode_ids, "tgt": self.tgt_bpe.encode_ids}
+            self.counts = {
+                "src": np.zeros(len(self.src_bpe.all_pieces()), dtype=np.int64),
+                "tgt": np.zeros(len(self.tgt_bpe.all_pieces()), dtype=np.int64),
+            }
+            return
+        if v.joint:
+            self.src_vocab = self.tgt_vocab = build_vocab(
+                chain(lists("src_tokens"), lists("tgt_tokens")), v.min_freq, v.max_size
+            )
+        else:
+            self.src_vocab = build_vocab(lists("src_tokens"), v.min_freq, v.max_size)
+            self.tgt_vocab = build_vocab(lists("tgt_tokens"), v.min_freq, v.max_size)
+        self.encoders = {"src": self.src_vocab.encode_many, "tgt": self.tgt_vocab.encode_many}
+        self.counts = None
+
+    def _use(self, run, lists) -> None:
+        """Number with a trained run's vocabularies and (joint) BPE, as they are; count the
+        characters of train they have never seen, which can only become <unk>."""
+        self.src_vocab, self.tgt_vocab = run.src_vocab, run.tgt_vocab
+        if self.kind == "bpe":
+            self.src_bpe = self.tgt_bpe = run.subword
+            self.encoders = {"src": self.src_bpe.encode_ids, "tgt": self.tgt_bpe.encode_ids}
+            known = {"src": self.src_bpe.all_pieces(), "tgt": self.tgt_bpe.all_pieces()}
+        else:
+            self.encoders = {"src": self.src_vocab.encode_many, "tgt": self.tgt_vocab.encode_many}
+            known = {"src": self.src_vocab.itos, "tgt": self.tgt_vocab.itos}
+        self.counts = None
+        self.unseen = {}
+        for side, column in (("src", "src_tokens"), ("tgt", "tgt_tokens")):
+            alphabet = set("".join(known[side]))
+            chars = Counter(c for tokens in lists(column) for token in tokens for c in token)
+            missing = sorted(((n, c) for c, n in chars.items() if c not in alphabet), reverse=True)
+            self.unseen[side] = {c: n for n, c in missing[:20]}
+
+    def count(self, side: str, ids: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> None:
+        """Count BPE pieces of the sampled training rows (the vocabulary is ranked by them)."""
+        if self.counts is not None:
+            counts = self.counts[side]
+            counts += np.bincount(ids[np.repeat(rows, lengths)], minlength=len(counts))
+
+    def finish(self, partial: bool) -> tuple[Vocab, Vocab]:
+        """The vocabularies; for BPE, every piece the sampled training pairs use, by frequency.
+        When the BPE saw only part of train (or BPE-dropout samples new segmentations), every
+        other piece follows, so that no piece of the rest becomes <unk>."""
+        if self.kind == "bpe" and not self.given:
+            complete = partial or self.sampled
+            if self.joint:
+                both = self.counts["src"] + self.counts["tgt"]
+                self.src_vocab = self.tgt_vocab = vocab_by_count(self.src_bpe, both, complete)
+            else:
+                self.src_vocab = vocab_by_count(self.src_bpe, self.counts["src"], complete)
+                self.tgt_vocab = vocab_by_count(self.tgt_bpe, self.counts["tgt"], complete)
+        return self.src_vocab, self.tgt_vocab
+
+    def lookup(self, side: str) -> np.ndarray | None:
+        """BPE piece id -> vocabulary id (None: the encoder gave vocabulary ids already)."""
+        if self.kind != "bpe":
+            return None
+        bpe, vocab = (
+            (self.src_bpe, self.src_vocab) if side == "src" else (self.tgt_bpe, self.tgt_vocab)
+        )
+        return np.array([vocab.stoi.get(p, vocab.unk_id) for p in bpe.all_pieces()], np.int32)
+
+    def save(self, folder: Path) -> None:
+        self.src_vocab.to_file(folder / "vocab.src.json")
+        self.tgt_vocab.to_file(folder / "vocab.tgt.json")
+        if self.kind == "bpe":
+            self.src_bpe.to_file(folder / Subword.FILE)
+            if self.sampled:  # resegments train every epoch (the source side's is the run's)
+                self.tgt_bpe.to_file(folder / TGT_SUBWORD_FILE)
+
+
+def token_lists(ds, column: str, rows: np.ndarray):
+    for start, batch in record_batches(ds, [column]):
+        mask = rows[start : start + batch.num_rows]
+        yield from batch.column(0).filter(mask).to_pylist()
+
+
+def vocab_by_count(bpe: Subword, counts: np.ndarray, complete: bool) -> Vocab:
+    """What `build_vocab` gives for the segmented tokens, from piece counts."""
+    pieces = bpe.all_pieces()
+    used = [p for i, p in enumerate(pieces) if counts[i] > 0 and p not in SPECIALS]
+    count = {p: counts[i] for i, p in enumerate(pieces)}
+    ranked = sorted(used, key=lambda p: (-count[p], p))
+    if complete:
+        seen = set(ranked)
+        ranked += [p for p in pieces if p not in seen and p not in SPECIALS]
+    return Vocab(list(SPECIALS) + ranked)
