@@ -13,7 +13,7 @@ from translator.corpus import Corpus
 from translator.device import resolve_precision
 from translator.loss import sequence_loss
 from translator.resume import resume_config
-from translator.schedule import TrainingState, learning_rate, limit_met, planned_steps
+from translator.schedule import TrainingState, finished, learning_rate, limit_met, planned_steps
 from translator.train import Trainer
 
 
@@ -57,6 +57,19 @@ def test_the_budget_end_is_the_nearest_limit_a_time_limit_extrapolated(toy_data)
     assert limit_met(cfg.train, at) is None
     assert limit_met(cfg.train, TrainingState(step=100, epoch=30)) == ("train.max_epochs", 30)
     assert limit_met(cfg.train, TrainingState(elapsed_s=120)) == ("train.max_minutes", 2)
+
+
+def test_patience_counts_the_validations_since_the_best_and_a_tie_is_no_better(toy_data):
+    cfg = tiny(toy_data, "train.max_steps=1000", "train.patience=2")
+    state = TrainingState(step=10)
+    assert state.validated(30.0) and finished(cfg.train, state) is None
+    assert not state.validated(30.0)  # equal is not better: the first of equals stays best
+    assert state.validated(31.0) and state.bad_validations == 0
+    assert not state.validated(29.0) and finished(cfg.train, state) is None
+    assert not state.validated(30.5)
+    reason, key, _ = finished(cfg.train, state)
+    assert (reason, key) == ("no better validation BLEU in 2 validations", "train.patience")
+    assert state.best_bleu == 31.0
 
 
 def test_a_linear_schedule_run_ends_with_a_learning_rate_of_zero(toy_data):

@@ -4,6 +4,7 @@
     planned_steps(cfg.train, position, epoch_batches)   # where the nearest budget ends
     limit_met(cfg.train, position)                      # ("train.max_steps", 1000) or None
     finished(cfg.train, state)                          # a budget or the patience used up
+    state.validated(bleu)                               # True: the best so far (patience)
 
 A `TrainingState` is where a run stands: steps, epochs and the batch inside the epoch done, the
 training seconds spent, the best validation BLEU and how many validations since it; state.pt
@@ -28,6 +29,16 @@ class TrainingState:
     best_bleu: float = -1.0
     bad_validations: int = 0  # validations in a row without a better BLEU (train.patience)
     skipped_steps: int = 0  # NaN/inf (or fp16 overflow) steps
+
+    def validated(self, bleu: float) -> bool:
+        """Note a validation's BLEU; True when it is the best so far. The others count towards
+        train.patience."""
+        improved = bleu > self.best_bleu
+        if improved:
+            self.best_bleu, self.bad_validations = bleu, 0
+        else:
+            self.bad_validations += 1
+        return improved
 
 
 def learning_rate(step: int, cfg: TrainConfig, planned_steps: float | None = None) -> float:

@@ -148,7 +148,7 @@ class Trainer:
             self._epoch_batches = len(batches)
             if self.planned_steps is None:  # first epoch since start or resume
                 # elapsed_s is 0, or the saved one: the same on every rank
-                self.planned_steps = self._planned_steps(state.elapsed_s)
+                self.planned_steps = planned_steps(t, state, len(batches), state.elapsed_s)
                 bar.plan(self.planned_steps, state.step)
             while state.batch_in_epoch < len(batches) and stop_reason is None:
                 group = batches[state.batch_in_epoch : state.batch_in_epoch + t.accumulate]
@@ -233,23 +233,20 @@ class Trainer:
             reason = "another rank stopped"
         return reason
 
-    def _planned_steps(self, elapsed_s: float | None = None) -> float | None:
-        return planned_steps(self.cfg.train, self.state, self._epoch_batches, elapsed_s)
-
     # -- logging and validation --------------------------------------------------------------
 
     def _log_train(self, window: StepWindow, bar: Progress) -> None:
-        state = self.state
+        t, state = self.cfg.train, self.state
         # All ranks' work (a collective in DDP).
         loss, tgt, src, elapsed = self.dist.sum(
             [window.loss.item(), window.tokens, window.src_tokens, state.elapsed_s], self.device
         )
-        lr = learning_rate(state.step, self.cfg.train, self.planned_steps)
-        clip = self.cfg.train.clip_norm
-        record = window.record(state, lr, self._epoch_batches, (loss, tgt, src), clip)
+        lr = learning_rate(state.step, t, self.planned_steps)
+        record = window.record(state, lr, self._epoch_batches, (loss, tgt, src), t.clip_norm)
         # Re-plan after building the record, so the logged lr is the one this step used;
         # from the ranks' mean clock, so that every rank plans the same learning rates.
-        self.planned_steps = self._planned_steps(elapsed / self.dist.world_size)
+        mean_elapsed = elapsed / self.dist.world_size
+        self.planned_steps = planned_steps(t, state, self._epoch_batches, mean_elapsed)
         bar.plan(self.planned_steps, state.step)  # a time budget: the pace measured so far
         if self.dist.is_main:
             self._record(record)
@@ -262,11 +259,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         scores = self.validator.measure()
-        improved = scores["val_bleu"] > state.best_bleu
-        if improved:
-            state.best_bleu, state.bad_validations = scores["val_bleu"], 0
-        else:
-            state.bad_validations += 1
+        improved = state.validated(scores["val_bleu"])
         record = {"step": state.step, "epoch": state.epoch, **scores,
                   "best_bleu": state.best_bleu, "elapsed_s": round(state.elapsed_s, 1)}  # fmt: skip
         self._record(record)
