@@ -7,62 +7,32 @@
 
 The .sh runs this file with our virtual environment's Python; each variable below is also a flag,
 as in `.venv/bin/python scripts/compare_joeynmt.py [CONFIG] --steps 20 --set model.d_ff=512`.
+How each figure is measured, where the two systems differ, how long it takes:
+docs/compare-joeynmt.md.
 
-What it does, in a temporary work dir:
-  1. installs JoeyNMT 2.3.0 into its own virtual environment ($JOEY_VENV; reused when present)
-     with a pinned CPU torch, plus its two missing pieces (importlib_metadata, and
-     sentencepiece 0.2.0: 0.2.1+ dropped the SetVocabulary that JoeyNMT calls); besides
-     `python -m joeynmt train|translate`, this file's `_joey` steps run there;
-  2. writes a JoeyNMT config for the model of CONFIG (default configs/multi30k.yaml): the same
-     layers, d_model, heads, ffn, dropout, norm placement, embedding tying, token batch budget
-     (data.max_tokens; both count sentences x longest side), optimizer, warmup (inverse-sqrt
-     schedule for JoeyNMT, which has no linear one: step speed does not depend on it), and one
-     joint SentencePiece BPE trained on the same Multi30k text, of as many pieces as our
-     prepared vocabulary has (our BPE may stop short of vocab.bpe_size);
-  3. trains both for WARMUP + STEPS optimizer steps, fp32 on CPU with THREADS threads, with no
-     validation until the end, and reads the target tokens/s of the STEPS steps after the
-     warm-up from each one's own log (ours: metrics.jsonl; JoeyNMT: "Tokens per Sec");
-     seconds per epoch = the target tokens of one epoch of each one's own subwords / that rate;
-  4. decodes test2016 (1,000 sentences, the same plain files) with both, greedy and beam 5,
-     timing the translation itself, model loading and start-up excluded, no warm-up on either
-     side (ours: the seconds `translator evaluate --json` reports; JoeyNMT: its "Generation took"
-     line of `joeynmt translate`), and scores every output with the same sacreBLEU (cased,
-     detokenized; JoeyNMT's SentencePiece output is detokenized text);
-  5. prints one table: tokens/s, s/epoch, sentences/s greedy and beam 5, mean output length,
-     BLEU, and ours/JoeyNMT for each speed.
+Training (default): JoeyNMT 2.3.0 (installed into $JOEY_VENV if missing) gets a config copying
+the model of CONFIG and one joint SentencePiece BPE of our vocabulary's size; both train
+WARMUP + STEPS steps, fp32 on CPU, and each one's own log gives its target tokens/s over the
+STEPS steps after the warm-up, hence seconds per epoch. Both then decode test2016 greedy and
+beam 5 (translation time only), scored by the same sacreBLEU. The models are barely trained, so
+the table warns when their outputs are too unlike for decoding speeds to compare.
 
-How long: on an idle 2-core CPU with the default config, ours trains at ~0.9 s and JoeyNMT at
-~1.5 s per step (~4.5 minutes for both with the defaults), ~1 minute goes to set-up and our
-decoding, and JoeyNMT decodes the 1,000 sentences in 0.5 to 5.5 minutes: as long as its
-undertrained model's outputs are (up to 1.5 x the longest source, ~1 s/sentence with beam 5).
-Installing JoeyNMT the first time adds a minute or two.
+With RUN (one of our trained run dirs) nothing is trained: its model is ported to JoeyNMT (our
+weights under its names), both decode test2016 from the same source pieces, JoeyNMT's output
+pieces become text through our detokenizer, and the table adds the share of JoeyNMT's outputs
+identical to ours: decoding speed at equal BLEU.
 
-The models see only WARMUP + STEPS updates, so BLEU is near zero with the defaults and their
-outputs are not sentence-like ("Ein Mann.", or a run of dots to the length limit): decoding time
-grows with output length, so the table shows each one's mean output length and warns when the
-decoding speeds do not compare like for like. The training figures do not depend on that.
-
-With RUN (one of our trained run dirs) nothing is trained: decoding speed at equal BLEU.
-  1. the run's model is ported to a JoeyNMT model dir (`joey_state`: its weights under JoeyNMT's
-     names; the vocabulary in our id order; JoeyNMT configs for greedy and beam), and JoeyNMT
-     loads it and computes our logits on 16 sentences;
-  2. both decode test2016 greedy and beam 5 (length penalty: the run's, or ALPHA) from the same
-     source pieces (ours from the text, JoeyNMT from a file of those pieces), and JoeyNMT's
-     output pieces become text through our detokenizer, so only network and search code differ;
-  3. the table: sentences/s, output tokens/s, BLEU, the share of JoeyNMT's outputs identical to
-     ours, and ours/JoeyNMT. About 3 minutes for the 1,000 sentences on an idle 2-core CPU,
-     most of it JoeyNMT's beam search (~1 minute) and greedy search (~30 s).
-  With KEEP=1 the port stays usable: `$JOEY_VENV/bin/python -m joeynmt translate
-  WORK/joey/beam.yaml` reads our pieces, space separated (as WORK/joey/data/test.pieces).
+The table: tokens/s, s/epoch, sentences/s and output tokens/s greedy and beam 5, mean output
+length, BLEU, and ours/JoeyNMT for each speed.
 
 Environment (all optional):
   RUN                 our trained run dir: port it and compare decoding only (see above)
   ALPHA               length penalty of both beam searches (default: the config's or run's)
-  STEPS=100           timed optimizer steps of each trainer (the default fits the time above)
+  STEPS=100           timed optimizer steps of each trainer
   WARMUP=10           untimed optimizer steps first (allocator, oneDNN kernels)
   THREADS=2           CPU threads for both (OMP_NUM_THREADS, which torch follows)
   SENTENCES=1000      decode only the first N test2016 sentences (for quick checks)
-  CONFIG              our config, if not given as the first argument
+  CONFIG              our config, if not given as the first argument (default configs/multi30k.yaml)
   OUR_SET             extra overrides for our config, space separated (flag: --set, repeated),
                       e.g. OUR_SET="model.d_model=256 model.d_ff=1024"; JoeyNMT's model follows
   TRANSLATOR_DATA_DIR Multi30k's raw files (train.{en,de}.gz, val.*, test_2016_flickr.*);
@@ -95,7 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BEAM = 5
 MODES = ("greedy", "beam")
 JOEY_REQUIREMENTS = ("joeynmt==2.3.0", "importlib_metadata", "sentencepiece==0.2.0")
-SPM_SPECIALS = ("<unk>", "<pad>", "<s>", "</s>")  # JoeyNMT's SentencePiece: unk, pad, bos, eos
+SPM_SPECIALS = ("<unk>", "<pad>", "<s>", "</s>")  # the SentencePiece BPE's unk, pad, bos, eos
 STARTED = time.monotonic()
 
 
@@ -155,14 +125,6 @@ def joey_config(cfg, name: str, model_dir: Path, **sections) -> dict:
     return config
 
 
-def describe(m) -> str:
-    """Our model config in a few words."""
-    return (
-        f"{m.encoder_layers}+{m.decoder_layers} layers, d_model {m.d_model}, {m.n_heads} heads, "
-        f"ffn {m.d_ff}, dropout {m.dropout}, {m.norm}-norm"
-    )
-
-
 def joey_specials(*tokens: str) -> dict:
     """JoeyNMT's special_symbols: `tokens` are unk, pad, bos, eos, which get the ids 0-3."""
     specials = {}
@@ -182,47 +144,51 @@ def write_configs(config: dict, joey: Path, names=MODES) -> None:
         (joey / f"{name}.yaml").write_text(text, encoding="utf-8")
 
 
+def describe(m) -> str:
+    """Our model config in a few words."""
+    return (
+        f"{m.encoder_layers}+{m.decoder_layers} layers, d_model {m.d_model}, {m.n_heads} heads, "
+        f"ffn {m.d_ff}, dropout {m.dropout}, {m.norm}-norm"
+    )
+
+
+def max_length_note(dec) -> str:
+    return (
+        "JoeyNMT's max output length is 1.5 x the longest source (with </s>) in the batch, "
+        f"ours {dec.max_len_a} x each source + {dec.max_len_b}"
+    )
+
+
 # -- training both -----------------------------------------------------------------------------
 
 
 def training_notes(cfg, src_vocab: int, tgt_vocab: int) -> list[str]:
     """What JoeyNMT's copy of our config cannot make the same."""
-    m, v, dec = cfg.model, cfg.vocab, cfg.decode
+    m, v, precision = cfg.model, cfg.vocab, cfg.train.precision
     notes = []
     if v.kind != "bpe":
         notes.append(f"our vocab is kind={v.kind}: JoeyNMT gets a SentencePiece BPE of its size")
     if not v.joint:
-        notes.append(
-            f"our vocabularies are separate ({src_vocab} / {tgt_vocab}): JoeyNMT gets one joint "
-            "BPE of the target side's size"
-        )
+        notes.append(f"our vocabularies are separate ({src_vocab}/{tgt_vocab}): JoeyNMT's is joint")
     if m.positions != "sinusoidal":
         notes.append(f"our positions are {m.positions}: JoeyNMT has sinusoidal ones only")
     if m.attention_dropout != m.dropout:
-        notes.append(
-            f"JoeyNMT drops attention weights at dropout={m.dropout} "
-            f"(ours: attention_dropout={m.attention_dropout})"
-        )
+        notes.append(f"JoeyNMT's attention dropout is {m.dropout} (ours {m.attention_dropout})")
     if m.activation_dropout not in (None, m.dropout):
         notes.append(
-            f"JoeyNMT drops inside the feed-forward network at dropout={m.dropout} "
-            f"(ours: activation_dropout={m.activation_dropout})"
+            f"JoeyNMT's dropout inside the FFN is {m.dropout} (ours {m.activation_dropout})"
         )
     if m.share_all_embeddings and not m.tie_target_embeddings:
         notes.append("share_all_embeddings without tie_target_embeddings: JoeyNMT ties both")
-    if cfg.train.precision != "fp32":
-        notes.append(f"our config says precision={cfg.train.precision}; both sides run fp32 here")
+    if precision != "fp32":
+        notes.append(f"our config says precision={precision}; both sides run fp32 here")
     noise = ["model.word_dropout", "model.word_dropout_tgt", "model.word_replace"]
     noise += ["model.word_replace_tgt", "model.layerdrop", "train.rdrop", "vocab.bpe_dropout"]
     for key in noise:
         section, name = key.split(".")
         if value := getattr(getattr(cfg, section), name, 0):
             notes.append(f"our {key}={value}: JoeyNMT has none, it trains without")
-    notes.append(
-        "JoeyNMT's max output length is 1.5 x the longest source in the batch "
-        f"(ours: {dec.max_len_a} x source + {dec.max_len_b})"
-    )
-    return notes
+    return notes + [max_length_note(cfg.decode)]
 
 
 def timed_rate(points: list[tuple[int, float, float]], warmup: int) -> tuple[float, float, int]:
@@ -299,8 +265,7 @@ def train_both(a) -> tuple[dict, dict, dict]:
     del corpus, pairs
     joint = "joint " if v.joint else ""
     model = f"{describe(m)}, token batches of {d.max_tokens}, {joint}vocabulary of {vocab_size}"
-    notes = training_notes(cfg, src_n, vocab_size)
-    print(f"    model: {model}", *(f"    note: {note}" for note in notes), sep="\n")
+    say(f"model: {model}")
 
     log_every = math.gcd(a.warmup, a.steps)  # both log at the warm-up's end and the last step
     # fmt: off
@@ -364,7 +329,18 @@ def train_both(a) -> tuple[dict, dict, dict]:
     theirs.update(train_rate("JoeyNMT 2.3.0", points, a.warmup), vocab=f"{theirs['vocab']} joint")
     for mode in MODES:
         theirs.update(decode_joey(a, mode, d.tgt_lang, data / "test.en", ported=False))
-    return {"model": model, "notes": notes, "decode_batch": cfg.decode.batch_size}, ours, theirs
+    meta = {
+        "title": " ".join(map(str, (a.config, *a.overrides))),
+        "setup": f"model: {model}\ntraining: {a.steps} timed optimizer steps after {a.warmup} "
+        f"warm-up steps, no validation, fp32 on CPU, {a.threads} threads; decoding in batches "
+        f"of {cfg.decode.batch_size} sentences",
+        "notes": [
+            "tokens are each system's own subwords: compare seconds per epoch across systems",
+            "neither model is trained to convergence: BLEU only shows that both learn alike",
+            *training_notes(cfg, src_n, vocab_size),
+        ],
+    }
+    return meta, ours, theirs
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -449,25 +425,8 @@ def decode_joey(a, mode: str, lang: str, src: Path, ported: bool) -> dict:
 
 # -- port: one of our trained runs as a JoeyNMT model --------------------------------------------
 #
-# JoeyNMT's Transformer computes what ours does (the same layers and norm placement, embeddings
-# x √d_model, the same interleaved sin/cos positions from 0, source + </s>, target <s> + ...), so
-# our weights only need JoeyNMT's names: the ported model dir then decodes our model, reading the
-# same source pieces as ours, and its output pieces go back through our detokenizer.
-
-CHECK_SENTENCES = 16  # sentences of the logit check
-PORT_NOTES = [  # what the port cannot make the same (the searches are what is being compared)
-    "max output length: JoeyNMT's is 1.5 x the longest source (with </s>) of the batch, ours "
-    "{dec.max_len_a} x each source + {dec.max_len_b}; outputs differ only where one would be "
-    "longer than 1.5 x its source",
-    "batches of {dec.batch_size} sentences: JoeyNMT's in input order, sorted within the batch; "
-    "ours after sorting the whole input by length (less padding)",
-    "greedy: JoeyNMT re-feeds the whole prefix at each step (no key/value cache) and decodes a "
-    "batch until its last sentence ends; ours caches keys/values and drops finished sentences",
-    "beam: JoeyNMT (OpenNMT style) keeps the k best candidates, finished ones included, and ends "
-    "a sentence once every beam slot has finished; ours (fairseq style) keeps k unfinished ones "
-    "out of the 2k best and ends after k finished hypotheses; both rank finished hypotheses by "
-    "log-prob / ((5 + |Y|) / 6)^alpha",
-]
+# JoeyNMT's Transformer computes what ours does (docs/compare-joeynmt.md), so our weights only
+# need JoeyNMT's names: the ported model dir then decodes our model from the same source pieces.
 
 
 def joey_order(vocab) -> list[int]:
@@ -529,15 +488,11 @@ def joey_state(model, src_order: list[int], tgt_order: list[int]) -> dict:
 
 def port(translator, joey: Path, alpha: float) -> None:
     """Write JoeyNMT's model dir joey/model (vocabularies, best.ckpt) of our run's model, the
-    configs joey/{greedy,beam}.yaml that decode it, its input joey/data/test.pieces (the pieces
-    our model reads of each line of test.en), and joey/check.pt for the logit check."""
+    configs joey/{greedy,beam}.yaml that decode it, and its input joey/data/test.pieces (the
+    pieces our model reads of each line of test.en)."""
     import torch
 
-    from translator.batching import pad_sequences
-    from translator.decode import search
-
-    cfg, model = translator.cfg, translator.model
-    sv, tv = translator.src_vocab, translator.tgt_vocab
+    cfg, sv, tv = translator.cfg, translator.src_vocab, translator.tgt_vocab
     if cfg.model.positions != "sinusoidal":
         raise SystemExit(f"{cfg.model.positions} positions: JoeyNMT has sinusoidal ones only")
     out = joey / "model"
@@ -549,7 +504,8 @@ def port(translator, joey: Path, alpha: float) -> None:
         if bad := [x for x in tokens if x.splitlines() != [x] or " " in x]:
             raise SystemExit(f"tokens JoeyNMT cannot read back: {bad[:5]}")
         (out / f"{name}_vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    torch.save({"model_state": joey_state(model, orders["src"], orders["trg"])}, out / "best.ckpt")
+    state = joey_state(translator.model, orders["src"], orders["trg"])
+    torch.save({"model_state": state}, out / "best.ckpt")
     # Level "word" with no pre-tokenizer: the input is our pieces, split at spaces, as is.
     side = {"level": "word", "lowercase": False, "tokenizer_cfg": {"pretokenizer": "none"}}
     config = joey_config(
@@ -577,20 +533,10 @@ def port(translator, joey: Path, alpha: float) -> None:
     if empty := [i + 1 for i, pieces in enumerate(lines) if not pieces]:
         raise SystemExit(f"test2016: empty line(s) {empty[:5]}")  # JoeyNMT would skip them
     (joey / "data" / "test.pieces").write_text("".join(" ".join(x) + "\n" for x in lines), "utf-8")
-    # The check: our logits for the first sentences, teacher-forced on our greedy output.
-    check = lines[:CHECK_SENTENCES]
-    src = torch.from_numpy(
-        pad_sequences([sv.encode(x) for x in check], sv.pad_id, suffix=sv.eos_id)
-    )
-    hyps = search(model, src, cfg.decode.override(beam_size=1), sos_id=tv.sos_id, eos_id=tv.eos_id)
-    with torch.inference_mode():
-        logits = model(src, torch.from_numpy(pad_sequences(hyps, tv.pad_id, prefix=tv.sos_id)))
-    tgt = [[tv.itos[i] for i in hyp] for hyp in hyps]
-    torch.save({"src": check, "tgt": tgt, "itos": tv.itos, "logits": logits}, joey / "check.pt")
 
 
 def decode_both(a) -> tuple[dict, dict, dict]:
-    """Port our run a.run to JoeyNMT, check the port, and decode test.en with each."""
+    """Port our run a.run to JoeyNMT and decode test.en with each."""
     from translator.translate import Translator
 
     translator = Translator.load(a.run)
@@ -602,21 +548,26 @@ def decode_both(a) -> tuple[dict, dict, dict]:
     model += " (joint, all embeddings shared)" * m.share_all_embeddings
     say(f"ported {model} (beam {BEAM}, alpha {alpha})")
     params = sum(p.numel() for p in translator.model.parameters())
-    ours = {"params": params, "vocab": str(len(translator.tgt_vocab))}
+    ours, theirs = {"params": params, "vocab": str(len(translator.tgt_vocab))}, {}
     del translator
-    theirs = in_joey(a, "check", a.work / "joey")
-    n, positions = theirs.pop("sentences"), theirs.pop("positions")
-    say(
-        f"JoeyNMT loaded the port; on {n} sentences ({positions} target positions) its logits "
-        f"differ from ours by at most {theirs['logit_diff']:.2g}, same argmax at "
-        f"{100 * theirs['logit_same']:.1f}% of positions"
-    )
+    # No separate logit check: the port is tested in tests/test_compare_joeynmt.py, `joeynmt
+    # translate` loads it strictly, and the table's identical-output share shows it decodes ours.
     for mode in MODES:
         ours.update(decode_ours(a, a.run, mode, lang))
         pieces = a.work / "joey" / "data" / "test.pieces"
         theirs.update(decode_joey(a, mode, lang, pieces, ported=True))
-    notes = [note.format(dec=dec) for note in PORT_NOTES]
-    return {"model": model, "alpha": alpha, "notes": notes}, ours, theirs
+    meta = {
+        "title": f"decoding one model, {model}",
+        "setup": "ported to JoeyNMT (our weights under its names; both read our source pieces and "
+        f"their output pieces go through our detokenizer); fp32 on CPU, {a.threads} threads; "
+        f"beam {BEAM} with length penalty alpha {alpha} on both sides",
+        "notes": [
+            max_length_note(dec),
+            "batching and search rules differ too (JoeyNMT has no key/value cache, ends a beam "
+            "once every slot has finished): see docs/compare-joeynmt.md",
+        ],
+    }
+    return meta, ours, theirs
 
 
 # -- steps run in JoeyNMT's environment (`_joey STEP ARGS` prints their result as json) ------------
@@ -637,6 +588,8 @@ def joey_spm(joey: str, vocab_size: str, max_len: str, threads: str) -> dict:
     import sentencepiece as spm
 
     texts = [Path(joey, "data", f"train.{lang}") for lang in ("en", "de")]
+    # The same ids and pieces as the config's special_symbols: unk_piece=..., unk_id=0, ...
+    specials = {k.replace("_token", "_piece"): x for k, x in joey_specials(*SPM_SPECIALS).items()}
     spm.SentencePieceTrainer.train(
         input=",".join(map(str, texts)),
         model_prefix=f"{joey}/spm",
@@ -645,8 +598,7 @@ def joey_spm(joey: str, vocab_size: str, max_len: str, threads: str) -> dict:
         character_coverage=1.0,
         num_threads=int(threads),
         minloglevel=2,
-        **{f"{name}_id": i for i, name in enumerate(("unk", "pad", "bos", "eos"))},
-        **{f"{name}_piece": x for name, x in zip(("unk", "pad", "bos", "eos"), SPM_SPECIALS)},
+        **specials,
     )
     pieces = [x.split("\t")[0] for x in Path(joey, "spm.vocab").read_text("utf-8").splitlines()]
     Path(joey, "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
@@ -654,45 +606,6 @@ def joey_spm(joey: str, vocab_size: str, max_len: str, threads: str) -> dict:
     src, tgt = ([len(x) for x in sp.encode(p.read_text("utf-8").splitlines())] for p in texts)
     kept = [y for x, y in zip(src, tgt) if 0 < x <= int(max_len) and 0 < y <= int(max_len)]
     return {"vocab": len(pieces), "epoch_pairs": len(kept), "epoch_tokens": sum(kept) + len(kept)}
-
-
-def joey_check(joey: str) -> dict:
-    """Load the port as `joeynmt translate` does (strictly) and compare its logits with ours."""
-    import torch
-    from joeynmt.config import load_config, parse_global_args
-    from joeynmt.prediction import prepare
-
-    cfg = parse_global_args(load_config(Path(joey, "greedy.yaml")), mode="translate")
-    model, _, _, _ = prepare(cfg, rank=0, mode="translate")
-    model.eval()  # as JoeyNMT's predict() does
-    check = torch.load(Path(joey, "check.pt"), weights_only=True)
-    src, src_length, _ = model.src_vocab.sentences_to_ids(check["src"], bos=False, eos=True)
-    trg, _, _ = model.trg_vocab.sentences_to_ids(check["tgt"], bos=True, eos=False)
-    src, trg = torch.tensor(src), torch.tensor(trg)
-    src_mask = (src != model.pad_index).unsqueeze(1)
-    trg_mask = (trg != model.pad_index).unsqueeze(1)
-    with torch.no_grad():
-        memory, _, _, _ = model(
-            return_type="encode", src=src, src_length=torch.tensor(src_length), src_mask=src_mask
-        )
-        logits, _, _, _ = model(
-            return_type="decode",
-            encoder_output=memory,
-            encoder_hidden=None,
-            src_mask=src_mask,
-            trg_input=trg,
-            unroll_steps=trg.size(1),
-            trg_mask=trg_mask,
-        )
-    logits = logits[..., [model.trg_vocab.lookup(x) for x in check["itos"]]]  # our id order
-    ours, real = check["logits"], trg_mask.squeeze(1)
-    return {
-        "logit_diff": (logits - ours)[real].abs().max().item(),
-        "logit_same": (logits.argmax(-1) == ours.argmax(-1))[real].float().mean().item(),
-        "vocab": str(len(model.trg_vocab)),
-        "sentences": len(check["src"]),
-        "positions": int(real.sum()),
-    }
 
 
 def joey_env(a) -> None:
@@ -748,23 +661,12 @@ def table(a, meta: dict, ours: dict, joey: dict) -> None:
         if system.get("train_tok_s") and system.get("epoch_tokens"):
             system["epoch_s"] = system["epoch_tokens"] / system["train_tok_s"]
         system["params_m"] = system["params"] / 1e6 if system.get("params") else None
-    if a.run:
-        print(f"\ntranslator vs JoeyNMT 2.3.0 on this machine, decoding one model: {meta['model']}")
-        print(
-            f"ported to JoeyNMT (our weights under its names); fp32 on CPU, {a.threads} threads; "
-            f"beam {BEAM} with length penalty alpha {meta['alpha']} on both sides\n"
-        )
-    else:
-        print("\ntranslator vs JoeyNMT 2.3.0 on this machine:", a.config, *a.overrides)
-        print(
-            f"model: {meta['model']}\ntraining: {a.steps} timed optimizer steps after "
-            f"{a.warmup} warm-up steps, no validation, fp32 on CPU, {a.threads} threads\n"
-        )
+    print(f"\ntranslator vs JoeyNMT 2.3.0 on this machine: {meta['title']}\n{meta['setup']}\n")
     head = f"{'':<42}{'translator':>12}{'JoeyNMT':>12}{'ours/JoeyNMT':>14}  "
     print(head, "-" * len(head), sep="\n")
     for label, key, digits, higher_faster in ROWS:
         x, y = ours.get(key), joey.get(key)
-        if x is None and y is None:  # the training rows of a port
+        if x is None and y is None:  # the training rows of a port, the identical share of training
             continue
         ratio = speed = ""
         if higher_faster is not None and x and y:
@@ -774,40 +676,19 @@ def table(a, meta: dict, ours: dict, joey: dict) -> None:
         print(f"{label:<42}{fmt(x, digits):>12}{fmt(y, digits):>12}{ratio:>14}  {speed}")
     data = a.work / "joey" / "data"
     n = len((data / "test.en").read_text("utf-8").splitlines())
-    wall = (
-        f"with start-up and model loading: greedy {fmt(joey.get('greedy_wall_s'), 1)} s, "
-        f"beam {fmt(joey.get('beam_wall_s'), 1)} s"
+    print(
+        f"\nDecoding: the first {n} sentences of test2016. Times: ours `translator evaluate`'s "
+        "(tokenization and detokenization included), JoeyNMT's own 'Generation took' (search "
+        f"only; with start-up and model loading: greedy {fmt(joey.get('greedy_wall_s'), 1)} s, "
+        f"beam {fmt(joey.get('beam_wall_s'), 1)} s)."
     )
-    if a.run:
-        print(
-            f"\nDecoding: the first {n} sentences of test2016. Both read the same source pieces "
-            "(ours: spaCy + BPE of the text; JoeyNMT: those pieces, written out) and their "
-            "output pieces become text by our detokenizer. Times: ours, `translator evaluate` "
-            "(tokenization, BPE and detokenization included); JoeyNMT, its own 'Generation "
-            f"took' (batching and search only; {wall}). Output tokens: spaCy tokens of the "
-            "output text + </s>, as scripts/bench_decode.py counts them."
-        )
-        print(
-            f"Port check: JoeyNMT's logits differ from ours by at most {joey['logit_diff']:.2g} "
-            "(its LayerNorm eps is 1e-6, ours 1e-5), same argmax at "
-            f"{100 * joey['logit_same']:.1f}% of positions."
-        )
-    else:
-        print(
-            "\nTokens are each system's own subwords (ours: BPE of spaCy tokens; JoeyNMT: "
-            "SentencePiece BPE of raw text), so compare seconds per epoch across systems."
-        )
-        print(
-            f"Decoding: the first {n} sentences of test2016, batches of {meta['decode_batch']} "
-            f"sentences, translation time only (JoeyNMT's own 'Generation took'; {wall}). "
-            "Neither model is trained to convergence: BLEU only shows that both learn alike in "
-            "the same number of steps."
-        )
     print(*(f"note: {note}" for note in meta["notes"]), sep="\n")
+    if a.run:  # one model on both sides: the outputs' lengths are the same model's
+        return
     ref_chars = mean_chars(data / "test.de")
     for mode, label in (("greedy", "greedy"), ("beam", f"beam {BEAM}")):
-        x, y = ours.get(f"{mode}_chars"), joey.get(f"{mode}_chars")
-        if not a.run and (min(x, y) < 0.8 * max(x, y) or max(x, y) < 0.5 * ref_chars):
+        x, y = ours[f"{mode}_chars"], joey[f"{mode}_chars"]
+        if min(x, y) < 0.8 * max(x, y) or max(x, y) < 0.5 * ref_chars:
             print(
                 f"WARNING: the {label} outputs are {x:.0f} (ours) and {y:.0f} (JoeyNMT) "
                 f"characters long on average, the references {ref_chars:.0f}: the models are "
@@ -830,20 +711,10 @@ def arguments() -> argparse.Namespace:
     """Flags, each defaulting to its environment variable (the docstring's list)."""
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument(
-        "config",
-        nargs="?",
-        type=Path,
-        default=env("CONFIG") or ROOT / "configs/multi30k.yaml",
-        help="$CONFIG",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=env("OUR_SET", "").split(),
-        help="$OUR_SET",
-    )
+    config = env("CONFIG") or ROOT / "configs/multi30k.yaml"
+    p.add_argument("config", nargs="?", type=Path, default=config, help="$CONFIG")
+    overrides = env("OUR_SET", "").split()
+    p.add_argument("--set", dest="overrides", action="append", default=overrides, help="$OUR_SET")
     for flag, kind, default in [
         ("run", Path, None),
         ("alpha", float, None),
@@ -915,7 +786,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_joey"]:  # one of main()'s steps, run in JoeyNMT's environment
-        steps = {"ready": joey_ready, "spm": joey_spm, "check": joey_check}
+        steps = {"ready": joey_ready, "spm": joey_spm}
         print(json.dumps(steps[sys.argv[2]](*sys.argv[3:])))
     else:
         main()
