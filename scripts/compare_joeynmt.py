@@ -2,47 +2,33 @@
 
     scripts/compare_joeynmt.sh [CONFIG]                          # 6-11 minutes on 2 CPU cores
     STEPS=20 WARMUP=5 SENTENCES=100 scripts/compare_joeynmt.sh   # 2 minutes: every stage runs
-    nice -n 19 scripts/compare_joeynmt.sh                        # beside other work (slower)
     RUN=runs/tiny-bpe-90 scripts/compare_joeynmt.sh              # decoding only, one trained model
 
-The .sh runs this file with our virtual environment's Python; each variable below is also a flag,
-as in `.venv/bin/python scripts/compare_joeynmt.py [CONFIG] --steps 20 --set model.d_ff=512`.
-How each figure is measured, where the two systems differ, how long it takes:
-docs/compare-joeynmt.md.
+Training (default): JoeyNMT (installed into JOEY_VENV if missing) gets a copy of CONFIG's model
+and one joint SentencePiece BPE of our vocabulary's size; both train WARMUP + STEPS steps, fp32 on
+CPU, and each one's own log gives its target tokens/s over the STEPS steps, hence seconds per
+epoch; both decode test2016 greedy and beam 5 (translation time only), scored by one sacreBLEU.
+With RUN (one of our trained run dirs) nothing is trained: its weights go under JoeyNMT's names
+and both decode from the same source pieces, so only network and search code differ.
+One table compares both, with ours/JoeyNMT for each speed. How each figure is measured, where the
+two differ and how long it takes: docs/compare-joeynmt.md.
 
-Training (default): JoeyNMT 2.3.0 (installed into $JOEY_VENV if missing) gets a config copying
-the model of CONFIG and one joint SentencePiece BPE of our vocabulary's size; both train
-WARMUP + STEPS steps, fp32 on CPU, and each one's own log gives its target tokens/s over the
-STEPS steps after the warm-up, hence seconds per epoch. Both then decode test2016 greedy and
-beam 5 (translation time only), scored by the same sacreBLEU. The models are barely trained, so
-the table warns when their outputs are too unlike for decoding speeds to compare.
-
-With RUN (one of our trained run dirs) nothing is trained: its model is ported to JoeyNMT (our
-weights under its names), both decode test2016 from the same source pieces, JoeyNMT's output
-pieces become text through our detokenizer, and the table adds the share of JoeyNMT's outputs
-identical to ours: decoding speed at equal BLEU.
-
-The table: tokens/s, s/epoch, sentences/s and output tokens/s greedy and beam 5, mean output
-length, BLEU, and ours/JoeyNMT for each speed.
-
-Environment (all optional):
-  RUN                 our trained run dir: port it and compare decoding only (see above)
+Environment (all optional; each is also a flag, e.g. `compare_joeynmt.py CONFIG --steps 20`):
+  RUN                 our trained run dir: port it and compare decoding only
   ALPHA               length penalty of both beam searches (default: the config's or run's)
   STEPS=100           timed optimizer steps of each trainer
   WARMUP=10           untimed optimizer steps first (allocator, oneDNN kernels)
   THREADS=2           CPU threads for both (OMP_NUM_THREADS, which torch follows)
   SENTENCES=1000      decode only the first N test2016 sentences (for quick checks)
-  CONFIG              our config, if not given as the first argument (default configs/multi30k.yaml)
-  OUR_SET             extra overrides for our config, space separated (flag: --set, repeated),
+  CONFIG              our config, if not the first argument (default configs/multi30k.yaml)
+  OUR_SET             overrides of our config, space separated (flag: --set, repeated),
                       e.g. OUR_SET="model.d_model=256 model.d_ff=1024"; JoeyNMT's model follows
-  TRANSLATOR_DATA_DIR Multi30k's raw files (train.{en,de}.gz, val.*, test_2016_flickr.*);
-                      default /work/shared/data/multi30k
-  TRANSLATOR_CACHE_DIR our prepared-corpus cache; default: inside the work dir (so our side
-                      tokenizes Multi30k afresh, ~10 s; set it to reuse a cache)
+  TRANSLATOR_DATA_DIR Multi30k's raw files (default /work/shared/data/multi30k)
+  TRANSLATOR_CACHE_DIR our prepared-corpus cache (default: a fresh one in the work dir)
   JOEY_VENV           JoeyNMT's virtual environment (default /tmp/joeynmt-venv)
-  JOEY_TORCH          the torch requirement installed there (default torch==2.13.0; pinned)
+  JOEY_TORCH          the torch requirement installed there (default torch==2.13.0)
   OUR_VENV            our virtual environment, for the .sh (default .venv of this repository)
-  KEEP=1              keep the work dir (logs, configs, runs, hypotheses); a failure keeps it too
+  KEEP=1              keep the work dir (logs, configs, hypotheses); a failure keeps it too
 """
 
 from __future__ import annotations
@@ -60,11 +46,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-# Only the standard library at the top: the `_joey` steps run in JoeyNMT's environment.
+# Only the standard library at the top: `_joey_spm` runs in JoeyNMT's environment.
 ROOT = Path(__file__).resolve().parent.parent
 BEAM = 5
 MODES = ("greedy", "beam")
 JOEY_REQUIREMENTS = ("joeynmt==2.3.0", "importlib_metadata", "sentencepiece==0.2.0")
+JOEY_READY = (  # 0.2.1+ of sentencepiece dropped the SetVocabulary that JoeyNMT calls
+    "import importlib.metadata as m, importlib_metadata, joeynmt.training; "
+    "assert m.version('joeynmt') == '2.3.0' and m.version('sentencepiece') == '0.2.0'"
+)
 SPM_SPECIALS = ("<unk>", "<pad>", "<s>", "</s>")  # the SentencePiece BPE's unk, pad, bos, eos
 STARTED = time.monotonic()
 
@@ -88,11 +78,23 @@ def sh(log: Path, *cmd, stdin: Path | None = None, stdout: Path | None = None) -
     return time.perf_counter() - started
 
 
-def in_joey(a, step: str, *args) -> dict:
-    """Run `_joey STEP ARGS` in JoeyNMT's environment: the step's result."""
-    out = a.work / f"{step}.json"
-    sh(a.work / f"{step}.log", a.joey_py, __file__, "_joey", step, *args, stdout=out)
-    return json.loads(out.read_text("utf-8"))
+def joey_env(a) -> None:
+    """JoeyNMT 2.3.0 in a.joey_venv: found there, or installed."""
+
+    def ready() -> bool:
+        check = [a.joey_py, "-c", JOEY_READY]
+        return a.joey_py.exists() and subprocess.run(check, capture_output=True).returncode == 0
+
+    if ready():
+        return say(f"JoeyNMT 2.3.0 found in {a.joey_venv}")
+    say(f"installing JoeyNMT 2.3.0 and {a.joey_torch} into {a.joey_venv}")
+    if not a.joey_py.exists():
+        sh(a.work / "venv.log", sys.executable, "-m", "venv", a.joey_venv)
+    pip = (a.joey_py, "-m", "pip", "install", "--quiet", a.joey_torch)
+    sh(a.work / "pip-torch.log", *pip)
+    sh(a.work / "pip-joeynmt.log", *pip, *JOEY_REQUIREMENTS)
+    if not ready():
+        raise SystemExit(f"JoeyNMT 2.3.0 does not import from {a.joey_venv} (pip logs: {a.work})")
 
 
 # -- JoeyNMT's configs: one builder for the training and the port -------------------------------
@@ -301,8 +303,10 @@ def train_both(a) -> tuple[dict, dict, dict]:
     if a.alpha is not None:
         config["testing"]["beam_alpha"] = a.alpha
     write_configs(config, joey, ("train", *MODES))
-    say("JoeyNMT: training a SentencePiece BPE of the same size")
-    theirs = in_joey(a, "spm", joey, vocab_size, d.max_len, a.threads)
+    say("JoeyNMT: training a SentencePiece BPE of the same size")  # in JoeyNMT's environment
+    spm = (a.joey_py, __file__, "_joey_spm", joey, vocab_size, d.max_len, a.threads)
+    sh(a.work / "spm.log", *spm, stdout=a.work / "spm.json")
+    theirs = json.loads((a.work / "spm.json").read_text("utf-8"))
     say(f"SentencePiece BPE: {theirs['vocab']} pieces; {theirs['epoch_pairs']} training pairs")
 
     run = a.work / "runs" / "ours"
@@ -320,7 +324,7 @@ def train_both(a) -> tuple[dict, dict, dict]:
     ours.update(train_rate("translator", points, a.warmup))
     ours["params"] = sum(p.numel() for p in load_run(run).model.parameters())
     for mode in MODES:
-        ours.update(decode_ours(a, run, mode, d.tgt_lang))
+        ours.update(decode_ours(a, run, mode))
 
     say(f"JoeyNMT: training {a.warmup + a.steps} steps")
     train = (a.joey_py, "-m", "joeynmt", "train", joey / "train.yaml", "--skip-test")
@@ -328,33 +332,58 @@ def train_both(a) -> tuple[dict, dict, dict]:
     points = joey_points((joey / "model" / "train.log").read_text("utf-8"))
     theirs.update(train_rate("JoeyNMT 2.3.0", points, a.warmup), vocab=f"{theirs['vocab']} joint")
     for mode in MODES:
-        theirs.update(decode_joey(a, mode, d.tgt_lang, data / "test.en", ported=False))
-    meta = {
-        "title": " ".join(map(str, (a.config, *a.overrides))),
-        "setup": f"model: {model}\ntraining: {a.steps} timed optimizer steps after {a.warmup} "
-        f"warm-up steps, no validation, fp32 on CPU, {a.threads} threads; decoding in batches "
-        f"of {cfg.decode.batch_size} sentences",
-        "notes": [
-            "tokens are each system's own subwords: compare seconds per epoch across systems",
-            "neither model is trained to convergence: BLEU only shows that both learn alike",
-            *training_notes(cfg, src_n, vocab_size),
-        ],
-    }
-    return meta, ours, theirs
+        theirs.update(decode_joey(a, mode, data / "test.en", ported=False))
+    setup = (
+        f"model: {model}\ntraining: {a.steps} timed optimizer steps after {a.warmup} warm-up "
+        f"steps, no validation, fp32 on CPU, {a.threads} threads"
+    )
+    notes = [
+        "tokens are each system's own subwords: compare seconds per epoch across systems",
+        "neither model is trained to convergence: BLEU only shows that both learn alike",
+        *training_notes(cfg, src_n, vocab_size),
+    ]
+    title = " ".join(map(str, (a.config, *a.overrides)))
+    return {"title": title, "setup": setup, "notes": notes}, ours, theirs
+
+
+def joey_spm(joey: str, vocab_size: str, max_len: str, threads: str) -> dict:
+    """(In JoeyNMT's environment) one joint SentencePiece BPE of the training text, as JoeyNMT's
+    build_vocab.py, its vocab file, and one epoch's training pairs and target tokens (+ </s>)."""
+    import sentencepiece as spm
+
+    texts = [Path(joey, "data", f"train.{lang}") for lang in ("en", "de")]
+    # The ids and pieces of the config's special_symbols: unk_piece="<unk>", unk_id=0, ...
+    specials = {k.replace("_token", "_piece"): x for k, x in joey_specials(*SPM_SPECIALS).items()}
+    spm.SentencePieceTrainer.train(
+        input=",".join(map(str, texts)),
+        model_prefix=f"{joey}/spm",
+        model_type="bpe",
+        vocab_size=int(vocab_size),
+        character_coverage=1.0,
+        num_threads=int(threads),
+        minloglevel=2,
+        **specials,
+    )
+    pieces = [x.split("\t")[0] for x in Path(joey, "spm.vocab").read_text("utf-8").splitlines()]
+    Path(joey, "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
+    sp = spm.SentencePieceProcessor(model_file=f"{joey}/spm.model")
+    src, tgt = ([len(x) for x in sp.encode(p.read_text("utf-8").splitlines())] for p in texts)
+    kept = [y for x, y in zip(src, tgt) if 0 < x <= int(max_len) and 0 < y <= int(max_len)]
+    return {"vocab": len(pieces), "epoch_pairs": len(kept), "epoch_tokens": sum(kept) + len(kept)}
 
 
 # -- decoding ----------------------------------------------------------------------------------
 
 
-def decoded(mode: str, seconds: float, hyp: Path, lang: str, bleu: float) -> dict:
-    """The table's values of one decoding; output tokens as scripts/bench_decode.py counts them:
-    spaCy tokens of the text + one </s> a line (one rule for both, whatever their subwords)."""
+def decoded(system: str, mode: str, seconds: float, hyp: Path, bleu: float, more="") -> dict:
+    """The table's values of one decoding, logged. Output tokens as scripts/bench_decode.py counts
+    them: spaCy tokens of the text + one </s> a line (one rule for both, whatever the subwords)."""
     from translator.tokenization import Tokenizer
 
     lines = hyp.read_text("utf-8").splitlines()
-    tokens = sum(len(x) + 1 for x in Tokenizer(lang).tokenize(lines))
+    tokens = sum(len(x) + 1 for x in Tokenizer("de").tokenize(lines))  # test2016's German side
+    say(f"{system} {mode}: {len(lines)} sentences in {seconds:.1f} s, BLEU {bleu:.2f}{more}")
     return {
-        f"{mode}_s": seconds,
         f"{mode}_sent_s": len(lines) / seconds,
         f"{mode}_tok_s": tokens / seconds,
         f"{mode}_bleu": bleu,
@@ -367,7 +396,7 @@ def mean_chars(path: Path) -> float:
     return sum(len(x) for x in lines) / max(len(lines), 1)
 
 
-def decode_ours(a, run: Path, mode: str, lang: str) -> dict:
+def decode_ours(a, run: Path, mode: str) -> dict:
     """`translator evaluate --json` of test.en: its seconds (translation only) and BLEU."""
     data, hyp, out = a.work / "joey" / "data", a.work / f"ours.{mode}", a.work / f"ours-{mode}.json"
     say(f"ours: decoding test2016, {mode}")
@@ -380,12 +409,10 @@ def decode_ours(a, run: Path, mode: str, lang: str) -> dict:
         stdout=out,
     )
     result = json.loads([x for x in out.read_text("utf-8").splitlines() if x[:1] == "{"][-1])
-    n, seconds, bleu = result["n"], result["seconds"], result["bleu"]
-    say(f"translator {mode}: {n} sentences in {seconds:.1f} s, BLEU {bleu:.2f}")
-    return decoded(mode, seconds, hyp, lang, bleu)
+    return decoded("translator", mode, result["seconds"], hyp, result["bleu"])
 
 
-def decode_joey(a, mode: str, lang: str, src: Path, ported: bool) -> dict:
+def decode_joey(a, mode: str, src: Path, ported: bool) -> dict:
     """`joeynmt translate` of `src`: its own "Generation took" seconds (the command's wall time
     if missing); a port's output pieces become text through our detokenizer. sacreBLEU as ours."""
     from translator.evaluate import score
@@ -403,24 +430,17 @@ def decode_joey(a, mode: str, lang: str, src: Path, ported: bool) -> dict:
         hyp.write_text("".join(detokenize(x.split()) + "\n" for x in pieces), "utf-8")
     hyps = hyp.read_text("utf-8").splitlines()
     refs = (joey / "data" / "test.de").read_text("utf-8").splitlines()
-    text = log.read_text("utf-8", "replace")
-    took = re.findall(r"Generation took ([\d.]+)\[sec\]", text)
-    seconds = float(took[-1]) if took else wall
-    values = decoded(mode, seconds, hyp, lang, score(hyps, refs, lang, literature=False)["bleu"])
-    values[f"{mode}_wall_s"] = wall
-    if params := re.search(r"Total params: (\d+)", text):
-        values["params"] = int(params[1])
-    same = ""
+    values, more = {f"{mode}_wall_s": wall}, f" ({wall:.1f} s with start-up)"
     if ported:
         ours = (a.work / f"ours.{mode}").read_text("utf-8").splitlines()
         values[f"{mode}_same"] = 100 * sum(x == y for x, y in zip(ours, hyps)) / len(hyps)
-        same = f", {values[f'{mode}_same']:.1f}% identical to ours"
-    bleu = values[f"{mode}_bleu"]
-    say(
-        f"JoeyNMT {mode}: {len(hyps)} sentences in {seconds:.1f} s ({wall:.1f} s with start-up), "
-        f"BLEU {bleu:.2f}{same}"
-    )
-    return values
+        more += f", {values[f'{mode}_same']:.1f}% identical to ours"
+    text = log.read_text("utf-8", "replace")
+    if params := re.search(r"Total params: (\d+)", text):
+        values["params"] = int(params[1])
+    took = re.findall(r"Generation took ([\d.]+)\[sec\]", text)
+    bleu = score(hyps, refs, "de", literature=False)["bleu"]
+    return decoded("JoeyNMT", mode, float(took[-1]) if took else wall, hyp, bleu, more) | values
 
 
 # -- port: one of our trained runs as a JoeyNMT model --------------------------------------------
@@ -492,13 +512,12 @@ def port(translator, joey: Path, alpha: float) -> None:
     pieces our model reads of each line of test.en)."""
     import torch
 
-    cfg, sv, tv = translator.cfg, translator.src_vocab, translator.tgt_vocab
+    cfg, tv, out = translator.cfg, translator.tgt_vocab, joey / "model"
     if cfg.model.positions != "sinusoidal":
         raise SystemExit(f"{cfg.model.positions} positions: JoeyNMT has sinusoidal ones only")
-    out = joey / "model"
     out.mkdir()
-    orders = {"src": joey_order(sv), "trg": joey_order(tv)}
-    for name, vocab in (("src", sv), ("trg", tv)):
+    orders = {"src": joey_order(translator.src_vocab), "trg": joey_order(tv)}
+    for name, vocab in (("src", translator.src_vocab), ("trg", tv)):
         tokens = [vocab.itos[i] for i in orders[name]]
         # JoeyNMT reads its vocabulary with str.splitlines and its input split at spaces.
         if bad := [x for x in tokens if x.splitlines() != [x] or " " in x]:
@@ -540,7 +559,7 @@ def decode_both(a) -> tuple[dict, dict, dict]:
     from translator.translate import Translator
 
     translator = Translator.load(a.run)
-    m, dec, lang = translator.cfg.model, translator.cfg.decode, translator.cfg.data.tgt_lang
+    m, dec = translator.cfg.model, translator.cfg.decode
     alpha = dec.length_penalty if a.alpha is None else a.alpha
     say(f"porting {a.run} to JoeyNMT")
     port(translator, a.work / "joey", alpha)
@@ -550,82 +569,22 @@ def decode_both(a) -> tuple[dict, dict, dict]:
     params = sum(p.numel() for p in translator.model.parameters())
     ours, theirs = {"params": params, "vocab": str(len(translator.tgt_vocab))}, {}
     del translator
-    # No separate logit check: the port is tested in tests/test_compare_joeynmt.py, `joeynmt
+    # No logit check here: the port is unit-tested (tests/test_compare_joeynmt.py), `joeynmt
     # translate` loads it strictly, and the table's identical-output share shows it decodes ours.
     for mode in MODES:
-        ours.update(decode_ours(a, a.run, mode, lang))
-        pieces = a.work / "joey" / "data" / "test.pieces"
-        theirs.update(decode_joey(a, mode, lang, pieces, ported=True))
-    meta = {
-        "title": f"decoding one model, {model}",
-        "setup": "ported to JoeyNMT (our weights under its names; both read our source pieces and "
-        f"their output pieces go through our detokenizer); fp32 on CPU, {a.threads} threads; "
-        f"beam {BEAM} with length penalty alpha {alpha} on both sides",
-        "notes": [
-            max_length_note(dec),
-            "batching and search rules differ too (JoeyNMT has no key/value cache, ends a beam "
-            "once every slot has finished): see docs/compare-joeynmt.md",
-        ],
-    }
-    return meta, ours, theirs
-
-
-# -- steps run in JoeyNMT's environment (`_joey STEP ARGS` prints their result as json) ------------
-
-
-def joey_ready() -> dict:
-    import importlib.metadata as meta
-
-    import joeynmt.training  # noqa: F401  (torch and the rest import)
-
-    assert meta.version("joeynmt") == "2.3.0" and meta.version("sentencepiece") == "0.2.0"
-    return {"importlib_metadata": meta.version("importlib_metadata")}
-
-
-def joey_spm(joey: str, vocab_size: str, max_len: str, threads: str) -> dict:
-    """One joint SentencePiece BPE on the training text (as JoeyNMT's build_vocab.py), its vocab
-    file for JoeyNMT, and the training pairs and target tokens (+ </s>) of one epoch."""
-    import sentencepiece as spm
-
-    texts = [Path(joey, "data", f"train.{lang}") for lang in ("en", "de")]
-    # The same ids and pieces as the config's special_symbols: unk_piece=..., unk_id=0, ...
-    specials = {k.replace("_token", "_piece"): x for k, x in joey_specials(*SPM_SPECIALS).items()}
-    spm.SentencePieceTrainer.train(
-        input=",".join(map(str, texts)),
-        model_prefix=f"{joey}/spm",
-        model_type="bpe",
-        vocab_size=int(vocab_size),
-        character_coverage=1.0,
-        num_threads=int(threads),
-        minloglevel=2,
-        **specials,
+        ours.update(decode_ours(a, a.run, mode))
+        theirs.update(decode_joey(a, mode, a.work / "joey/data/test.pieces", ported=True))
+    setup = (
+        "ported to JoeyNMT (our weights under its names; both read our source pieces, and "
+        f"JoeyNMT's output pieces go through our detokenizer); fp32 on CPU, {a.threads} threads; "
+        f"beam {BEAM} with length penalty alpha {alpha} on both sides"
     )
-    pieces = [x.split("\t")[0] for x in Path(joey, "spm.vocab").read_text("utf-8").splitlines()]
-    Path(joey, "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
-    sp = spm.SentencePieceProcessor(model_file=f"{joey}/spm.model")
-    src, tgt = ([len(x) for x in sp.encode(p.read_text("utf-8").splitlines())] for p in texts)
-    kept = [y for x, y in zip(src, tgt) if 0 < x <= int(max_len) and 0 < y <= int(max_len)]
-    return {"vocab": len(pieces), "epoch_pairs": len(kept), "epoch_tokens": sum(kept) + len(kept)}
-
-
-def joey_env(a) -> None:
-    """JoeyNMT 2.3.0 in a.joey_venv: found there, or installed."""
-
-    def ready() -> bool:
-        cmd = [a.joey_py, __file__, "_joey", "ready"]
-        return a.joey_py.exists() and subprocess.run(cmd, capture_output=True).returncode == 0
-
-    if ready():
-        say(f"JoeyNMT 2.3.0 found in {a.joey_venv}")
-        return
-    say(f"installing JoeyNMT 2.3.0 and {a.joey_torch} into {a.joey_venv}")
-    if not a.joey_py.exists():
-        sh(a.work / "venv.log", sys.executable, "-m", "venv", a.joey_venv)
-    pip = (a.joey_py, "-m", "pip", "install", "--quiet", a.joey_torch)
-    sh(a.work / "pip-torch.log", *pip)
-    sh(a.work / "pip-joeynmt.log", *pip, *JOEY_REQUIREMENTS)
-    if not ready():
-        raise SystemExit(f"JoeyNMT 2.3.0 does not import from {a.joey_venv} (pip logs: {a.work})")
+    notes = [
+        max_length_note(dec),
+        "batching and search rules differ too (JoeyNMT has no key/value cache, and ends a beam "
+        "once every slot has finished): see docs/compare-joeynmt.md",
+    ]
+    return {"title": f"decoding one model, {model}", "setup": setup, "notes": notes}, ours, theirs
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -666,7 +625,7 @@ def table(a, meta: dict, ours: dict, joey: dict) -> None:
     print(head, "-" * len(head), sep="\n")
     for label, key, digits, higher_faster in ROWS:
         x, y = ours.get(key), joey.get(key)
-        if x is None and y is None:  # the training rows of a port, the identical share of training
+        if x is None and y is None:  # a port's training rows, a training's identical shares
             continue
         ratio = speed = ""
         if higher_faster is not None and x and y:
@@ -683,7 +642,7 @@ def table(a, meta: dict, ours: dict, joey: dict) -> None:
         f"beam {fmt(joey.get('beam_wall_s'), 1)} s)."
     )
     print(*(f"note: {note}" for note in meta["notes"]), sep="\n")
-    if a.run:  # one model on both sides: the outputs' lengths are the same model's
+    if a.run:  # one model on both sides: its outputs are alike
         return
     ref_chars = mean_chars(data / "test.de")
     for mode, label in (("greedy", "greedy"), ("beam", f"beam {BEAM}")):
@@ -738,13 +697,10 @@ def arguments() -> argparse.Namespace:
     if not a.run and not a.config.is_file():
         p.error(f"config not found: {a.config}")
     a.run, a.config = a.run and a.run.absolute(), a.config.absolute()
-    for split in ["test_2016_flickr"] + ([] if a.run else ["train", "val"]):
-        for path in (a.data / f"{split}.en.gz", a.data / f"{split}.de.gz"):
-            if not path.is_file():
-                p.error(
-                    f"missing {path} (set TRANSLATOR_DATA_DIR to the folder of Multi30k's "
-                    "train.{en,de}.gz, val.*.gz and test_2016_flickr.*.gz)"
-                )
+    splits = ["test_2016_flickr"] + ([] if a.run else ["train", "val"])
+    for path in (a.data / f"{split}.{lang}.gz" for split in splits for lang in ("en", "de")):
+        if not path.is_file():
+            p.error(f"missing {path} (set TRANSLATOR_DATA_DIR to Multi30k's folder)")
     return a
 
 
@@ -761,8 +717,7 @@ def main() -> None:
     )
     keep = a.keep
     try:
-        what = f"{a.warmup} warm-up + {a.steps} timed steps each"
-        what = f"decoding {a.run} with both" if a.run else what
+        what = f"decoding {a.run} with both" if a.run else f"{a.warmup} + {a.steps} steps each"
         say(f"work dir {a.work}; {what}, {a.threads} threads")
         joey_env(a)
         from translator.data import read_lines
@@ -785,8 +740,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["_joey"]:  # one of main()'s steps, run in JoeyNMT's environment
-        steps = {"ready": joey_ready, "spm": joey_spm}
-        print(json.dumps(steps[sys.argv[2]](*sys.argv[3:])))
+    if sys.argv[1:2] == ["_joey_spm"]:  # train_both's step in JoeyNMT's environment
+        print(json.dumps(joey_spm(*sys.argv[2:])))
     else:
         main()
