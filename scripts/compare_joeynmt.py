@@ -567,7 +567,8 @@ def decode_both(a) -> tuple[dict, dict, dict]:
     model += " (joint, all embeddings shared)" * m.share_all_embeddings
     say(f"ported {model} (beam {BEAM}, alpha {alpha})")
     params = sum(p.numel() for p in translator.model.parameters())
-    ours, theirs = {"params": params, "vocab": str(len(translator.tgt_vocab))}, {}
+    vocab = str(len(translator.tgt_vocab))  # the port writes our vocabulary for JoeyNMT
+    ours, theirs = {"params": params, "vocab": vocab}, {"vocab": vocab}
     del translator
     # No logit check here: the port is unit-tested (tests/test_compare_joeynmt.py), `joeynmt
     # translate` loads it strictly, and the table's identical-output share shows it decodes ours.
