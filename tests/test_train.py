@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -391,11 +392,15 @@ def test_the_averaged_weights_are_kept_only_when_they_validate_better(toy_data, 
     cfg = tiny(toy_data, "train.valid_every=5", "train.max_steps=15")
     trainer = Trainer(replace_train(cfg, average_checkpoints=3), progress=False)
     run = trainer.train()
+    # The best weights: one kept checkpoint, never their average (which the end of training
+    # may already have kept), so that keeping and reverting leave different files.
+    shutil.copy(rd.kept_checkpoints(run)[0], run / rd.BEST)
     best_before, best_bleu = load_file(run / rd.BEST), trainer.state.best_bleu
     averaged_bleu = best_bleu + (1.0 if better else -1.0)
     trainer.validator.bleu = lambda: averaged_bleu  # what the average scores, either way
     trainer.average_checkpoints()
     best, averaged = load_file(run / rd.BEST), load_file(run / "averaged.safetensors")
+    assert not all(torch.equal(best_before[name], averaged[name]) for name in best)
     expected = averaged if better else best_before
     assert all(torch.equal(best[name], expected[name]) for name in best)
     assert trainer.state.best_bleu == (averaged_bleu if better else best_bleu)
