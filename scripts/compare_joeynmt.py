@@ -13,7 +13,7 @@ and both decode from the same source pieces, so only network and search code dif
 One table compares both, with ours/JoeyNMT for each speed. How each figure is measured, where the
 two differ and how long it takes: docs/compare-joeynmt.md.
 
-Environment (all optional; each is also a flag, e.g. `compare_joeynmt.py CONFIG --steps 20`):
+Environment (all optional; most are also flags, e.g. `compare_joeynmt.py CONFIG --steps 20`):
   RUN                 our trained run dir: port it and compare decoding only
   ALPHA               length penalty of both beam searches (default: the config's or run's)
   STEPS=100           timed optimizer steps of each trainer
@@ -146,6 +146,13 @@ def write_configs(config: dict, joey: Path, names=MODES) -> None:
         (joey / f"{name}.yaml").write_text(text, encoding="utf-8")
 
 
+def require_en_de(cfg) -> None:
+    """Both systems are trained and scored on Multi30k's English -> German files."""
+    if (cfg.data.src_lang, cfg.data.tgt_lang) != ("en", "de"):
+        pair = f"{cfg.data.src_lang} -> {cfg.data.tgt_lang}"
+        raise SystemExit(f"compare_joeynmt compares on Multi30k en -> de; this config is {pair}")
+
+
 def describe(m) -> str:
     """Our model config in a few words."""
     return (
@@ -248,6 +255,7 @@ def train_both(a) -> tuple[dict, dict, dict]:
     from translator.run_dir import load_run, read_metrics
 
     cfg = load_config(a.config, a.overrides)
+    require_en_de(cfg)
     m, d, v, t = cfg.model, cfg.data, cfg.vocab, cfg.train
     joey, data = a.work / "joey", a.work / "joey" / "data"
     for name in ("train.en", "train.de", "val.en", "val.de"):
@@ -559,6 +567,7 @@ def decode_both(a) -> tuple[dict, dict, dict]:
     from translator.translate import Translator
 
     translator = Translator.load(a.run)
+    require_en_de(translator.cfg)
     m, dec = translator.cfg.model, translator.cfg.decode
     alpha = dec.length_penalty if a.alpha is None else a.alpha
     say(f"porting {a.run} to JoeyNMT")

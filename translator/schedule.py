@@ -1,4 +1,5 @@
-"""Learning rates and budgets: pure arithmetic over steps, epochs and minutes, with no model.
+"""Learning rates, budgets and patience: arithmetic over steps, epochs, minutes and validation
+scores, with no model.
 
     learning_rate(step, cfg.train, planned_steps)       # warmup, then the schedule
     planned_steps(cfg.train, position, epoch_batches)   # where the nearest budget ends

@@ -2,7 +2,7 @@
 
     stepper = OptimizerStep(cfg, model, forward, optimizer, scaler, ddp, device, amp_dtype, vocab)
     result = stepper(train_pairs, group, lr)     # result.applied: False when not finite
-    state.skipped_steps += nonfinite.count(result, state.step, run_dir)   # raises after 10
+    nonfinite.skipped(result, state, run_dir)    # counts skipped steps; raises at 10 in a row
 
 Forward (twice, as one doubled batch, with R-Drop), backward with the loss divided by the
 group's tokens batch by batch (so the group's gradient is the mean of its batches'), gradient
@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,20 +50,22 @@ class NonfiniteSteps:
     def __init__(self, limit: int = 10) -> None:
         self.limit, self.in_a_row = limit, 0
 
-    def count(self, result: StepResult, step: int, run_dir) -> int:
-        """How many skipped steps `result` adds to the run's count (fp16 overflows included)."""
+    def skipped(self, result: StepResult, state, run_dir: Path) -> None:
+        """Count `result`'s skipped step (or fp16 overflow) in state.skipped_steps; warn about a
+        NaN/inf step, and raise a TrainingError at the `limit`-th in a row."""
         if result.applied:
             self.in_a_row = 0
-            return int(result.overflowed)
+            state.skipped_steps += result.overflowed
+            return
+        state.skipped_steps += 1
         self.in_a_row += 1
-        log.warning("step %d: loss or gradient is NaN/inf; step skipped", step)
+        log.warning("step %d: loss or gradient is NaN/inf; step skipped", state.step)
         if self.in_a_row >= self.limit:
             raise TrainingError(
-                f"{self.in_a_row} steps in a row had a NaN/inf loss or gradient (step {step}); "
-                f"stopped. {run_dir} keeps the last good checkpoint; try a lower train.lr or "
-                "train.precision=fp32"
+                f"{self.in_a_row} steps in a row had a NaN/inf loss or gradient (step "
+                f"{state.step}); stopped. {run_dir} keeps the last good checkpoint; try a lower "
+                "train.lr or train.precision=fp32"
             )
-        return 1
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

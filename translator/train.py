@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from translator import run_dir as rd
+from translator import schedule
 from translator.average import average_if_better
 from translator.config import Config
 from translator.device import grad_scaler, resolve_precision, training_device
@@ -30,7 +31,7 @@ from translator.distributed import Distributed
 from translator.model import Transformer
 from translator.optim import build_optimizer
 from translator.plots import plot_curves
-from translator.schedule import TrainingState, finished, learning_rate, planned_steps
+from translator.schedule import TrainingState, finished, learning_rate
 from translator.signals import StopOnSignal
 from translator.step import NonfiniteSteps, OptimizerStep
 from translator.train_log import Progress, StepWindow, log_start, log_validation
@@ -148,7 +149,7 @@ class Trainer:
             self._epoch_batches = len(batches)
             if self.planned_steps is None:  # first epoch since start or resume
                 # elapsed_s is 0, or the saved one: the same on every rank
-                self.planned_steps = planned_steps(t, state, len(batches), state.elapsed_s)
+                self.planned_steps = schedule.planned_steps(t, state, len(batches), state.elapsed_s)
                 bar.plan(self.planned_steps, state.step)
             while state.batch_in_epoch < len(batches) and stop_reason is None:
                 group = batches[state.batch_in_epoch : state.batch_in_epoch + t.accumulate]
@@ -219,7 +220,7 @@ class Trainer:
         )  # fmt: skip
         result = stepper(self.data.train_pairs, group, lr)
         self.grad_norm = result.grad_norm  # before clipping; logged as grad_norm and clipped
-        state.skipped_steps += self.nonfinite.count(result, state.step, self.run_dir)
+        self.nonfinite.skipped(result, state, self.run_dir)
         return result.loss, result.n_tgt, result.n_src
 
     # -- budgets -----------------------------------------------------------------------------
@@ -227,8 +228,11 @@ class Trainer:
     def _agreed_stop(self) -> str | None:
         """Why to stop now (a signal, a budget, patience), on this rank or another: all ranks
         stop at the same step."""
-        over = finished(self.cfg.train, self.state)
-        reason = f"interrupted by {self.stop_signal.name}" if self.stop_signal else over and over[0]
+        if self.stop_signal:
+            reason = f"interrupted by {self.stop_signal.name}"
+        else:
+            over = finished(self.cfg.train, self.state)
+            reason = over[0] if over else None
         if self.dist.any(reason is not None, self.device) and reason is None:
             reason = "another rank stopped"
         return reason
@@ -246,7 +250,7 @@ class Trainer:
         # Re-plan after building the record, so the logged lr is the one this step used;
         # from the ranks' mean clock, so that every rank plans the same learning rates.
         mean_elapsed = elapsed / self.dist.world_size
-        self.planned_steps = planned_steps(t, state, self._epoch_batches, mean_elapsed)
+        self.planned_steps = schedule.planned_steps(t, state, self._epoch_batches, mean_elapsed)
         bar.plan(self.planned_steps, state.step)  # a time budget: the pace measured so far
         if self.dist.is_main:
             self._record(record)

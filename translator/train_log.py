@@ -2,7 +2,7 @@
 metrics record; and the window of steps that each metrics record sums up.
 
     window = StepWindow(device); window.add(loss, n_tgt, n_src, grad_norm)
-    progress = Progress(enabled=True, step=0); progress.plan(planned_steps, step)
+    with Progress(enabled=True, step=0) as bar: bar.plan(planned_steps, step); bar.advance()
     log_start(cfg, n_params, device, amp_dtype, dist, run_dir)   # "training NAME: ..." line
     log_validation(record, improved)     # the validation's log line
 """

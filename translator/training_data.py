@@ -45,9 +45,10 @@ class TrainingData:
     @classmethod
     def on_every_rank(cls, cfg: Config, dist) -> TrainingData:
         """Rank 0 builds the cache (once), which the other ranks load after it."""
-        data = cls(cfg, dist) if dist.is_main else None
+        if dist.is_main:
+            data = cls(cfg, dist)
         dist.barrier()
-        return data or cls(cfg, dist)
+        return data if dist.is_main else cls(cfg, dist)
 
     def _texts(self, name: str) -> tuple[list[str], list[str]]:
         """The sources and references a validation scores BLEU on, at most valid_max_sentences:

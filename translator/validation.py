@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,12 +23,15 @@ from translator.evaluate import score
 from translator.loss import sequence_loss
 from translator.step import autocast
 
+if TYPE_CHECKING:
+    from translator.training_data import TrainingData
+
 
 class Validator:
     def __init__(
         self,
         cfg: Config,
-        data,  # training_data.TrainingData: the validation split and the train.keep_eval sets
+        data: TrainingData,  # the validation split and the train.keep_eval sets
         translator,  # translate.Translator around the model being trained
         device: torch.device,
         amp_dtype: torch.dtype | None,

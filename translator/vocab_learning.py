@@ -34,7 +34,7 @@ class LearnedVocab:
         rows = np.zeros(len(train), dtype=bool)
         rows[sample] = True
         self.sample_rows = rows
-        lists = lambda column: token_lists(train, column, rows)  # noqa: E731
+        lists = lambda column: _token_lists(train, column, rows)  # noqa: E731
         self.given = given is not None
         if given is not None:
             self._use(given, lists)
@@ -97,10 +97,10 @@ class LearnedVocab:
             complete = partial or self.sampled
             if self.joint:
                 both = self.counts["src"] + self.counts["tgt"]
-                self.src_vocab = self.tgt_vocab = vocab_by_count(self.src_bpe, both, complete)
+                self.src_vocab = self.tgt_vocab = _vocab_by_count(self.src_bpe, both, complete)
             else:
-                self.src_vocab = vocab_by_count(self.src_bpe, self.counts["src"], complete)
-                self.tgt_vocab = vocab_by_count(self.tgt_bpe, self.counts["tgt"], complete)
+                self.src_vocab = _vocab_by_count(self.src_bpe, self.counts["src"], complete)
+                self.tgt_vocab = _vocab_by_count(self.tgt_bpe, self.counts["tgt"], complete)
         return self.src_vocab, self.tgt_vocab
 
     def lookup(self, side: str) -> np.ndarray | None:
@@ -121,13 +121,13 @@ class LearnedVocab:
                 self.tgt_bpe.to_file(folder / TGT_SUBWORD_FILE)
 
 
-def token_lists(ds, column: str, rows: np.ndarray):
+def _token_lists(ds, column: str, rows: np.ndarray):
     for start, batch in record_batches(ds, [column]):
         mask = rows[start : start + batch.num_rows]
         yield from batch.column(0).filter(mask).to_pylist()
 
 
-def vocab_by_count(bpe: Subword, counts: np.ndarray, complete: bool) -> Vocab:
+def _vocab_by_count(bpe: Subword, counts: np.ndarray, complete: bool) -> Vocab:
     """What `build_vocab` gives for the segmented tokens, from piece counts."""
     pieces = bpe.all_pieces()
     used = [p for i, p in enumerate(pieces) if counts[i] > 0 and p not in SPECIALS]
