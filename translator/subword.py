@@ -8,7 +8,11 @@
 A piece that continues a word carries the same JOINER mark as a token glued to the previous one:
 both mean "no space before this". So subword output needs no merge step of its own;
 `tokenization.detokenize` turns pieces straight back into text, exactly. The BPE itself is the
-`tokenizers` library's (Rust, fast, deterministic); its JSON format holds data only.
+`tokenizers` library's (Rust, fast); its JSON format holds data only. A learned BPE segments
+deterministically, but learning is not reproducible: tokenizers 0.23 breaks ties between
+equally frequent pairs by ids it gives the joiner-marked symbols in hash-map order, so two
+`prepare`s of one corpus can differ in a few late merges (tokenizers issue #1794). A run keeps
+the BPE it trained with, so resuming and decoding are unaffected.
 """
 
 from __future__ import annotations
