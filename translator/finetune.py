@@ -23,6 +23,7 @@ from translator.config import (
     VocabConfig,
     build_config,
     config_to_dict,
+    load_config,
     read_raw_config,
 )
 
@@ -89,8 +90,6 @@ def training_config(
 ) -> Config:
     """The config `translator train` and `prepare` use: `path` with `overrides`, or, with
     `--init-from RUN` or train.init_from, the config of a run initialised from RUN."""
-    from translator.config import load_config
-
     if init_from is None:
         cfg = load_config(path, overrides)
         if not cfg.train.init_from:

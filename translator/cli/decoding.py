@@ -357,17 +357,17 @@ def _load_threads(engine: str, threads: int | None, n_sentences: int) -> int | N
 
 def _what_decodes(translator) -> str:
     """One line that says which model and settings decode."""
+    from translator.run_dir import read_init_from
+
     opts = translator.options
     others = f" + {len(translator.ensemble)} ensembled runs" if translator.ensemble else ""
     if translator.engine != "torch":
         others += f", {translator.engine} {translator.quantization}"
+    origin = read_init_from(translator.run_dir)
+    others += f", fine-tuned from {origin['run']}" if origin else ""
     search = "greedy" if opts.beam_size == 1 else f"beam {opts.beam_size}"
     search += f", alpha {opts.length_penalty:g}" if opts.beam_size > 1 else ""
     search += f", at most {opts.max_len} tokens" if opts.max_len else ""
-    from translator.run_dir import read_init_from
-
-    origin = read_init_from(translator.run_dir)
-    others += f", fine-tuned from {origin['run']}" if origin else ""
     return f"run {translator.run_dir} ({translator.weights}){others}: {search}"
 
 
