@@ -89,8 +89,12 @@ def train(
         raise typer.Exit(_torchrun(nproc, args))
     trainer = Trainer(cfg, run_dir=run_dir, resume=resume, progress=progress)
     trainer.train()
-    if trainer.stop_signal:  # saved and resumable, but not done: `train && evaluate` must stop
-        raise typer.Exit(128 + int(trainer.stop_signal))
+    # Stopped by a signal: saved and resumable, but not done: `train && evaluate` must stop.
+    code = 128 + int(trainer.stop_signal) if trainer.stop_signal else 0
+    if trainer.dist.enabled:  # a torchrun worker
+        trainer.dist.exit(code)
+    if code:
+        raise typer.Exit(code)
 
 
 def _torchrun(nproc: int, args: list[str]) -> int:
