@@ -66,7 +66,7 @@ def test_ranks_share_each_epoch_and_step_in_lockstep():
 
 # A worker whose gloo threads still hold tensors when it ends. In training, DDP keeps the process
 # group and its threads alive to the end; here no close() does the same. Both processes share one
-# core (`taskset -c 0`), so a gloo thread is often still to release the last all-reduce when the
+# core (`taskset -c 0`), so a gloo thread often has yet to release the last all-reduce when the
 # main thread finishes. Left to the interpreter's teardown (sys.exit), 9 of 10 such runs abort
 # with SIGABRT here; `Distributed.exit` must end every one, with its code.
 WORKER = """
