@@ -35,7 +35,7 @@ TRAIN_CHILD = """
 import json, sys, time
 started = time.perf_counter()
 from translator.config import load_config
-from translator.train import Trainer
+from translator.training.trainer import Trainer
 first = []
 step = Trainer.train_step
 def timed_step(self, group):

@@ -17,12 +17,12 @@ import os
 import time
 from pathlib import Path
 
-from translator import decode
-from translator.evaluate import references_for, score
+from translator.data.sources import read_texts
+from translator.data.tokenization import Tokenizer
+from translator.decoding import search as decode
+from translator.decoding.scoring import references_for, score
+from translator.decoding.translator import Translator
 from translator.run_dir import latest_run
-from translator.sources import read_texts
-from translator.tokenization import Tokenizer
-from translator.translate import Translator
 
 
 def uncached_search(model, src, options, *, sos_id, eos_id):

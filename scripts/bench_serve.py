@@ -24,9 +24,9 @@ from pathlib import Path
 
 import httpx
 
+from translator.data.sources import read_texts
+from translator.decoding.translator import Translator
 from translator.run_dir import latest_run
-from translator.sources import read_texts
-from translator.translate import Translator
 
 
 def free_port() -> int:

@@ -66,7 +66,13 @@ def main() -> None:
                 f"{args.busy} busy core(s)"
             )
         importtime = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", "import translator.translate, torch, spacy"],
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-c",
+                "import translator.decoding.translator, torch, spacy",
+            ],
             env=env,
             cwd=cwd,
             capture_output=True,

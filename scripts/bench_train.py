@@ -4,8 +4,8 @@
     python scripts/bench_train.py --precisions fp32 bf16 --steps 30
     python scripts/bench_train.py -c configs/seed.yaml --set model.d_model=256
 
-Runs the real training step (translator.train.Trainer.train_step) on real Multi30k batches for
-`--warmup` steps, then times `--steps` more. Model FLOPs are counted exactly by
+Runs the real training step (translator.training.trainer.Trainer.train_step) on real
+Multi30k batches for `--warmup` steps, then times `--steps` more. Model FLOPs are counted exactly by
 torch.utils.flop_counter on the same batches (forward + backward), and MFU divides the achieved
 FLOP/s by this machine's peak, measured here with a large GEMM in the dtype each variant runs
 in (not assumed).
@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from translator.batching import make_batch
 from translator.config import load_config
+from translator.data.batching import make_batch
 from translator.device import cpu_has_bf16
-from translator.train import Trainer
+from translator.training.trainer import Trainer
 
 
 def sync(device: torch.device) -> None:

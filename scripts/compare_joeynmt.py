@@ -250,8 +250,8 @@ train.device=cpu"""
 def train_both(a) -> tuple[dict, dict, dict]:
     """Train our model of a.config and JoeyNMT's copy of it, then decode with each."""
     from translator.config import load_config
-    from translator.corpus import prepare
-    from translator.data import read_lines
+    from translator.data.corpus import prepare
+    from translator.data.multi30k import read_lines
     from translator.run_dir import load_run, read_metrics
 
     cfg = load_config(a.config, a.overrides)
@@ -386,7 +386,7 @@ def joey_spm(joey: str, vocab_size: str, max_len: str, threads: str) -> dict:
 def decoded(system: str, mode: str, seconds: float, hyp: Path, bleu: float, more="") -> dict:
     """The table's values of one decoding, logged. Output tokens as scripts/bench_decode.py counts
     them: spaCy tokens of the text + one </s> a line (one rule for both, whatever the subwords)."""
-    from translator.tokenization import Tokenizer
+    from translator.data.tokenization import Tokenizer
 
     lines = hyp.read_text("utf-8").splitlines()
     tokens = sum(len(x) + 1 for x in Tokenizer("de").tokenize(lines))  # test2016's German side
@@ -423,8 +423,8 @@ def decode_ours(a, run: Path, mode: str) -> dict:
 def decode_joey(a, mode: str, src: Path, ported: bool) -> dict:
     """`joeynmt translate` of `src`: its own "Generation took" seconds (the command's wall time
     if missing); a port's output pieces become text through our detokenizer. sacreBLEU as ours."""
-    from translator.evaluate import score
-    from translator.tokenization import detokenize
+    from translator.data.tokenization import detokenize
+    from translator.decoding.scoring import score
 
     joey, log = a.work / "joey", a.work / f"joey-{mode}.log"
     hyp = joey / f"hyp.{mode}"
@@ -468,7 +468,7 @@ def joey_state(model, src_order: list[int], tgt_order: list[int]) -> dict:
     """Our model's tensors under the names of JoeyNMT's state dict (joeynmt/*.py modules)."""
     from torch import nn
 
-    from translator.model import sinusoid_table
+    from translator.model.transformer import sinusoid_table
 
     state = {
         "src_embed.lut.weight": model.src_embed.lut.weight[src_order],
@@ -564,7 +564,7 @@ def port(translator, joey: Path, alpha: float) -> None:
 
 def decode_both(a) -> tuple[dict, dict, dict]:
     """Port our run a.run to JoeyNMT and decode test.en with each."""
-    from translator.translate import Translator
+    from translator.decoding.translator import Translator
 
     translator = Translator.load(a.run)
     require_en_de(translator.cfg)
@@ -730,7 +730,7 @@ def main() -> None:
         what = f"decoding {a.run} with both" if a.run else f"{a.warmup} + {a.steps} steps each"
         say(f"work dir {a.work}; {what}, {a.threads} threads")
         joey_env(a)
-        from translator.data import read_lines
+        from translator.data.multi30k import read_lines
 
         (a.work / "joey" / "data").mkdir(parents=True)
         for lang in ("en", "de"):  # both systems decode these same files

@@ -9,11 +9,11 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from translator import run_dir as rd
-from translator.average import average_into
 from translator.cli import app
 from translator.config import load_config
 from translator.run_dir import AVERAGED, kept_checkpoints
-from translator.train import Trainer
+from translator.training.checkpoints import average_into
+from translator.training.trainer import Trainer
 
 
 @pytest.fixture

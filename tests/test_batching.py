@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from translator.batching import TokenBatchSampler, make_batch, padding_ratio, sampler_for
-from translator.corpus import IdArray, ParallelIds
+from translator.data.batching import TokenBatchSampler, make_batch, padding_ratio, sampler_for
+from translator.data.corpus import IdArray, ParallelIds
 
 
 @pytest.fixture

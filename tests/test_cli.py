@@ -49,7 +49,7 @@ def test_config_errors_exit_2_with_one_line(args, text):
 def test_missing_data_is_one_line(tmp_path, monkeypatch):
     import urllib.error
 
-    from translator import data
+    from translator.data import multi30k as data
 
     def offline(url, timeout):
         raise urllib.error.URLError("offline")
@@ -188,8 +188,8 @@ def test_the_whole_pipeline_on_a_toy_corpus(toy_data, tmp_path):
 
 
 def test_a_lowercasing_run_is_scored_against_lowercased_references(toy_data, tmp_path):
-    from translator.data import read_lines
-    from translator.evaluate import score
+    from translator.data.multi30k import read_lines
+    from translator.decoding.scoring import score
 
     overrides = ("data.lowercase=true", "train.max_steps=60", "model.d_model=64", "model.d_ff=128")
     train = invoke("train", "-c", "configs/tiny.yaml", "--no-progress", *sets(toy_data, *overrides))
@@ -271,7 +271,7 @@ def test_translate_and_evaluate_share_every_decoding_option(toy_data, tmp_path):
 
     # The Python API takes the same options, checked the same way.
     from translator.config import ConfigError
-    from translator.translate import Translator
+    from translator.decoding.translator import Translator
 
     translator = Translator.load(run, weights="last.safetensors")
     assert translator.translate(inputs, beam_size=3, length_penalty=1.2, max_len=4) == (
@@ -284,7 +284,7 @@ def test_translate_and_evaluate_share_every_decoding_option(toy_data, tmp_path):
 
 
 def test_a_bug_is_called_an_internal_error_not_passed_off_as_a_user_error(monkeypatch):
-    from translator.translate import Translator
+    from translator.decoding.translator import Translator
 
     def broken(*args, **kwargs):
         raise ValueError("could not broadcast shapes (3,) and (4,)")  # a bug, not the user's

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import ROOT, TINY
 
-from translator.model import Transformer
-from translator.vocab import SPECIALS, Vocab
+from translator.data.vocab import SPECIALS, Vocab
+from translator.model.transformer import Transformer
 
 spec = importlib.util.spec_from_file_location(
     "compare_joeynmt", ROOT / "scripts/compare_joeynmt.py"

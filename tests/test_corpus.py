@@ -2,8 +2,8 @@ import numpy as np
 from conftest import CONFIGS, REAL_DATA, requires_real_data, toy_overrides
 
 from translator.config import load_config
-from translator.corpus import IdArray, ParallelIds, prepare, summarize
-from translator.tokenization import Tokenizer
+from translator.data.corpus import IdArray, ParallelIds, prepare, summarize
+from translator.data.tokenization import Tokenizer
 
 
 def test_prepare_builds_then_reuses_the_cache(toy_config):
@@ -26,7 +26,7 @@ def test_a_changed_setting_gets_a_new_cache(toy_data, toy_config):
 
 
 def test_ids_are_the_vocab_ids_of_the_spacy_tokens(toy_data, toy_config):
-    from translator.data import read_parallel
+    from translator.data.multi30k import read_parallel
 
     corpus = prepare(toy_config)
     src, tgt = read_parallel("val", "en", "de", str(toy_data), verify=False)
@@ -35,8 +35,8 @@ def test_ids_are_the_vocab_ids_of_the_spacy_tokens(toy_data, toy_config):
 
 
 def test_a_large_corpus_is_read_from_disk_batch_by_batch(toy_config, monkeypatch):
-    from translator import corpus as corpus_module
-    from translator.batching import make_batch
+    from translator.data.batching import make_batch
+    from translator.data import corpus as corpus_module
 
     in_memory = prepare(toy_config)
     monkeypatch.setattr(corpus_module, "READ_WHOLE_BYTES", 0)  # every ids file counts as large

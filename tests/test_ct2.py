@@ -8,10 +8,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from translator.cli import app
-from translator.ct2 import export
+from translator.decoding.ct2_export import export
+from translator.decoding.translator import Translator
 from translator.run_dir import load_run
-from translator.serve import create_app
-from translator.translate import Translator
+from translator.serving.app import create_app
 
 pytest.importorskip("ctranslate2")
 runner = CliRunner()

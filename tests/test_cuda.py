@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from translator.device import resolve_precision
-from translator.train import Trainer
+from translator.training.trainer import Trainer
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -1,4 +1,4 @@
-"""Tests for translator.decode: cache vs no cache, beam vs greedy, limits, and a copy task."""
+"""Tests for translator.decoding.search: cache vs no cache, beam vs greedy, limits, a copy task."""
 
 from dataclasses import replace
 
@@ -7,7 +7,7 @@ import torch
 from conftest import TINY
 
 from translator.config import DecodeConfig
-from translator.decode import (
+from translator.decoding.search import (
     beam_search,
     beam_step,
     greedy_search,
@@ -15,7 +15,7 @@ from translator.decode import (
     length_penalty,
     search,
 )
-from translator.model import Transformer
+from translator.model.transformer import Transformer
 
 PAD, UNK, SOS, EOS = 0, 1, 2, 3
 VOCAB = 20
@@ -206,7 +206,7 @@ def test_copy_task_is_learned_and_decoded_exactly():
 
 
 def test_a_few_sentences_decode_on_one_thread_and_the_setting_is_restored():
-    from translator.translate import SMALL_INPUT, _threads
+    from translator.decoding.translator import SMALL_INPUT, _threads
 
     torch.set_num_threads(2)
     try:

@@ -9,7 +9,7 @@ from conftest import train_command
 from safetensors.torch import load_file
 
 from translator import run_dir as rd
-from translator.batching import TokenBatchSampler
+from translator.data.batching import TokenBatchSampler
 
 
 def _train(toy_data, run, nproc, *extra):
@@ -71,7 +71,7 @@ def test_ranks_share_each_epoch_and_step_in_lockstep():
 # with SIGABRT here; `Distributed.exit` must end every one, with its code.
 WORKER = """
 import torch
-from translator.distributed import Distributed
+from translator.training.distributed import Distributed
 
 cpu = torch.device("cpu")
 dist = Distributed.from_environment("cpu")

@@ -11,12 +11,12 @@ from conftest import CONFIGS, TOY_BPE, toy_overrides
 from test_decode import EOS, SOS, TINY, VOCAB, random_model, random_src
 
 from translator.config import DecodeConfig, load_config
-from translator.decode import beam_search, greedy_search, length_penalty
-from translator.ensemble import Ensemble
-from translator.model import Transformer
+from translator.decoding.ensemble import Ensemble
+from translator.decoding.search import beam_search, greedy_search, length_penalty
+from translator.decoding.translator import Translator
+from translator.model.transformer import Transformer
 from translator.run_dir import RunError
-from translator.train import Trainer
-from translator.translate import Translator
+from translator.training.trainer import Trainer
 
 LENGTHS = [9, 4, 7, 1, 12, 5]
 
@@ -96,8 +96,8 @@ def test_members_with_different_vocabularies_are_refused():
 
 def test_a_source_too_long_for_one_member_is_cut_with_a_warning_not_an_error(caplog):
     from translator.config import Config
-    from translator.translate import Translator
-    from translator.vocab import SPECIALS, Vocab
+    from translator.data.vocab import SPECIALS, Vocab
+    from translator.decoding.translator import Translator
 
     vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(VOCAB - len(SPECIALS)))])
     short = Transformer(replace(TINY, max_positions=12), VOCAB, VOCAB, pad_id=0).eval()

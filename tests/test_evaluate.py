@@ -2,7 +2,7 @@
 
 import pytest
 
-from translator.evaluate import score
+from translator.decoding.scoring import score
 
 REFS = [
     "Ein Hund rennt durch den Schnee.",

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from translator import run_dir as rd
 from translator.cli import app
 from translator.config import ConfigError
-from translator.finetune import init_from_config
-from translator.train import Trainer
-from translator.training_data import TrainingData
+from translator.training.data_feed import TrainingData
+from translator.training.finetune import init_from_config
+from translator.training.trainer import Trainer
 
 runner = CliRunner()
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from translator import loss
-from translator.loss import dropout_consistency_loss, sequence_loss
+from translator.model.loss import dropout_consistency_loss, sequence_loss
+from translator.model import loss
 
 
 def reference(logits, labels, pad_id, smoothing):

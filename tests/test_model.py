@@ -6,13 +6,13 @@ import conftest
 import pytest
 import torch
 
-from translator.attention import (
+from translator.model.attention import (
     MultiHeadAttention,
     recording_attention,
     reference_attention,
     scaled_dot_product_attention,
 )
-from translator.model import Transformer
+from translator.model.transformer import Transformer
 
 PAD = 0
 VOCAB = 20
@@ -203,7 +203,7 @@ def test_cache_reorder_follows_rows(indices):
 
 
 def test_cpu_dropout_drops_at_rate_p_and_keeps_the_expectation():
-    from translator.model import Dropout
+    from translator.model.transformer import Dropout
 
     torch.manual_seed(0)
     drop = Dropout(0.3).train()

@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 from translator import run_dir as rd
 from translator.cli import app
 from translator.files import atomic_write_text
-from translator.step import TrainingError
-from translator.train import Trainer
+from translator.training.optimizer_step import TrainingError
+from translator.training.trainer import Trainer
 
 runner = CliRunner()
 

@@ -4,9 +4,9 @@ from conftest import CONFIGS, toy_overrides
 
 from translator import run_dir as rd
 from translator.config import load_config
+from translator.data.vocab import build_vocab
 from translator.files import atomic_write_text
-from translator.model import Transformer
-from translator.vocab import build_vocab
+from translator.model.transformer import Transformer
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from translator.cli import app as cli
-from translator.serve import ServeSettings, create_app
-from translator.translate import Translator
+from translator.decoding.translator import Translator
+from translator.serving.app import ServeSettings, create_app
 
 
 @pytest.fixture(scope="module")

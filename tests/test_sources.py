@@ -11,9 +11,9 @@ from conftest import CONFIGS, REAL_DATA, requires_real_data, toy_pairs
 from test_cli import assert_one_line_error, invoke
 
 from translator.config import load_config
-from translator.corpus import prepare
-from translator.sources import read_texts
-from translator.tokenization import Tokenizer
+from translator.data.corpus import prepare
+from translator.data.sources import read_texts
+from translator.data.tokenization import Tokenizer
 
 PAIRS = toy_pairs(300, seed=5)
 

@@ -4,11 +4,11 @@ import pytest
 from conftest import CONFIGS, REAL_DATA, requires_real_data, toy_overrides, toy_pairs
 
 from translator.config import ConfigError, load_config
-from translator.corpus import prepare
-from translator.data import read_parallel
-from translator.subword import Subword
-from translator.tokenization import JOINER, Tokenizer, detokenize
-from translator.vocab import UNK
+from translator.data.corpus import prepare
+from translator.data.multi30k import read_parallel
+from translator.data.subword import Subword
+from translator.data.tokenization import JOINER, Tokenizer, detokenize
+from translator.data.vocab import UNK
 
 
 def bpe_config(toy_data, *extra):

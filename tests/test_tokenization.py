@@ -1,7 +1,7 @@
 import pytest
 from conftest import REAL_DATA, requires_real_data
 
-from translator.tokenization import JOINER, Tokenizer, detokenize
+from translator.data.tokenization import JOINER, Tokenizer, detokenize
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_unknown_language_is_a_clear_error():
 def test_round_trip_rate_on_test2016_references(german):
     from pathlib import Path
 
-    from translator.data import read_lines
+    from translator.data.multi30k import read_lines
 
     refs = read_lines(Path(REAL_DATA) / "test_2016_flickr.de.gz")
     same = sum(detokenize(tokens) == ref for tokens, ref in zip(german.tokenize(refs), refs))

@@ -10,12 +10,18 @@ from safetensors.torch import load_file
 
 from translator import run_dir as rd
 from translator.config import ConfigError, load_config
-from translator.corpus import Corpus
+from translator.data.corpus import Corpus
 from translator.device import resolve_precision
-from translator.loss import sequence_loss
-from translator.resume import resume_config
-from translator.schedule import TrainingState, finished, learning_rate, limit_met, planned_steps
-from translator.train import Trainer
+from translator.model.loss import sequence_loss
+from translator.training.resume import resume_config
+from translator.training.schedule import (
+    TrainingState,
+    finished,
+    learning_rate,
+    limit_met,
+    planned_steps,
+)
+from translator.training.trainer import Trainer
 
 
 def replace_train(cfg, **changes):
@@ -134,7 +140,7 @@ def test_a_tiny_model_learns_twenty_pairs_by_heart(tmp_path, recipe):
     if cfg.train.optimizer == "nag":  # fairseq's default: SGD with Nesterov momentum
         assert isinstance(trainer.optimizer, torch.optim.SGD)
         assert trainer.optimizer.defaults["nesterov"] and trainer.optimizer.defaults["momentum"]
-    from translator.translate import Translator
+    from translator.decoding.translator import Translator
 
     outputs = Translator.load(run).translate([en for en, _ in pairs], beam_size=1)
     assert outputs == [de for _, de in pairs]

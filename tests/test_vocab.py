@@ -1,6 +1,6 @@
 import pytest
 
-from translator.vocab import SPECIALS, Vocab, build_vocab
+from translator.data.vocab import SPECIALS, Vocab, build_vocab
 
 
 def test_specials_have_fixed_ids_and_order_is_frequency_then_alphabet():

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from translator.data.tokenization import JOINER
 from translator.files import atomic_write
-from translator.tokenization import JOINER
 
 
 def _pyplot():

@@ -13,7 +13,7 @@
                                              validations
       averaged.safetensors             their average (the end of training, `translator average`)
       init_from.json                   fine-tuned runs: the parent run, its weights' sha256
-      ct2/                             a CTranslate2 export (`translator export`, translator.ct2)
+      ct2/                             a CTranslate2 export (`translator export`)
 
     run = load_run(latest_run())       # config, vocabularies and the best model, ready to decode
 
@@ -36,11 +36,11 @@ from pathlib import Path
 import yaml
 
 from translator.config import Config, ConfigError, config_from_dict, dump_config
+from translator.data.subword import Subword
+from translator.data.vocab import Vocab
 from translator.errors import UserError
 from translator.files import atomic_write, atomic_write_text
-from translator.schedule import TrainingState
-from translator.subword import Subword
-from translator.vocab import Vocab
+from translator.training.schedule import TrainingState
 
 CONFIG, SRC_VOCAB, TGT_VOCAB = "config.yaml", "vocab.src.json", "vocab.tgt.json"
 SUBWORD = Subword.FILE
@@ -155,7 +155,7 @@ class Run:
     cfg: Config
     src_vocab: Vocab
     tgt_vocab: Vocab
-    model: object  # translator.model.Transformer, in eval mode; None in a bundle without weights
+    model: object  # a Transformer in eval mode; None in a bundle without weights
     subword: Subword | None = None
 
 
@@ -183,7 +183,7 @@ def read_bundle(path: Path) -> Run:
 
 def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
     """Rebuild the model of a run dir from the bundle alone."""
-    from translator.model import Transformer
+    from translator.model.transformer import Transformer
 
     run = read_bundle(path)
     model = Transformer(run.cfg.model, len(run.src_vocab), len(run.tgt_vocab), run.src_vocab.pad_id)

@@ -76,7 +76,7 @@ def translate(
     Sentences come from the arguments, from `--input FILE`, or from stdin. Files are read and
     written line by line: an empty line gives an empty line.
     """
-    from translator.translate import Translator
+    from translator.decoding.translator import Translator
 
     _check_at_least_one(nbest=nbest)
     _check_decoding(beam, greedy, alpha, max_len, batch_size, threads)
@@ -166,12 +166,12 @@ def evaluate(
 
     A run trained on lowercased text (data.lowercase) is scored against lowercased references.
     """
-    from translator.data import read_lines
-    from translator.evaluate import references_for, score
-    from translator.finetune import read_split_texts
+    from translator.data.multi30k import read_lines
+    from translator.data.sources import resolve_split
+    from translator.decoding.scoring import references_for, score
+    from translator.decoding.translator import Translator
     from translator.run_dir import read_init_from
-    from translator.sources import resolve_split
-    from translator.translate import Translator
+    from translator.training.finetune import read_split_texts
 
     _check_decoding(beam, greedy, alpha, max_len, batch_size, threads)
     if (src is None) != (ref is None):
@@ -263,7 +263,6 @@ def average(
     Training keeps the weights of its last `train.average_checkpoints` validations under
     `checkpoints/` (and averages them itself at the end); this command redoes it for any N.
     """
-    from translator.average import average_into
     from translator.run_dir import (
         AVERAGED,
         RunError,
@@ -272,6 +271,7 @@ def average(
         load_run,
         save_weights,
     )
+    from translator.training.checkpoints import average_into
 
     _check_at_least_one(last=last)
     loaded = load_run(run or latest_run())
@@ -288,7 +288,7 @@ def average(
 
 
 def _read_input(path: Path | None) -> list[str]:
-    from translator.data import read_lines
+    from translator.data.multi30k import read_lines
 
     if path is None or str(path) == "-":
         if path is None and sys.stdin.isatty():
@@ -340,7 +340,7 @@ def _apply_decoding(
 
 
 def _check_engine(engine: str) -> str:
-    from translator.translate import ENGINES
+    from translator.decoding.translator import ENGINES
 
     if engine not in ENGINES:
         raise _fail(f"--engine must be {' or '.join(ENGINES)}, got {engine!r}", 2)
@@ -350,7 +350,7 @@ def _check_engine(engine: str) -> str:
 def _load_threads(engine: str, threads: int | None, n_sentences: int) -> int | None:
     """CTranslate2 fixes its threads when it loads: pick them for this input now (torch picks
     per call, translate._threads)."""
-    from translator.translate import default_threads
+    from translator.decoding.translator import default_threads
 
     return default_threads(threads, n_sentences) if engine == "ctranslate2" else threads
 

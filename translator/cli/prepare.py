@@ -32,8 +32,8 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None, init_from: InitFromOp
     numbered with RUN's vocabulary (as `train --init-from` will): the OOV columns are then the
     share of <unk> under it, and characters RUN never saw are listed.
     """
-    from translator.corpus import prepare as prepare_corpus
-    from translator.finetune import training_config
+    from translator.data.corpus import prepare as prepare_corpus
+    from translator.training.finetune import training_config
 
     started = time.perf_counter()
     cfg = training_config(config, set_ or [], init_from)
@@ -52,7 +52,7 @@ def _batch_estimate(cfg, train) -> tuple[str, float]:
     Python loop: seconds per million pairs)."""
     import numpy as np
 
-    from translator.batching import TokenBatchSampler, padded_lengths, padding_ratio
+    from translator.data.batching import TokenBatchSampler, padded_lengths, padding_ratio
 
     d = cfg.data
     src, tgt = padded_lengths(train)

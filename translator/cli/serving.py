@@ -59,8 +59,8 @@ def export(
     vocabularies and BPE, and translator.json (origin, pre- and post-processing). Then
     `translate`, `evaluate` and `serve` take `--engine ctranslate2`.
     """
-    from translator.ct2 import EXPORT_DIR, QUANTIZATIONS
-    from translator.ct2 import export as export_model
+    from translator.decoding.ct2_export import EXPORT_DIR, QUANTIZATIONS
+    from translator.decoding.ct2_export import export as export_model
     from translator.run_dir import BEST, latest_run, load_run
 
     if format_ != "ctranslate2":
@@ -84,9 +84,9 @@ def export(
 def _check_export(run, exported: Path) -> None:
     """Both engines on the validation split: BLEU side by side and how many outputs agree.
     `run` is the loaded run (run_dir.Run) the export was made from."""
-    from translator.evaluate import references_for, score
-    from translator.sources import read_texts
-    from translator.translate import Translator
+    from translator.data.sources import read_texts
+    from translator.decoding.scoring import references_for, score
+    from translator.decoding.translator import Translator
 
     engines = [
         Translator(run.model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword),
@@ -147,8 +147,8 @@ def serve(
     """
     import uvicorn
 
-    from translator.serve import ServeSettings, create_app
-    from translator.translate import Translator
+    from translator.decoding.translator import Translator
+    from translator.serving.app import ServeSettings, create_app
 
     _check_at_least_one(
         port=port, max_batch=max_batch, max_sentences=max_sentences, max_chars=max_chars,

@@ -60,10 +60,10 @@ def train(
     Ctrl-C saves a checkpoint that `--resume` continues from. For several machines, start
     `torchrun ... -m translator train` on each (see the README).
     """
-    from translator.finetune import training_config
-    from translator.resume import resume_config
     from translator.run_dir import STATE, latest_run, new_run_dir
-    from translator.train import Trainer
+    from translator.training.finetune import training_config
+    from translator.training.resume import resume_config
+    from translator.training.trainer import Trainer
 
     _check_at_least_one(nproc=nproc)
     _setup_logging()
@@ -78,7 +78,7 @@ def train(
         cfg = training_config(config, set_ or [], init_from)
     if nproc > 1:
         if not resume:  # prepare once here: the workers then only open the cache
-            from translator.corpus import prepare as prepare_corpus
+            from translator.data.corpus import prepare as prepare_corpus
 
             prepare_corpus(cfg)
         args = ["train", "--run-dir", str(run_dir or new_run_dir(cfg))]

@@ -36,19 +36,19 @@ from pathlib import Path
 
 import numpy as np
 
-from translator.arrow_passes import (
+from translator.config import Config, ConfigError
+from translator.data.arrow_passes import (
     list_lengths,
     map_batches,
     numpy_column,
     record_batches,
     worker_count,
 )
-from translator.config import Config, ConfigError
-from translator.data import DataError
+from translator.data.multi30k import DataError
+from translator.data.sources import describe, load_split
+from translator.data.tokenization import BOM, check_language, clean
+from translator.data.vocab_learning import LearnedVocab
 from translator.files import atomic_folder, atomic_write_text
-from translator.sources import describe, load_split
-from translator.tokenization import BOM, check_language, clean
-from translator.vocab_learning import LearnedVocab
 
 FORMAT_VERSION = 3  # bump when the cached layout or the tokenization scheme changes
 WORDS_FILE = "train.words.json"  # with BPE-dropout: the training split's spaCy tokens
@@ -168,7 +168,7 @@ def _tokenize_batch(batch, src_lang: str, tgt_lang: str, lowercase: bool):
     import pyarrow as pa
     import xxhash
 
-    from translator.tokenization import Tokenizer
+    from translator.data.tokenization import Tokenizer
 
     columns: dict = {}
     fixes = np.zeros(batch.num_rows, dtype=np.uint8)

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from translator.batching import make_batch
 from translator.config import Config
+from translator.data.batching import make_batch
+from translator.data.vocab import Vocab
 from translator.errors import UserError
-from translator.loss import dropout_consistency_loss, sequence_loss
-from translator.vocab import Vocab
+from translator.model.loss import dropout_consistency_loss, sequence_loss
 
 log = logging.getLogger("translator")
 

@@ -23,21 +23,21 @@ import numpy as np
 import torch
 
 from translator import run_dir as rd
-from translator import schedule
-from translator.average import average_if_better
 from translator.config import Config
+from translator.decoding.translator import Translator
 from translator.device import grad_scaler, resolve_precision, training_device
-from translator.distributed import Distributed
-from translator.model import Transformer
-from translator.optim import build_optimizer
+from translator.model.transformer import Transformer
 from translator.plots import plot_curves
-from translator.schedule import TrainingState, finished, learning_rate
-from translator.signals import StopOnSignal
-from translator.step import NonfiniteSteps, OptimizerStep
-from translator.train_log import Progress, StepWindow, log_start, log_validation
-from translator.training_data import TrainingData
-from translator.translate import Translator
-from translator.validation import Validator
+from translator.training import schedule
+from translator.training.checkpoints import average_if_better
+from translator.training.data_feed import TrainingData
+from translator.training.distributed import Distributed
+from translator.training.optimizer import build_optimizer
+from translator.training.optimizer_step import NonfiniteSteps, OptimizerStep
+from translator.training.progress import Progress, StepWindow, log_start, log_validation
+from translator.training.schedule import TrainingState, finished, learning_rate
+from translator.training.signals import StopOnSignal
+from translator.training.validation import Validator
 
 log = logging.getLogger("translator")
 

@@ -3,7 +3,7 @@
     model = Ensemble([run_a.model, run_b.model])   # same vocabularies, any sizes
     search(model, src, cfg.decode, sos_id=..., eos_id=...)   # as with one model
 
-`Ensemble` offers the interface translator.decode searches with (`encode`, `decode`,
+`Ensemble` offers the interface translator.decoding.search searches with (`encode`, `decode`,
 `new_cache`, `pad_id`, `max_positions`), so greedy and beam search run on it unchanged. Each
 member encodes the source and keeps its own key/value cache; the next-token distribution is
 log(mean_i p_i), fairseq's ensemble rule. Its "logits" are therefore normalised log-probs, which
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from translator.attention import DecoderCache
-from translator.model import Transformer
+from translator.model.attention import DecoderCache
+from translator.model.transformer import Transformer
 
 
 class EnsembleCache:

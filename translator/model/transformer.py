@@ -3,7 +3,7 @@
 
     model = Transformer(cfg.model, len(src_vocab), len(tgt_vocab), pad_id=src_vocab.pad_id)
     logits = model(src, tgt_in)                          # (B, T, V_tgt), teacher forcing
-    memory, src_pad_mask = model.encode(src)             # what translator.decode starts from
+    memory, src_pad_mask = model.encode(src)             # what decoding/search.py starts from
     cache = model.new_cache()
     logits = model.decode(tgt_step, memory, src_pad_mask, cache)  # one new token per row
 
@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from translator.attention import (
+from translator.data.vocab import SPECIALS
+from translator.model.attention import (
     AttentionCache,
     DecoderCache,
     MultiHeadAttention,
     causal_mask,
     recording_attention,
 )
-from translator.vocab import SPECIALS
 
 if TYPE_CHECKING:
     from translator.config import ModelConfig

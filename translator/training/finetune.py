@@ -101,7 +101,7 @@ def training_config(
 def read_split_texts(cfg: Config, name: str) -> tuple[list[str], list[str]]:
     """Sources and references of a split of `cfg`'s data (`test`, a name, a file), or with
     `parent:NAME`, of a split of the data of the run `cfg` was initialised from."""
-    from translator.sources import read_texts
+    from translator.data.sources import read_texts
 
     if name.startswith("parent:"):
         if not cfg.train.init_from:

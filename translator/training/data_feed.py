@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from translator import run_dir as rd
-from translator.batching import sampler_for
 from translator.config import Config
-from translator.corpus import prepare
-from translator.evaluate import references_for
-from translator.finetune import read_split_texts
+from translator.data.batching import sampler_for
+from translator.data.corpus import prepare
+from translator.decoding.scoring import references_for
+from translator.training.finetune import read_split_texts
 
 log = logging.getLogger("translator")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from translator.corpus import ParallelIds
+from translator.data.corpus import ParallelIds
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: `translator prepare` needs none
     import torch

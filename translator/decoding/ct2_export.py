@@ -30,10 +30,10 @@ import os
 from pathlib import Path
 
 from translator.config import DecodeConfig
+from translator.data.vocab import EOS, PAD, SOS, UNK
+from translator.decoding.translator import Translator
 from translator.errors import InputError, UserError
 from translator.files import atomic_folder, atomic_write_text
-from translator.translate import Translator
-from translator.vocab import EOS, PAD, SOS, UNK
 
 EXPORT_DIR = "ct2"  # in the run dir, where `export` writes and the engine looks by default
 INFO = "translator.json"

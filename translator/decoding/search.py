@@ -5,7 +5,7 @@
     best = search(model, src, options, sos_id=vocab.sos_id, eos_id=vocab.eos_id)
     nbest = beam_search(model, src, options.override(nbest=3), sos_id=..., eos_id=...)
 
-`model` is a Transformer, or a translator.ensemble.Ensemble: any `Searchable`.
+`model` is a Transformer, or a translator.decoding.ensemble.Ensemble: any `Searchable`.
 `src` is a LongTensor (B, S) on the model's device, right-padded with `model.pad_id`.
 Hypotheses are lists of token ids without SOS and EOS. The options are the one decoding-options
 object (translator.config.DecodeConfig). A sentence's output is at most
@@ -27,8 +27,8 @@ from translator.config import DecodeConfig
 
 
 class Searchable(Protocol):
-    """What the searches need from a model: translator.model.Transformer and
-    translator.ensemble.Ensemble both offer it."""
+    """What the searches need from a model: translator.model.transformer.Transformer and
+    translator.decoding.ensemble.Ensemble both offer it."""
 
     pad_id: int
     max_positions: int

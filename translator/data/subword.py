@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from translator.data.tokenization import JOINER
+from translator.data.vocab import SPECIALS, UNK
 from translator.files import atomic_write_text
-from translator.tokenization import JOINER
-from translator.vocab import SPECIALS, UNK
 
 
 class Subword:

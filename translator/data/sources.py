@@ -7,7 +7,7 @@
 `data.source` picks the reader; all three end in the same `datasets` call, so that everything
 after this module sees one kind of table:
 - multi30k: the official `{split}.{lang}.gz` files, found or downloaded and sha256-checked by
-  `translator.data`, then read as the two plain-text files below.
+  `translator.data.multi30k`, then read as the two plain-text files below.
 - files: a split is a table file (.tsv, .csv, .jsonl, .json, .parquet; .gz for text formats) with
   a column per language, a `translation` column of {lang: text} dicts, or the two columns named in
   `data.columns`; or a prefix P of two plain-text files P.<src_lang> and P.<tgt_lang> (or .gz).
@@ -31,7 +31,7 @@ import zlib
 from pathlib import Path
 
 from translator.config import Config, ConfigError
-from translator.data import (
+from translator.data.multi30k import (
     SHA256,
     DataError,
     canonical_split,
@@ -334,7 +334,7 @@ def _select_columns(ds, cfg: Config, where: str):
 def read_texts(cfg: Config, split: str) -> tuple[list[str], list[str]]:
     """A split's source and target sentences as lists, for scoring (val and test are small):
     Unicode NFC, without BOMs or line-end characters, otherwise as written."""
-    from translator.tokenization import clean
+    from translator.data.tokenization import clean
 
     split = resolve_split(cfg, split)
     with tempfile.TemporaryDirectory(prefix="translator-read-") as workdir:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from translator.arrow_passes import record_batches
 from translator.config import Config
-from translator.subword import Subword
-from translator.vocab import SPECIALS, Vocab, build_vocab
+from translator.data.arrow_passes import record_batches
+from translator.data.subword import Subword
+from translator.data.vocab import SPECIALS, Vocab, build_vocab
 
 TGT_SUBWORD_FILE = "subword.tgt.json"  # with BPE-dropout: the target-side BPE
 

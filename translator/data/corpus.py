@@ -14,7 +14,7 @@ stale ids and a second `prepare` with the same settings only opens files. Each s
 one flat int32 .npy of ids plus int64 offsets; a large ids file stays on disk and batches read
 their sentences from it (`DiskIds`): opening costs no time, and memory is the same whatever the
 corpus size. Batching slices the ids without per-token Python work.
-`translator.preparation` builds the folder.
+`translator.data.preparation` builds the folder.
 """
 
 from __future__ import annotations
@@ -31,18 +31,18 @@ from pathlib import Path
 import numpy as np
 
 from translator.config import Config
-from translator.data import user_cache_dir
-from translator.preparation import (
+from translator.data.multi30k import user_cache_dir
+from translator.data.preparation import (
     FORMAT_VERSION,
     WORDS_FILE,
     build,
     check_languages,
     split_stems,
 )
-from translator.sources import ensure_available, fingerprint
-from translator.subword import Subword
-from translator.vocab import Vocab
-from translator.vocab_learning import TGT_SUBWORD_FILE
+from translator.data.sources import ensure_available, fingerprint
+from translator.data.subword import Subword
+from translator.data.vocab import Vocab
+from translator.data.vocab_learning import TGT_SUBWORD_FILE
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _parent_vocabulary(cfg: Config):
     """With train.init_from: that run's bundle, whose BPE and vocabularies number this corpus."""
     if not cfg.train.init_from:
         return None
-    from translator.finetune import check_parent
+    from translator.training.finetune import check_parent
 
     return check_parent(Path(cfg.train.init_from))
 

@@ -13,9 +13,9 @@ Endpoints:
 
 The model is loaded once. Requests' sentences are queued and decoded together (`Batcher`): a
 batch closes at `max_batch` sentences or after `batch_wait_ms`, and runs on one decoding thread,
-off the event loop. A text is split into lines and sentences (translator.documents) and joined
-back. Every error is a JSON object {"error": "..."} with a 4xx status (a 500 only for a bug, and
-the server goes on serving).
+off the event loop. A text is split into lines and sentences (serving/documents.py) and
+joined back. Every error is a JSON object {"error": "..."} with a 4xx status (a 500 only for a
+bug, and the server goes on serving).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations, which
@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
-from translator.batcher import Batcher
-from translator.documents import Document, sentencizer
+from translator.serving.documents import Document, sentencizer
+from translator.serving.queue import Batcher
 
 log = logging.getLogger("translator")
 

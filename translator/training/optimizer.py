@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from translator.config import TrainConfig
-from translator.schedule import learning_rate
+from translator.training.schedule import learning_rate
 
 
 def build_optimizer(

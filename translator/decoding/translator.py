@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from translator.config import Config, DecodeConfig
+from translator.data.subword import Subword
+from translator.data.tokenization import Tokenizer, detokenize
+from translator.data.vocab import Vocab
 from translator.errors import InputError
-from translator.subword import Subword
-from translator.tokenization import Tokenizer, detokenize
-from translator.vocab import Vocab
 
 log = logging.getLogger("translator")
 
@@ -33,7 +33,8 @@ ENGINES = ("torch", "ctranslate2")
 
 class Translator:
     """The text pipeline around an engine's search. This class decodes with PyTorch; the
-    CTranslate2 engine (translator.ct2) is a subclass that replaces the `_search*` methods."""
+    CTranslate2 engine (translator.decoding.ct2_export) is a subclass that replaces the
+    `_search*` methods."""
 
     engine = "torch"
     parallel_batches = 1  # batches that may decode at once (the server's decoding threads)
@@ -72,7 +73,7 @@ class Translator:
         if engine not in ENGINES:
             raise InputError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}")
         if engine == "ctranslate2":
-            from translator.ct2 import CTranslate2Translator
+            from translator.decoding.ct2_export import CTranslate2Translator
 
             if ensemble:
                 raise InputError("the ctranslate2 engine decodes one model; drop --ensemble")
@@ -80,7 +81,7 @@ class Translator:
         run = load_run(run_dir or latest_run(), weights or BEST, device)
         model = run.model
         if ensemble:
-            from translator.ensemble import Ensemble
+            from translator.decoding.ensemble import Ensemble
 
             others = [load_run(Path(path), weights or BEST, device) for path in ensemble]
             for other in others:
@@ -119,7 +120,7 @@ class Translator:
         """
         import torch
 
-        from translator.ensemble import Ensemble
+        from translator.decoding.ensemble import Ensemble
 
         if isinstance(self.model, Ensemble):
             raise InputError("attention heatmaps show one model, not an ensemble")
@@ -143,14 +144,14 @@ class Translator:
 
     def _search(self, batch: list[list[int]], opts: DecodeConfig) -> list[list[int]]:
         """The best output ids of each source (ids without <eos>)."""
-        from translator.decode import search
+        from translator.decoding.search import search
 
         return search(self.model, self._tensor(batch), opts, **self._specials())
 
     def _search_nbest(
         self, batch: list[list[int]], opts: DecodeConfig
     ) -> list[list[tuple[list[int], float]]]:
-        from translator.decode import beam_search
+        from translator.decoding.search import beam_search
 
         return beam_search(self.model, self._tensor(batch), opts, **self._specials())
 
@@ -189,7 +190,7 @@ class Translator:
     def _tensor(self, sequences: list[list[int]]):
         import torch
 
-        from translator.batching import pad_sequences
+        from translator.data.batching import pad_sequences
 
         src = pad_sequences(sequences, self.src_vocab.pad_id, suffix=self.src_vocab.eos_id)
         return torch.from_numpy(src).to(next(self.model.parameters()).device)

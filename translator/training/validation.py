@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from translator.batching import make_batch, sampler_for
 from translator.config import Config
-from translator.evaluate import score
-from translator.loss import sequence_loss
-from translator.step import autocast
+from translator.data.batching import make_batch, sampler_for
+from translator.decoding.scoring import score
+from translator.model.loss import sequence_loss
+from translator.training.optimizer_step import autocast
 
 if TYPE_CHECKING:
-    from translator.training_data import TrainingData
+    from translator.training.data_feed import TrainingData
 
 
 class Validator:
