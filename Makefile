@@ -37,6 +37,7 @@ train: install
 
 lint: install
 	$(BIN)/ruff check translator tests scripts
+	$(BIN)/lint-imports --no-cache  # the stages import one way (pyproject.toml's contracts)
 
 format: install
 	$(BIN)/ruff check --fix translator tests scripts

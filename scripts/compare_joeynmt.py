@@ -252,7 +252,8 @@ def train_both(a) -> tuple[dict, dict, dict]:
     from translator.config import load_config
     from translator.data.corpus import prepare
     from translator.data.multi30k import read_lines
-    from translator.run_dir import load_run, read_metrics
+    from translator.model.weights import load_run
+    from translator.run_dir import read_metrics
 
     cfg = load_config(a.config, a.overrides)
     require_en_de(cfg)

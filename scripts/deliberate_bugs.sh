@@ -42,7 +42,7 @@ plant "the average is never kept" translator/training/checkpoints.py 's/kept = b
 plant "accumulated gradients summed, not averaged" translator/training/optimizer_step.py \
   's|objective / (batch.n_tokens \* len(group))|objective / batch.n_tokens|' \
   tests/test_train.py::test_accumulated_gradients_are_averaged_over_the_group
-plant "an ensemble of runs with different BPEs" translator/run_dir.py \
+plant "an ensemble of runs with different BPEs" translator/data/bundle.py \
   's/problems.append("BPE")/pass/' \
   tests/test_ensemble.py::test_runs_with_the_same_vocabularies_but_another_bpe_are_refused
 plant "no cap on finished beam hypotheses" translator/decoding/search.py \

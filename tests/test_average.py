@@ -9,8 +9,9 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from translator import run_dir as rd
-from translator.cli import app
+from translator.cli.main import app
 from translator.config import load_config
+from translator.model.weights import load_run
 from translator.run_dir import AVERAGED, kept_checkpoints
 from translator.training.checkpoints import average_into
 from translator.training.trainer import Trainer
@@ -61,7 +62,7 @@ def test_the_average_command_writes_weights_that_translate(averaged_run):
 def test_checkpoints_of_another_model_are_refused(averaged_run, tmp_path):
     stranger = tmp_path / "stranger.safetensors"
     save_file({"w": torch.zeros(2)}, stranger)
-    model = rd.load_run(averaged_run).model
+    model = load_run(averaged_run).model
     with pytest.raises(rd.RunError, match="holds other tensors"):
         average_into(model, [*kept_checkpoints(averaged_run), stranger])
     result = CliRunner().invoke(app, ["average", "--run", str(tmp_path / "nothing")])

@@ -7,7 +7,7 @@ import pytest
 from conftest import REAL_DATA, assert_one_line_error, requires_real_data, toy_overrides
 from typer.testing import CliRunner
 
-from translator.cli import app
+from translator.cli.main import app
 from translator.run_dir import latest_run
 
 runner = CliRunner()

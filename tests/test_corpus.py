@@ -35,8 +35,8 @@ def test_ids_are_the_vocab_ids_of_the_spacy_tokens(toy_data, toy_config):
 
 
 def test_a_large_corpus_is_read_from_disk_batch_by_batch(toy_config, monkeypatch):
-    from translator.data.batching import make_batch
     from translator.data import corpus as corpus_module
+    from translator.data.batching import make_batch
 
     in_memory = prepare(toy_config)
     monkeypatch.setattr(corpus_module, "READ_WHOLE_BYTES", 0)  # every ids file counts as large

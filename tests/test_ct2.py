@@ -7,10 +7,10 @@ from conftest import TOY_BPE, toy_overrides, toy_pairs
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from translator.cli import app
+from translator.cli.main import app
 from translator.decoding.ct2_export import export
 from translator.decoding.translator import Translator
-from translator.run_dir import load_run
+from translator.model.weights import load_run
 from translator.serving.app import create_app
 
 pytest.importorskip("ctranslate2")

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from conftest import REAL_DATA, requires_real_data
 
-from translator.data.multi30k import DataError, canonical_split, locate_split, read_parallel
 from translator.data import multi30k as data
+from translator.data.multi30k import DataError, canonical_split, locate_split, read_parallel
 
 
 def test_short_split_names_are_accepted():

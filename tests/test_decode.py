@@ -206,7 +206,8 @@ def test_copy_task_is_learned_and_decoded_exactly():
 
 
 def test_a_few_sentences_decode_on_one_thread_and_the_setting_is_restored():
-    from translator.decoding.translator import SMALL_INPUT, _threads
+    from translator.decoding.pipeline import SMALL_INPUT
+    from translator.decoding.translator import _threads
 
     torch.set_num_threads(2)
     try:

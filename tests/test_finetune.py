@@ -12,8 +12,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from translator import run_dir as rd
-from translator.cli import app
+from translator.cli.main import app
 from translator.config import ConfigError
+from translator.data.bundle import read_bundle
+from translator.model.weights import unwrap
 from translator.training.data_feed import TrainingData
 from translator.training.finetune import init_from_config
 from translator.training.trainer import Trainer
@@ -75,11 +77,11 @@ def test_a_fine_tuned_run_starts_from_the_parent_and_resets_the_best_score(paren
     trainer = Trainer(cfg, run_dir=parent.parent / "child", progress=False)
     trainer.setup()
     parent_weights = load_file(parent / rd.BEST)
-    for name, tensor in rd.unwrap(trainer.model).state_dict().items():
+    for name, tensor in unwrap(trainer.model).state_dict().items():
         if name in parent_weights:
             assert torch.equal(tensor, parent_weights[name]), name
     assert trainer.state.step == 0 and trainer.state.best_bleu < 0  # fresh, not the parent's
-    parent_run = rd.read_bundle(parent)
+    parent_run = read_bundle(parent)
     assert trainer.data.src_vocab == parent_run.src_vocab  # numbered with the parent's ids
     assert trainer.data.subword.to_str() == parent_run.subword.to_str()
 

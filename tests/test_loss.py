@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from translator.model.loss import dropout_consistency_loss, sequence_loss
 from translator.model import loss
+from translator.model.loss import dropout_consistency_loss, sequence_loss
 
 
 def reference(logits, labels, pad_id, smoothing):

@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, toy_overrides, toy_pairs, write_split
 from typer.testing import CliRunner
 
-from translator.cli import app
+from translator.cli.main import app
 from translator.run_dir import latest_run
 
 CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")

@@ -24,8 +24,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from translator import run_dir as rd
-from translator.cli import app
+from translator.cli.main import app
 from translator.files import atomic_write_text
+from translator.model.weights import load_run
 from translator.training.optimizer_step import TrainingError
 from translator.training.trainer import Trainer
 
@@ -236,7 +237,7 @@ def _assert_every_file_loads(run):
         if path.suffix == ".safetensors":
             load_file(path)
     torch.load(run / rd.STATE, weights_only=True)
-    rd.load_run(run)
+    load_run(run)
 
 
 @pytest.mark.slow  # `make test-all` and CI run it; `make test` skips it

@@ -4,9 +4,11 @@ from conftest import CONFIGS, toy_overrides
 
 from translator import run_dir as rd
 from translator.config import load_config
+from translator.data.bundle import write_bundle_files
 from translator.data.vocab import build_vocab
 from translator.files import atomic_write_text
 from translator.model.transformer import Transformer
+from translator.model.weights import load_run, save_weights
 
 
 @pytest.fixture
@@ -16,14 +18,14 @@ def bundle(tmp_path):
     torch.manual_seed(0)
     model = Transformer(cfg.model, len(src), len(tgt), src.pad_id).eval()
     path = tmp_path / "run"
-    rd.write_bundle_files(path, cfg, src, tgt)
-    rd.save_weights(model, path / rd.BEST)
+    write_bundle_files(path, cfg, src, tgt)
+    save_weights(model, path / rd.BEST)
     return path, cfg, model
 
 
 def test_save_then_load_gives_identical_outputs(bundle):
     path, cfg, model = bundle
-    run = rd.load_run(path)
+    run = load_run(path)
     assert run.cfg == cfg
     src = torch.tensor([[4, 5, 6, 3]])
     tgt = torch.tensor([[2, 4, 5]])
@@ -32,15 +34,15 @@ def test_save_then_load_gives_identical_outputs(bundle):
 
 
 def test_tied_weights_stay_tied_after_loading(bundle):
-    run = rd.load_run(bundle[0])
+    run = load_run(bundle[0])
     assert run.model.generator.weight is run.model.tgt_embed.lut.weight
 
 
 def test_not_a_run_dir(tmp_path):
     with pytest.raises(rd.RunError, match="does not exist"):
-        rd.load_run(tmp_path / "missing")
+        load_run(tmp_path / "missing")
     with pytest.raises(rd.RunError, match="is not a run dir"):
-        rd.load_run(tmp_path)
+        load_run(tmp_path)
 
 
 def test_truncated_weights_are_a_clear_error(bundle):
@@ -48,21 +50,21 @@ def test_truncated_weights_are_a_clear_error(bundle):
     weights = path / rd.BEST
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(rd.RunError, match="cannot load weights"):
-        rd.load_run(path)
+        load_run(path)
 
 
 def test_vocabulary_that_does_not_match_the_weights(bundle):
     path = bundle[0]
     build_vocab([["many", "more", "tokens", "than", "before"]]).to_file(path / rd.SRC_VOCAB)
     with pytest.raises(rd.RunError, match="cannot load weights|do not match"):
-        rd.load_run(path)
+        load_run(path)
 
 
 def test_config_from_another_version(bundle):
     path = bundle[0]
     atomic_write_text(path / rd.CONFIG, "model:\n  n_layers: 3\n")
     with pytest.raises(rd.RunError, match="unknown key model.n_layers.*another version"):
-        rd.load_run(path)
+        load_run(path)
 
 
 def test_latest_run_is_the_newest_complete_bundle(tmp_path, bundle):

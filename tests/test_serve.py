@@ -11,7 +11,7 @@ from conftest import toy_overrides, toy_pairs, write_split
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from translator.cli import app as cli
+from translator.cli.main import app as cli
 from translator.decoding.translator import Translator
 from translator.serving.app import ServeSettings, create_app
 

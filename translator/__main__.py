@@ -1,5 +1,5 @@
 """`python -m translator` runs the command line (also the entry point torchrun uses)."""
 
-from translator.cli import entry_point
+from translator.cli.main import entry_point
 
 entry_point()

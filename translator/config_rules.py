@@ -3,24 +3,20 @@
     config_problems(cfg)       # ["model.d_model (100) must be divisible by model.n_heads (8)"]
     decode_problems(cfg.decode)
 
-Pure functions over a built `Config`; config.py raises the first problem as a ConfigError that
-names the file.
+Pure functions over the sections of a built `Config`, read by attribute: this module imports
+nothing of config.py, which calls it and raises the first problem as a ConfigError that names
+the file (so the two never import each other).
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from translator.config import Config, DecodeConfig
 
 
 def _choice(value, options: tuple[str, ...], key: str) -> str | None:
     return None if value in options else f"{key} must be one of {', '.join(options)}, got {value!r}"
 
 
-def config_problems(cfg: Config) -> list[str]:
-    """Every range or cross-field rule `cfg` breaks, in the order of its sections."""
+def config_problems(cfg) -> list[str]:
+    """Every range or cross-field rule `cfg` (a Config) breaks, in the order of its sections."""
     d, v, m, t, dec = cfg.data, cfg.vocab, cfg.model, cfg.train, cfg.decode
     positive = {
         "data.max_len": d.max_len,
@@ -132,7 +128,7 @@ def config_problems(cfg: Config) -> list[str]:
     return [p for p in problems if p]
 
 
-def decode_problems(dec: DecodeConfig) -> list[str]:
+def decode_problems(dec) -> list[str]:
     problems = [
         f"decode.{key} must be > 0, got {x}"
         for key in ("beam_size", "batch_size", "max_len", "nbest", "threads")

@@ -1,7 +1,7 @@
 """Pictures of a run: learning curves and cross-attention heatmaps, saved as PNG (atomically).
 
     plot_curves(history, run_dir / "curves.png")            # from metrics.jsonl records
-    plot_attention(src_tokens, out_tokens, weights, path)   # weights (layers, T, S)
+    plot_attention(src_labels, out_labels, weights, path)   # weights (layers, T, S)
 
 matplotlib is imported inside the functions with the non-interactive Agg backend, so nothing here
 needs a display and importing the module costs nothing.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from translator.data.tokenization import JOINER
 from translator.files import atomic_write
 
 
@@ -62,15 +61,14 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_attention(src_tokens: list[str], out_tokens: list[str], weights, path: Path) -> None:
-    """One heatmap per decoder layer: output tokens (rows) x source tokens (columns).
+def plot_attention(src_labels: list[str], out_labels: list[str], weights, path: Path) -> None:
+    """One heatmap per decoder layer: output tokens (rows) x source tokens (columns), labelled
+    as given (the caller drops joiner marks).
 
     weights: array-like (layers, T, S), already averaged over heads.
     """
     plt = _pyplot()
     layers = len(weights)
-    src_labels = [t.removeprefix(JOINER) for t in src_tokens]
-    out_labels = [t.removeprefix(JOINER) for t in out_tokens]
     width = max(4.0, 0.45 * len(src_labels) + 1.5)
     height = max(3.0, 0.35 * len(out_labels) + 1.5)
     fig, axes = plt.subplots(1, layers, figsize=(width * layers, height), squeeze=False)

@@ -30,20 +30,16 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
 
-from translator.config import Config, ConfigError, config_from_dict, dump_config
-from translator.data.subword import Subword
-from translator.data.vocab import Vocab
+from translator.config import Config, ConfigError, config_from_dict
 from translator.errors import UserError
-from translator.files import atomic_write, atomic_write_text
-from translator.training.schedule import TrainingState
+from translator.files import atomic_write_text
 
 CONFIG, SRC_VOCAB, TGT_VOCAB = "config.yaml", "vocab.src.json", "vocab.tgt.json"
-SUBWORD = Subword.FILE
+SUBWORD = "subword.json"
 BEST, LAST, STATE, METRICS, CURVES = (
     "model.safetensors",
     "last.safetensors",
@@ -97,18 +93,6 @@ def check_writable(path: Path) -> None:
         raise RunError(f"cannot write to run dir {path}: {err.strerror or err}") from None
 
 
-def write_bundle_files(
-    path: Path, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab, subword: Subword | None = None
-) -> None:
-    """Config, vocabularies and BPE: what a run needs besides weights."""
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path / CONFIG, dump_config(cfg))
-    src_vocab.to_file(path / SRC_VOCAB)
-    tgt_vocab.to_file(path / TGT_VOCAB)
-    if subword is not None:
-        subword.to_file(path / SUBWORD)
-
-
 def read_config(path: Path) -> Config:
     try:
         raw = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
@@ -118,78 +102,6 @@ def read_config(path: Path) -> Config:
         return config_from_dict(raw or {}, source=str(path / CONFIG))
     except ConfigError as err:
         raise RunError(f"{err} (was this run made by another version of translator?)") from None
-
-
-def save_weights(model, path: Path) -> None:
-    from safetensors.torch import save_model
-
-    atomic_write(path, lambda tmp: save_model(unwrap(model), tmp))
-
-
-def load_weights(model, path: Path) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
-    if not path.exists():
-        raise RunError(f"weights file {path} is missing")
-    try:
-        missing, unexpected = load_model(unwrap(model), path, strict=False)
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise RunError(f"cannot load weights {path}: {str(err).splitlines()[0]}") from None
-    if missing or unexpected:
-        raise RunError(
-            f"weights {path} do not match the model in its config.yaml "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
-
-
-def unwrap(model):
-    """The plain module inside torch.compile / DDP wrappers."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
-
-
-@dataclass
-class Run:
-    path: Path
-    cfg: Config
-    src_vocab: Vocab
-    tgt_vocab: Vocab
-    model: object  # a Transformer in eval mode; None in a bundle without weights
-    subword: Subword | None = None
-
-
-def read_bundle(path: Path) -> Run:
-    """The config, vocabularies and BPE of a run dir (or of an export folder): no model."""
-    path = Path(path)
-    if not path.is_dir():
-        raise RunError(f"run dir {path} does not exist")
-    if not (path / CONFIG).exists():
-        raise RunError(f"{path} is not a run dir (no {CONFIG})")
-    cfg = read_config(path)
-    try:
-        src_vocab = Vocab.from_file(path / SRC_VOCAB)
-        tgt_vocab = Vocab.from_file(path / TGT_VOCAB)
-    except (OSError, ValueError, KeyError) as err:
-        raise RunError(f"{path} has a missing or damaged vocabulary: {err}") from None
-    subword = None
-    if cfg.vocab.kind == "bpe":
-        try:
-            subword = Subword.from_file(path / SUBWORD)
-        except Exception as err:  # tokenizers raises a plain Exception on bad JSON
-            raise RunError(f"{path} has a missing or damaged {SUBWORD}: {err}") from None
-    return Run(path, cfg, src_vocab, tgt_vocab, None, subword)
-
-
-def load_run(path: Path, weights: str = BEST, device: str = "cpu") -> Run:
-    """Rebuild the model of a run dir from the bundle alone."""
-    from translator.model.transformer import Transformer
-
-    run = read_bundle(path)
-    model = Transformer(run.cfg.model, len(run.src_vocab), len(run.tgt_vocab), run.src_vocab.pad_id)
-    load_weights(model, run.path / weights)
-    run.model = model.to(device).eval()
-    return run
 
 
 def best_validation(path: Path) -> tuple[float, int] | None:
@@ -263,54 +175,7 @@ def ended_at(path: Path, history: list[dict], step: int, averaging: int) -> tupl
     return validated, validated and (not owes_average or any("averaged" in r for r in at_step))
 
 
-# -- state.pt and the kept checkpoints ---------------------------------------------------------
-
-
-def save_checkpoint(
-    path: Path, state: TrainingState, model, optimizer, scaler, best: bool, keep: int = 0
-) -> None:
-    """last.safetensors, model.safetensors when `best`, state.pt, and (keep > 0) this step's
-    weights under checkpoints/, of which the newest `keep` stay."""
-    import torch
-
-    save_weights(model, Path(path) / LAST)
-    # The best weights before the state: once state.pt exists, so does model.safetensors
-    # (the first validation is always the best so far), and a killed run can translate.
-    if best:
-        save_weights(model, Path(path) / BEST)
-    saved = {
-        **asdict(state),
-        # The weights travel inside the state, so that a kill between two writes can never
-        # pair one step's weights with another step's optimizer.
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        saved["cuda_rng"] = torch.cuda.get_rng_state_all()
-    atomic_write(Path(path) / STATE, lambda tmp: torch.save(saved, tmp))
-    if keep:
-        save_weights(model, checkpoint_path(path, state.step))
-        prune_checkpoints(path, keep)
-
-
-def load_checkpoint(path: Path, model, optimizer, scaler) -> TrainingState:
-    """Restore what save_checkpoint saved into `model`, `optimizer`, `scaler` and the RNGs."""
-    import torch
-
-    saved = read_state(path)
-    try:
-        unwrap(model).load_state_dict(saved["model"])
-    except (KeyError, RuntimeError) as err:
-        raise RunError(f"{Path(path) / STATE} does not hold this run's model: {err}") from None
-    optimizer.load_state_dict(saved["optimizer"])
-    scaler.load_state_dict(saved["scaler"])
-    torch.set_rng_state(saved["rng"])
-    if "cuda_rng" in saved and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    numbers = {f.name for f in fields(TrainingState)}
-    return TrainingState(**{name: value for name, value in saved.items() if name in numbers})
+# -- the kept checkpoints (state.pt is written by training/checkpoints.py) ----------------------
 
 
 def read_state(path: Path) -> dict:
@@ -344,21 +209,3 @@ def prune_checkpoints(path: Path, keep: int) -> None:
     paths = kept_checkpoints(path)
     for old in paths[: max(len(paths) - keep, 0)]:
         old.unlink(missing_ok=True)
-
-
-def check_same_vocabularies(first: Run, other: Run) -> None:
-    """Runs that decode together (an ensemble) must read and write the very same token ids."""
-    a, b = first.cfg.data, other.cfg.data
-    problems = []
-    if (a.src_lang, a.tgt_lang, a.lowercase) != (b.src_lang, b.tgt_lang, b.lowercase):
-        problems.append("languages or lowercasing")
-    if first.src_vocab != other.src_vocab or first.tgt_vocab != other.tgt_vocab:
-        problems.append("vocabularies")
-    first_bpe = first.subword.to_str() if first.subword else None
-    if first_bpe != (other.subword.to_str() if other.subword else None):
-        problems.append("BPE")
-    if problems:
-        raise RunError(
-            f"{other.path} cannot decode with {first.path}: different {' and '.join(problems)} "
-            "(ensemble runs trained on the same prepared corpus and vocabulary settings)"
-        )

@@ -7,18 +7,10 @@
     translator serve                    # HTTP API, LibreTranslate API and a web page
     translator export --quantization int8   # CTranslate2, for --engine ctranslate2
 
-app.py holds the app and what the commands share; each other module registers its commands.
+main.py is the entry point (it imports every command module, which registers its commands);
+app.py holds the app and what the commands share.
 User errors (bad config, missing data, bad run dir, unreadable input) print one line on stderr
 and exit non-zero: 2 for a bad config or argument, 1 for the rest (TRANSLATOR_DEBUG=1 shows the
 traceback instead). torch and spaCy are imported inside the commands so that `--help` stays
 instant.
 """
-
-from translator.cli.app import app, entry_point
-
-# Importing a command module registers its commands, in this order in `--help`.
-# isort: off
-from translator.cli import prepare, train, decoding, serving  # noqa: F401, E402
-# isort: on
-
-__all__ = ["app", "entry_point"]

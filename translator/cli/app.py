@@ -1,5 +1,5 @@
 """The Typer app every command registers with, and what the commands share: one-line usage
-errors, `user_errors`, logging, the quick exit, and the options declared once (config, run,
+errors, `user_errors`, logging, and the options declared once (config, run,
 weights, ensemble, and the decoding options)."""
 
 from __future__ import annotations
@@ -168,29 +168,6 @@ def main(
     ] = False,
 ) -> None:
     pass  # the options of `translator` itself; the help text is the app's
-
-
-# Commands whose work is done and flushed when they return: their process may skip Python's
-# finalization, which costs ~0.4 s once torch is loaded (a third of translating one sentence).
-_QUICK_EXIT = {"translate", "evaluate"}
-
-
-def entry_point() -> None:
-    """The `translator` executable (and `python -m translator`): the app, then a quick exit for
-    the commands that allow one."""
-    try:
-        app(prog_name="translator")
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-        if len(sys.argv) > 1 and sys.argv[1] in _QUICK_EXIT:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except OSError:  # a closed pipe (`| head`): nothing more can be said anyway
-                pass
-            logging.shutdown()
-            os._exit(code)
-        raise
 
 
 def _fail(message: str, code: int) -> typer.Exit:

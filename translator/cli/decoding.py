@@ -98,10 +98,13 @@ def translate(
     typer.echo(_what_decodes(translator), err=True)
     _warn_if_undertrained(translator)
     if plot_attention is not None:
+        from translator.data.tokenization import JOINER
         from translator.plots import plot_attention as plot
 
         first = next((line for line in lines if line.strip()), "")
-        plot(*translator.attention(first), plot_attention)
+        *sides, weights = translator.attention(first)  # source and output tokens, weights
+        labels = [[token.removeprefix(JOINER) for token in side] for side in sides]
+        plot(*labels, weights, plot_attention)
         typer.echo(f"attention heatmap saved to {plot_attention}", err=True)
     progress = len(lines) > 100
     if nbest > 1:
@@ -263,14 +266,8 @@ def average(
     Training keeps the weights of its last `train.average_checkpoints` validations under
     `checkpoints/` (and averages them itself at the end); this command redoes it for any N.
     """
-    from translator.run_dir import (
-        AVERAGED,
-        RunError,
-        kept_checkpoints,
-        latest_run,
-        load_run,
-        save_weights,
-    )
+    from translator.model.weights import load_run, save_weights
+    from translator.run_dir import AVERAGED, RunError, kept_checkpoints, latest_run
     from translator.training.checkpoints import average_into
 
     _check_at_least_one(last=last)
@@ -350,7 +347,7 @@ def _check_engine(engine: str) -> str:
 def _load_threads(engine: str, threads: int | None, n_sentences: int) -> int | None:
     """CTranslate2 fixes its threads when it loads: pick them for this input now (torch picks
     per call, translate._threads)."""
-    from translator.decoding.translator import default_threads
+    from translator.decoding.pipeline import default_threads
 
     return default_threads(threads, n_sentences) if engine == "ctranslate2" else threads
 

@@ -59,9 +59,11 @@ def export(
     vocabularies and BPE, and translator.json (origin, pre- and post-processing). Then
     `translate`, `evaluate` and `serve` take `--engine ctranslate2`.
     """
-    from translator.decoding.ct2_export import EXPORT_DIR, QUANTIZATIONS
+    from translator.decoding.ct2_engine import EXPORT_DIR
+    from translator.decoding.ct2_export import QUANTIZATIONS
     from translator.decoding.ct2_export import export as export_model
-    from translator.run_dir import BEST, latest_run, load_run
+    from translator.model.weights import load_run
+    from translator.run_dir import BEST, latest_run
 
     if format_ != "ctranslate2":
         raise _fail(f"--format must be ctranslate2, got {format_!r}", 2)

@@ -163,7 +163,7 @@ def _parent_vocabulary(cfg: Config):
     """With train.init_from: that run's bundle, whose BPE and vocabularies number this corpus."""
     if not cfg.train.init_from:
         return None
-    from translator.training.finetune import check_parent
+    from translator.data.bundle import check_parent
 
     return check_parent(Path(cfg.train.init_from))
 

@@ -23,10 +23,11 @@ from pathlib import Path
 from translator.data.tokenization import JOINER
 from translator.data.vocab import SPECIALS, UNK
 from translator.files import atomic_write_text
+from translator.run_dir import SUBWORD
 
 
 class Subword:
-    FILE = "subword.json"  # its name in a prepared corpus and in a run dir
+    FILE = SUBWORD  # its name in a prepared corpus and in a run dir
 
     CACHE_WORDS = 1_000_000  # words whose pieces `encode_ids` remembers (then starts anew)
 

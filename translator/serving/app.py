@@ -81,7 +81,7 @@ def _request_models():
 
 
 def create_app(translator, settings: ServeSettings | None = None):
-    """The FastAPI app serving `translator` (translate.Translator or ct2.CTranslate2Translator)."""
+    """The FastAPI app serving `translator` (either engine: Translator or CTranslate2Translator)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse

@@ -1,4 +1,8 @@
-"""Checkpoint averaging: the element-wise mean of the weights saved at the last N validations.
+"""Checkpoints: state.pt (what --resume needs), and averaging the weights saved at the last N
+validations.
+
+    save_checkpoint(run_dir, state, model, optimizer, scaler, best=True, keep=10)
+    state = load_checkpoint(run_dir, model, optimizer, scaler)   # a TrainingState
 
     paths = run_dir.kept_checkpoints(path)[-10:]
     average_into(model, paths)         # the model now holds the mean of those weights
@@ -14,12 +18,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
 from translator import run_dir as rd
-from translator.run_dir import RunError, unwrap
+from translator.files import atomic_write
+from translator.model.weights import load_weights, save_weights, unwrap
+from translator.run_dir import RunError, checkpoint_path, prune_checkpoints, read_state
+from translator.training.schedule import TrainingState
 
 log = logging.getLogger("translator")
 
@@ -67,19 +75,69 @@ def average_if_better(
     started = time.perf_counter()
     average_into(model, paths)
     bleu = validate_bleu()
-    rd.save_weights(model, run / rd.AVERAGED)
+    save_weights(model, run / rd.AVERAGED)
     kept = bleu >= best_bleu
     log.info(
         "average of the last %d checkpoints: val_bleu %.2f (best single %.2f)%s",
         len(paths), bleu, best_bleu, " -> now the best weights" if kept else "",
     )  # fmt: skip
     if kept:
-        rd.save_weights(model, run / rd.BEST)
+        save_weights(model, run / rd.BEST)
     else:
-        rd.load_weights(model, run / rd.BEST)
+        load_weights(model, run / rd.BEST)
     return {
         "averaged": len(paths),
         "val_bleu_averaged": bleu,
         "best_bleu": max(bleu, best_bleu),
         "valid_s": round(time.perf_counter() - started, 1),
     }
+
+
+# -- state.pt: what --resume needs -------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: Path, state: TrainingState, model, optimizer, scaler, best: bool, keep: int = 0
+) -> None:
+    """last.safetensors, model.safetensors when `best`, state.pt, and (keep > 0) this step's
+    weights under checkpoints/, of which the newest `keep` stay."""
+    import torch
+
+    save_weights(model, Path(path) / rd.LAST)
+    # The best weights before the state: once state.pt exists, so does model.safetensors
+    # (the first validation is always the best so far), and a killed run can translate.
+    if best:
+        save_weights(model, Path(path) / rd.BEST)
+    saved = {
+        **asdict(state),
+        # The weights travel inside the state, so that a kill between two writes can never
+        # pair one step's weights with another step's optimizer.
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        saved["cuda_rng"] = torch.cuda.get_rng_state_all()
+    atomic_write(Path(path) / rd.STATE, lambda tmp: torch.save(saved, tmp))
+    if keep:
+        save_weights(model, checkpoint_path(path, state.step))
+        prune_checkpoints(path, keep)
+
+
+def load_checkpoint(path: Path, model, optimizer, scaler) -> TrainingState:
+    """Restore what save_checkpoint saved into `model`, `optimizer`, `scaler` and the RNGs."""
+    import torch
+
+    saved = read_state(path)
+    try:
+        unwrap(model).load_state_dict(saved["model"])
+    except (KeyError, RuntimeError) as err:
+        raise RunError(f"{Path(path) / rd.STATE} does not hold this run's model: {err}") from None
+    optimizer.load_state_dict(saved["optimizer"])
+    scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["rng"])
+    if "cuda_rng" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    numbers = {f.name for f in fields(TrainingState)}
+    return TrainingState(**{name: value for name, value in saved.items() if name in numbers})

@@ -21,6 +21,7 @@ from translator import run_dir as rd
 from translator.config import Config
 from translator.data.batching import sampler_for
 from translator.data.corpus import prepare
+from translator.data.vocab import Vocab
 from translator.decoding.scoring import references_for
 from translator.training.finetune import read_split_texts
 
@@ -82,8 +83,8 @@ class TrainingData:
     def check_same_vocabularies(self, run_dir: Path) -> None:
         """A resumed run must read and write the ids it was trained with."""
         saved = (
-            rd.Vocab.from_file(run_dir / rd.SRC_VOCAB),
-            rd.Vocab.from_file(run_dir / rd.TGT_VOCAB),
+            Vocab.from_file(run_dir / rd.SRC_VOCAB),
+            Vocab.from_file(run_dir / rd.TGT_VOCAB),
         )
         if saved != (self.src_vocab, self.tgt_vocab):
             raise rd.RunError(

@@ -26,6 +26,7 @@ from translator.config import (
     load_config,
     read_raw_config,
 )
+from translator.data.bundle import check_parent
 
 FINETUNE_CONFIG = "finetune"  # the shipped example: a small learning rate, a short warmup
 REGULARISERS = {
@@ -68,21 +69,6 @@ def init_from_config(path: str | Path | None, overrides: list[str], parent: Path
             "a run initialised from it must use the same"
         )
     return cfg
-
-
-def check_parent(parent: Path) -> rd.Run:
-    """The bundle of a run that can be fine-tuned: trained, and with every file needed to
-    segment new text as it did."""
-    run = rd.read_bundle(parent)
-    if not (parent / rd.BEST).exists():
-        raise rd.RunError(f"{parent} has no {rd.BEST} to start from: train it first")
-    v = run.cfg.vocab
-    if v.kind == "bpe" and not v.joint:
-        raise rd.RunError(
-            f"{parent} has separate source and target BPEs and keeps only the source's; "
-            "fine-tuning needs a run with vocab.kind: word or a joint BPE"
-        )
-    return run
 
 
 def training_config(

@@ -24,12 +24,14 @@ import torch
 
 from translator import run_dir as rd
 from translator.config import Config
+from translator.data.bundle import write_bundle_files
 from translator.decoding.translator import Translator
 from translator.device import grad_scaler, resolve_precision, training_device
 from translator.model.transformer import Transformer
+from translator.model.weights import load_weights
 from translator.plots import plot_curves
 from translator.training import schedule
-from translator.training.checkpoints import average_if_better
+from translator.training.checkpoints import average_if_better, load_checkpoint, save_checkpoint
 from translator.training.data_feed import TrainingData
 from translator.training.distributed import Distributed
 from translator.training.optimizer import build_optimizer
@@ -88,7 +90,7 @@ class Trainer:
             self._load_checkpoint()
         elif self.dist.is_main:
             d = self.data
-            rd.write_bundle_files(self.run_dir, self.cfg, d.src_vocab, d.tgt_vocab, d.subword)
+            write_bundle_files(self.run_dir, self.cfg, d.src_vocab, d.tgt_vocab, d.subword)
             if t.init_from:
                 rd.write_init_from(self.run_dir, Path(t.init_from))
 
@@ -98,7 +100,7 @@ class Trainer:
             cfg.model, len(data.src_vocab), len(data.tgt_vocab), data.src_vocab.pad_id
         ).to(self.device)
         if cfg.train.init_from and not self.resume:  # fine-tuning starts from the parent's best
-            rd.load_weights(self.model, Path(cfg.train.init_from) / rd.BEST)
+            load_weights(self.model, Path(cfg.train.init_from) / rd.BEST)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         translator = Translator(self.model, cfg, data.src_vocab, data.tgt_vocab, data.subword)
         self.validator = Validator(cfg, data, translator, self.device, self.amp_dtype)
@@ -286,12 +288,12 @@ class Trainer:
             self._record({"step": self.state.step, **record})
 
     def _save_checkpoint(self, best: bool, keep: int = 0) -> None:
-        rd.save_checkpoint(
+        save_checkpoint(
             self.run_dir, self.state, self.model, self.optimizer, self.scaler, best, keep
         )
 
     def _load_checkpoint(self) -> None:
-        self.state = rd.load_checkpoint(self.run_dir, self.model, self.optimizer, self.scaler)
+        self.state = load_checkpoint(self.run_dir, self.model, self.optimizer, self.scaler)
         # Keep the history up to the saved step: later lines belong to work that was lost.
         self.history = rd.keep_metrics_until(self.run_dir, self.state.step)
         log.info(

@@ -1,0 +1,98 @@
+"""A run's bundle: its config, vocabularies and BPE, read and written together (no weights).
+
+    run = read_bundle(Path("runs/a"))   # Run(path, cfg, src_vocab, tgt_vocab, None, subword)
+    write_bundle_files(folder, cfg, src_vocab, tgt_vocab, subword)
+    check_same_vocabularies(run, other) # an ensemble reads and writes the same ids
+
+The bundle is what every stage needs to encode and decode text as the run did; model/weights.py
+adds the weights. File names come from run_dir.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from translator import run_dir as rd
+from translator.config import Config, dump_config
+from translator.data.subword import Subword
+from translator.data.vocab import Vocab
+from translator.files import atomic_write_text
+from translator.run_dir import CONFIG, SRC_VOCAB, SUBWORD, TGT_VOCAB, RunError, read_config
+
+
+@dataclass
+class Run:
+    path: Path
+    cfg: Config
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    model: object  # a Transformer in eval mode; None in a bundle without weights
+    subword: Subword | None = None
+
+
+def read_bundle(path: Path) -> Run:
+    """The config, vocabularies and BPE of a run dir (or of an export folder): no model."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run dir {path} does not exist")
+    if not (path / CONFIG).exists():
+        raise RunError(f"{path} is not a run dir (no {CONFIG})")
+    cfg = read_config(path)
+    try:
+        src_vocab = Vocab.from_file(path / SRC_VOCAB)
+        tgt_vocab = Vocab.from_file(path / TGT_VOCAB)
+    except (OSError, ValueError, KeyError) as err:
+        raise RunError(f"{path} has a missing or damaged vocabulary: {err}") from None
+    subword = None
+    if cfg.vocab.kind == "bpe":
+        try:
+            subword = Subword.from_file(path / SUBWORD)
+        except Exception as err:  # tokenizers raises a plain Exception on bad JSON
+            raise RunError(f"{path} has a missing or damaged {SUBWORD}: {err}") from None
+    return Run(path, cfg, src_vocab, tgt_vocab, None, subword)
+
+
+def write_bundle_files(
+    path: Path, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab, subword: Subword | None = None
+) -> None:
+    """Config, vocabularies and BPE: what a run needs besides weights."""
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path / CONFIG, dump_config(cfg))
+    src_vocab.to_file(path / SRC_VOCAB)
+    tgt_vocab.to_file(path / TGT_VOCAB)
+    if subword is not None:
+        subword.to_file(path / SUBWORD)
+
+
+def check_same_vocabularies(first: Run, other: Run) -> None:
+    """Runs that decode together (an ensemble) must read and write the very same token ids."""
+    a, b = first.cfg.data, other.cfg.data
+    problems = []
+    if (a.src_lang, a.tgt_lang, a.lowercase) != (b.src_lang, b.tgt_lang, b.lowercase):
+        problems.append("languages or lowercasing")
+    if first.src_vocab != other.src_vocab or first.tgt_vocab != other.tgt_vocab:
+        problems.append("vocabularies")
+    first_bpe = first.subword.to_str() if first.subword else None
+    if first_bpe != (other.subword.to_str() if other.subword else None):
+        problems.append("BPE")
+    if problems:
+        raise RunError(
+            f"{other.path} cannot decode with {first.path}: different {' and '.join(problems)} "
+            "(ensemble runs trained on the same prepared corpus and vocabulary settings)"
+        )
+
+
+def check_parent(parent: Path) -> Run:
+    """The bundle of a run that can be fine-tuned: trained, and with every file needed to
+    segment new text as it did."""
+    run = read_bundle(parent)
+    if not (parent / rd.BEST).exists():
+        raise RunError(f"{parent} has no {rd.BEST} to start from: train it first")
+    v = run.cfg.vocab
+    if v.kind == "bpe" and not v.joint:
+        raise RunError(
+            f"{parent} has separate source and target BPEs and keeps only the source's; "
+            "fine-tuning needs a run with vocab.kind: word or a joint BPE"
+        )
+    return run

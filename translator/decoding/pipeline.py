@@ -1,0 +1,159 @@
+"""The text pipeline every engine shares: tokenization, BPE, length-sorted batches, detokenization.
+
+    class MyEngine(Pipeline):            # decoding/translator.py (torch), decoding/ct2_engine.py
+        def _search(self, batch, opts): ...          # ids in, best output ids out
+        def _search_nbest(self, batch, opts): ...    # ids in, [(ids, score), ...] out
+        def _decoding(self, opts, n_sentences): ...  # a context: the engine ready for one call
+
+Decoding options are the run's `decode` config section (`self.options`, a DecodeConfig); keyword
+arguments override any of its keys for one call. Sentences are sorted by length into batches
+(little padding) and put back in input order. Empty lines give empty lines. Input longer than the
+model accepts is cut to fit, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from translator.config import Config, DecodeConfig
+from translator.data.subword import Subword
+from translator.data.tokenization import Tokenizer, detokenize
+from translator.data.vocab import Vocab
+from translator.errors import InputError
+
+log = logging.getLogger("translator")
+
+
+class Pipeline:
+    """Text in, text out around an engine's search (the `_search*` methods subclasses give)."""
+
+    engine = "none"
+    parallel_batches = 1  # batches that may decode at once (the server's decoding threads)
+
+    def __init__(
+        self, model, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab, subword: Subword | None = None
+    ):
+        self.model, self.cfg = model, cfg
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self.tokenizer = Tokenizer(cfg.data.src_lang, cfg.data.lowercase)
+        self.subword = subword
+        self.options = cfg.decode  # the run's decoding options; each call may override them
+        # Room for <eos>; an ensemble's shortest member. No model: an engine that holds its own.
+        positions = cfg.model.max_positions if model is None else model.max_positions
+        self.max_source_tokens = positions - 1
+        # Where the model came from, when loaded from run dirs (`load`): said in reports.
+        self.run_dir: Path | None = None
+        self.weights: str | None = None
+        self.ensemble: list[Path] = []
+
+    def translate(self, texts: Sequence[str], progress: bool = False, **options) -> list[str]:
+        """The best translation of each text. `options` override the run's decoding options
+        (DecodeConfig: beam_size, length_penalty, max_len, batch_size, threads, ...)."""
+        opts = self.options.override(**options)
+        results = self._batched(texts, lambda ids: self._search(ids, opts), opts, progress)
+        return ["" if ids is None else self._detokenize(ids) for ids in results]
+
+    def translate_nbest(
+        self, texts: Sequence[str], progress: bool = False, **options
+    ) -> list[list[tuple[str, float]]]:
+        """The `nbest` best (translation, score) pairs of each text, best first; the beam is
+        widened to `nbest` when it is narrower."""
+        opts = self.options.override(**options)
+        opts = opts.override(beam_size=max(opts.nbest, opts.beam_size))
+        results = self._batched(texts, lambda ids: self._search_nbest(ids, opts), opts, progress)
+        return [
+            [] if hyps is None else [(self._detokenize(ids), score) for ids, score in hyps]
+            for hyps in results
+        ]
+
+    def _one_source(self, text: str, options: dict) -> tuple[DecodeConfig, list[int]]:
+        """The options and source ids of the one text an attention heatmap shows."""
+        opts = self.options.override(**options)
+        (ids,) = self._encode([text])
+        if not ids:
+            raise InputError("nothing to plot: the input is empty")
+        return opts, ids
+
+    def _search(self, batch: list[list[int]], opts: DecodeConfig) -> list[list[int]]:
+        """The best output ids of each source (ids without <eos>)."""
+        raise NotImplementedError
+
+    def _search_nbest(
+        self, batch: list[list[int]], opts: DecodeConfig
+    ) -> list[list[tuple[list[int], float]]]:
+        """The `opts.nbest` best (output ids, score) of each source, best first."""
+        raise NotImplementedError
+
+    def _decoding(self, opts: DecodeConfig, n_sentences: int):
+        """A context in which the engine decodes one call's batches."""
+        raise NotImplementedError
+
+    def _batched(self, texts: Sequence[str], decode, opts: DecodeConfig, progress: bool) -> list:
+        """Run `decode` on length-sorted batches of source ids; results in input order, None
+        for empty input."""
+        ids = self._encode(texts)
+        order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
+        results: list = [None] * len(texts)
+        size = self._chunk(opts)
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        with self._decoding(opts, len(order)):
+            for batch in _progress(batches, progress, len(order)):
+                for i, result in zip(batch, decode([ids[i] for i in batch])):
+                    results[i] = result
+        return results
+
+    def _chunk(self, opts: DecodeConfig) -> int:
+        """Sentences handed to the search at once: one batch."""
+        return opts.batch_size
+
+    def _detokenize(self, ids: list[int]) -> str:
+        return detokenize(self.tgt_vocab.decode(ids))
+
+    def source_pieces(self, texts: Sequence[str]) -> list[list[str]]:
+        """The tokens (or subword pieces) the model reads for each text, before the ids."""
+        tokens = self.tokenizer.tokenize(texts)
+        return tokens if self.subword is None else self.subword.segment(tokens)
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        limit = self.max_source_tokens
+        ids = [self.src_vocab.encode(t) for t in self.source_pieces(texts)]
+        too_long = sum(len(x) > limit for x in ids)
+        if too_long:
+            log.warning(
+                "%d input(s) longer than %d tokens were cut to fit the model", too_long, limit
+            )
+        return [x[:limit] for x in ids]
+
+
+SMALL_INPUT = 8  # sentences; fewer decode fastest on one thread (see translator._threads)
+
+
+def default_threads(requested: int | None, n_sentences: int) -> int | None:
+    """The threads to decode `n_sentences` with: `requested`, else one for a few sentences,
+    else None (the process's setting)."""
+    return requested or (1 if n_sentences <= SMALL_INPUT else None)
+
+
+def _progress(batches: list, enabled: bool, n_sentences: int):
+    if not enabled:
+        return batches
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=n_sentences,
+        unit="sent",
+        desc="translate",
+        leave=False,
+        disable=not sys.stderr.isatty(),
+    )  # no carriage-return frames in a log file
+
+    def walk():
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))
+        bar.close()
+
+    return walk()
