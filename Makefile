@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# The page test (tests/test_page.py) drives a real Chromium; it is skipped where none is installed,
+# The page test (tests/serving/test_page.py) drives a real Chromium; it is skipped where none is installed,
 # so a failed install here (no apt, no root, offline) only costs that one test.
 browser:
 	@command -v chromium >/dev/null || test -x /usr/bin/chromium || \

@@ -31,21 +31,21 @@ plant() {  # what the bug is, file, sed expression, the test that must fail
 
 plant "early stopping off" translator/training/schedule.py \
   's/if cfg.patience and state.bad_validations >= cfg.patience:/if False:/' \
-  tests/test_train.py::test_patience_stops_a_run_that_no_longer_improves
+  tests/training/test_trainer.py::test_patience_stops_a_run_that_no_longer_improves
 plant "a tie counts as a better validation" translator/training/schedule.py \
   's/improved = bleu > self.best_bleu/improved = bleu >= self.best_bleu/' \
-  tests/test_train.py::test_patience_counts_the_validations_since_the_best_and_a_tie_is_no_better
+  tests/training/test_trainer.py::test_patience_counts_the_validations_since_the_best_and_a_tie_is_no_better
 plant "the average is always kept" translator/training/checkpoints.py 's/kept = bleu >= best_bleu/kept = True/' \
-  tests/test_train.py::test_the_averaged_weights_are_kept_only_when_they_validate_better
+  tests/training/test_trainer.py::test_the_averaged_weights_are_kept_only_when_they_validate_better
 plant "the average is never kept" translator/training/checkpoints.py 's/kept = bleu >= best_bleu/kept = False/' \
-  tests/test_train.py::test_the_averaged_weights_are_kept_only_when_they_validate_better
+  tests/training/test_trainer.py::test_the_averaged_weights_are_kept_only_when_they_validate_better
 plant "accumulated gradients summed, not averaged" translator/training/optimizer_step.py \
   's|objective / (batch.n_tokens \* len(group))|objective / batch.n_tokens|' \
-  tests/test_train.py::test_accumulated_gradients_are_averaged_over_the_group
+  tests/training/test_trainer.py::test_accumulated_gradients_are_averaged_over_the_group
 plant "an ensemble of runs with different BPEs" translator/data/bundle.py \
   's/problems.append("BPE")/pass/' \
-  tests/test_ensemble.py::test_runs_with_the_same_vocabularies_but_another_bpe_are_refused
+  tests/decoding/test_ensemble.py::test_runs_with_the_same_vocabularies_but_another_bpe_are_refused
 plant "no cap on finished beam hypotheses" translator/decoding/search.py \
   's/ends \&= ends.cumsum(dim=1) <= (k - n_done).unsqueeze(1)/pass/' \
-  tests/test_decode.py::test_beam_search_equals_the_plain_reference_and_keeps_k_finished
+  tests/decoding/test_search.py::test_beam_search_equals_the_plain_reference_and_keeps_k_finished
 exit $missed

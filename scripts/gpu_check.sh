@@ -3,7 +3,7 @@
 #   1. installs the project with a CUDA build of PyTorch into .venv-gpu, or, with PYTHON set,
 #      uses that interpreter as it is (an offline GPU box with PyTorch already installed: the
 #      project then runs from this checkout through PYTHONPATH),
-#   2. runs the CUDA tests (tests/test_cuda.py; the DDP test runs on CPU in `make test`),
+#   2. runs the CUDA tests (tests/training/test_cuda.py; the DDP test runs on CPU in `make test`),
 #   3. times the training step in bf16 and fp32 (bench_train.py: tokens/s, peak GPU memory,
 #      model FLOPs utilisation against this GPU's measured peak),
 #   4. trains $CONFIG (in its own precision) for $MINUTES minutes, or until the config's own
@@ -37,7 +37,7 @@ fi
 
 echo "== CUDA tests"
 failed=""  # a failing test or benchmark is reported, and the training still runs
-"$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda.py || failed+=" CUDA-tests"
+"$PYTHON" -m pytest -q -p no:cacheprovider tests/training/test_cuda.py || failed+=" CUDA-tests"
 
 echo "== speed (bench_train.py, bf16 and fp32)"
 "$PYTHON" scripts/bench_train.py -c "$CONFIG" --precisions bf16 fp32 --steps 50 --warmup 10 \

@@ -115,6 +115,15 @@ def train_command(data_dir: Path, run: Path, *extra: str, options: tuple = ()) -
     return [*command, "--run-dir", str(run), "--no-progress", *options, *sets]
 
 
+def invoke(*args, input=None):
+    """`translator ARGS...` in this process, as a user types it (arguments become strings)."""
+    from typer.testing import CliRunner
+
+    from translator.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
 def assert_one_line_error(result, code: int, text: str) -> None:
     """A CLI result that failed as a user expects: exit `code`, one `error:` line on stderr
     holding `text`, no traceback."""

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import CONFIGS, TOY_BPE, toy_overrides
-from test_decode import EOS, SOS, TINY, VOCAB, random_model, random_src
+from test_search import EOS, SOS, TINY, VOCAB, random_model, random_src
 
 from translator.config import DecodeConfig, load_config
 from translator.decoding.ensemble import Ensemble

@@ -7,8 +7,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, REAL_DATA, requires_real_data, toy_pairs
-from test_cli import assert_one_line_error, invoke
+from conftest import (
+    CONFIGS,
+    REAL_DATA,
+    assert_one_line_error,
+    invoke,
+    requires_real_data,
+    toy_pairs,
+)
 
 from translator.config import load_config
 from translator.data.corpus import prepare

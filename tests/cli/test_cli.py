@@ -4,17 +4,15 @@ import json
 import shutil
 
 import pytest
-from conftest import REAL_DATA, assert_one_line_error, requires_real_data, toy_overrides
-from typer.testing import CliRunner
+from conftest import (
+    REAL_DATA,
+    assert_one_line_error,
+    invoke,
+    requires_real_data,
+    toy_overrides,
+)
 
-from translator.cli.main import app
 from translator.run_dir import latest_run
-
-runner = CliRunner()
-
-
-def invoke(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
 
 
 def sets(data_dir, *extra):
