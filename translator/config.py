@@ -121,6 +121,7 @@ class TrainConfig:
     max_epochs: int | None = 30
     max_minutes: float | None = None  # wall-clock budget for training
     log_every: int = 50  # steps between metrics.jsonl lines
+    tensorboard: bool = True  # also write TensorBoard events to RUN/tensorboard (rank 0)
     valid_every: int | None = None  # steps between validations; None: every epoch
     valid_max_sentences: int | None = None  # validate BLEU on a prefix of val; None: all
     patience: int | None = None  # stop after this many validations without a better BLEU
@@ -309,6 +310,17 @@ def config_to_dict(cfg: Config) -> dict:
         return value
 
     return plain(dataclasses.asdict(cfg))
+
+
+def flat_config(cfg: Config) -> dict:
+    """{"model.d_model": 256, ...}: every key of `cfg` by its dotted name (as `--set` takes it)."""
+    flat = {}
+    for section, keys in config_to_dict(cfg).items():
+        if isinstance(keys, dict):
+            flat.update({f"{section}.{key}": value for key, value in keys.items()})
+        else:
+            flat[section] = keys
+    return flat
 
 
 def dump_config(cfg: Config) -> str:

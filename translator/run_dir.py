@@ -9,10 +9,13 @@
       state.pt                         weights, optimizer, position, RNG: what --resume needs
       metrics.jsonl                    one JSON record per line: training, validation, averaging
       curves.png                       learning curves, redrawn at every validation
+      tensorboard/                     the same curves, validation samples and hparams (TensorBoard)
       checkpoints/step-NNNNNNN.safetensors   weights of the last train.average_checkpoints
                                              validations
       averaged.safetensors             their average (the end of training, `translator average`)
       init_from.json                   fine-tuned runs: the parent run, its weights' sha256
+      status.json                      training, complete, stopped (a signal) or failed; the pid
+      evaluations/                     each `evaluate`/`compare`: its outputs and scores (JSON)
       ct2/                             a CTranslate2 export (`translator export`)
 
     run = load_run(latest_run())       # config, vocabularies and the best model, ready to decode
@@ -29,7 +32,9 @@ import hashlib
 import json
 import os
 import re
+import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -48,7 +53,10 @@ BEST, LAST, STATE, METRICS, CURVES = (
     "curves.png",
 )
 CHECKPOINTS, AVERAGED = "checkpoints", "averaged.safetensors"
+TENSORBOARD = "tensorboard"  # TensorBoard event files (training/tensorboard.py)
 INIT_FROM = "init_from.json"
+STATUS = "status.json"  # training, complete, stopped or failed: what `translator runs` shows
+EVALUATIONS = "evaluations"  # what `evaluate` and `compare` scored (decoding/evaluations.py)
 _CHECKPOINT = re.compile(r"step-(\d+)\.safetensors")
 
 
@@ -124,6 +132,24 @@ def write_init_from(run_dir: Path, parent: Path) -> None:
         "val_bleu": best[0] if best else None,
     }
     atomic_write_text(Path(run_dir) / INIT_FROM, json.dumps(origin, indent=1) + "\n")
+
+
+def write_status(run_dir: Path, status: str, reason: str | None = None) -> None:
+    """status.json: where training stands (training, complete, stopped, failed), which process
+    trains (a `training` run whose process is gone was killed), and when it started."""
+    path = Path(run_dir) / STATUS
+    started = read_status(run_dir).get("started") or time.strftime("%Y-%m-%dT%H:%M:%S")
+    record = {"status": status, "reason": reason, "pid": os.getpid(), "host": socket.gethostname(),
+              "started": started, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def read_status(run_dir: Path) -> dict:
+    """What status.json says ({} for a run made before it existed, or a damaged file)."""
+    try:
+        return json.loads((Path(run_dir) / STATUS).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def read_init_from(run_dir: Path | None) -> dict | None:
@@ -209,3 +235,41 @@ def prune_checkpoints(path: Path, keep: int) -> None:
     paths = kept_checkpoints(path)
     for old in paths[: max(len(paths) - keep, 0)]:
         old.unlink(missing_ok=True)
+
+
+# -- evaluations/: what `evaluate` and `compare` decoded (keys: decoding/evaluations.py) ------
+
+
+def read_evaluation(run_dir: Path, key: str) -> tuple[dict, list[str]] | None:
+    """The record and hypotheses saved under `key`, or None (also for a damaged pair)."""
+    folder = Path(run_dir) / EVALUATIONS
+    try:
+        record = json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))
+        hyps = (folder / f"{key}.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    except (OSError, json.JSONDecodeError):
+        return None
+    return (record, hyps) if len(hyps) == record.get("n") else None
+
+
+def write_evaluation(run_dir: Path, key: str, record: dict, hypotheses: Sequence[str]) -> None:
+    """Write the hypotheses, then the record that points at them (both atomically)."""
+    folder = Path(run_dir) / EVALUATIONS
+    folder.mkdir(exist_ok=True)
+    atomic_write_text(
+        folder / f"{key}.txt", "".join(h.replace("\n", " ") + "\n" for h in hypotheses)
+    )
+    record = {**record, "key": key, "n": len(hypotheses),
+              "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    atomic_write_text(folder / f"{key}.json", json.dumps(record, indent=1) + "\n")
+
+
+def evaluation_records(run_dir: Path) -> list[dict]:
+    """Every evaluation record of a run, oldest first."""
+    records = []
+    for path in (Path(run_dir) / EVALUATIONS).glob("*.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        records.append(record)
+    return sorted(records, key=lambda r: r.get("recorded", ""))

@@ -219,7 +219,7 @@ def _setup_logging() -> None:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%X"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    for chatty in ("matplotlib", "PIL", "datasets", "filelock", "urllib3"):
+    for chatty in ("matplotlib", "PIL", "datasets", "filelock", "urllib3", "sacrebleu"):
         logging.getLogger(chatty).setLevel(logging.ERROR)  # e.g. "building the font cache"
 
 

@@ -164,17 +164,26 @@ def evaluate(
     ] = False,
     output: Annotated[Path | None, typer.Option(help="Save the hypotheses here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Decode again even when the run dir holds the outputs of this very request.",
+        ),
+    ] = False,
 ) -> None:
     """Translate a test set with a trained run and score it with sacreBLEU (cased, detokenized).
 
     A run trained on lowercased text (data.lowercase) is scored against lowercased references.
+    Each evaluation is recorded in the run dir (evaluations/: the outputs and a JSON record);
+    the same request again (sentences, decoding options, weights, engine) reuses its outputs.
     """
     from translator.data.multi30k import read_lines
-    from translator.data.sources import resolve_split
+    from translator.data.sources import read_split_texts, resolve_split
+    from translator.decoding import evaluations
     from translator.decoding.scoring import references_for, score
     from translator.decoding.translator import Translator
-    from translator.run_dir import read_init_from
-    from translator.training.finetune import read_split_texts
+    from translator.run_dir import EVALUATIONS, read_evaluation, read_init_from
 
     _check_decoding(beam, greedy, alpha, max_len, batch_size, threads)
     if (src is None) != (ref is None):
@@ -197,9 +206,14 @@ def evaluate(
         sources, refs = read_split_texts(translator.cfg, split)
         name = split if split.startswith("parent:") else resolve_split(translator.cfg, split)
     _warn_if_undertrained(translator)  # once the inputs are known good: errors stay one line
-    started = time.perf_counter()
-    hyps = translator.translate(sources, progress=not as_json)
-    seconds = time.perf_counter() - started
+    key = evaluations.output_key(translator, sources, opts)
+    found = None if no_cache else read_evaluation(translator.run_dir, key)
+    if found:
+        hyps, seconds = found[1], found[0]["seconds"]
+    else:
+        started = time.perf_counter()
+        hyps = translator.translate(sources, progress=not as_json)
+        seconds = time.perf_counter() - started
     result = score(
         hyps,
         references_for(refs, d.lowercase),
@@ -211,6 +225,7 @@ def evaluate(
         seconds=round(seconds, 2),
         sentences_per_s=round(len(hyps) / seconds, 1),
         split=name,
+        requested=str(src) if src is not None else split,  # `test`: the run's own test split
         beam=opts.beam_size,
         alpha=opts.length_penalty,
         decode=dataclasses.asdict(opts),
@@ -221,13 +236,18 @@ def evaluate(
         weights=translator.weights,
         ensemble=[str(path) for path in translator.ensemble],
         init_from=read_init_from(translator.run_dir),
+        reused=found is not None,
     )
+    _record(translator.run_dir, key, result, hyps)
     if output:
         _write_output(output, hyps)
     if as_json:
         typer.echo(json.dumps(result))
         return
     typer.echo(_what_decodes(translator))
+    if found:
+        typer.echo(f"the outputs of this request were recorded already: reused {EVALUATIONS}/"
+                   f"{key}.txt (--no-cache decodes again)")  # fmt: skip
     models = f", an ensemble of {result['models']} models" if result["models"] > 1 else ""
     typer.echo(
         f"{name}: {len(hyps)} sentences, beam {result['beam']}{models}, {seconds:.1f} s "
@@ -248,6 +268,16 @@ def evaluate(
         f"{bleu('bleu_tok_lc')}   tokenized, lowercased (Moses; the "
         "convention of the Multi30k papers, not comparable with the line above)"
     )
+
+
+def _record(run_dir, key: str, result: dict, hyps: list[str]) -> None:
+    """Keep the evaluation in the run dir; a run dir we may not write to only loses the record."""
+    from translator.run_dir import write_evaluation
+
+    try:
+        write_evaluation(run_dir, key, result, hyps)
+    except OSError as err:
+        typer.echo(f"warning: the evaluation was not recorded in {run_dir}: {err}", err=True)
 
 
 @app.command(

@@ -1,7 +1,7 @@
 """The `translator` executable: the Typer app with every command registered.
 
-    translator = "translator.cli.main:entry_point"     # pyproject.toml's [project.scripts]
-    from translator.cli.main import app                # typer.testing.CliRunner().invoke(app, ...)
+translator = "translator.cli.main:entry_point"     # pyproject.toml's [project.scripts]
+from translator.cli.main import app                # typer.testing.CliRunner().invoke(app, ...)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from translator.cli.app import app
 
 # Importing a command module registers its commands, in this order in `--help`.
 # isort: off
-from translator.cli import prepare, train, decoding, serving  # noqa: F401, E402
+from translator.cli import prepare, train, decoding, serving, experiments  # noqa: F401, E402
 # isort: on
 
 __all__ = ["app", "entry_point"]

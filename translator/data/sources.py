@@ -39,6 +39,7 @@ from translator.data.multi30k import (
     locate_splits,
     sha256_of,
 )
+from translator.run_dir import read_config
 
 TABLE_FORMATS = {  # extension -> datasets builder
     ".tsv": "csv",
@@ -341,3 +342,13 @@ def read_texts(cfg: Config, split: str) -> tuple[list[str], list[str]]:
         ds = load_split(cfg, split, Path(workdir))
         src, tgt = ds["src"], ds["tgt"]
     return [clean(s or "") for s in src], [clean(t or "") for t in tgt]
+
+
+def read_split_texts(cfg: Config, name: str) -> tuple[list[str], list[str]]:
+    """Sources and references of a split of `cfg`'s data (`test`, a name, a file), or with
+    `parent:NAME`, of a split of the data of the run `cfg` was initialised from."""
+    if name.startswith("parent:"):
+        if not cfg.train.init_from:
+            raise ConfigError(f"{name}: this run was not initialised from another (no init_from)")
+        cfg, name = read_config(Path(cfg.train.init_from)), name.removeprefix("parent:")
+    return read_texts(cfg, name)

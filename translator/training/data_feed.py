@@ -21,9 +21,9 @@ from translator import run_dir as rd
 from translator.config import Config
 from translator.data.batching import sampler_for
 from translator.data.corpus import prepare
+from translator.data.sources import read_split_texts
 from translator.data.vocab import Vocab
 from translator.decoding.scoring import references_for
-from translator.training.finetune import read_split_texts
 
 log = logging.getLogger("translator")
 

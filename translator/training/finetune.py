@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from translator import run_dir as rd
 from translator.config import (
     Config,
     ConfigError,
@@ -82,15 +81,3 @@ def training_config(
             return cfg
         init_from = Path(cfg.train.init_from)
     return init_from_config(path, overrides, init_from)
-
-
-def read_split_texts(cfg: Config, name: str) -> tuple[list[str], list[str]]:
-    """Sources and references of a split of `cfg`'s data (`test`, a name, a file), or with
-    `parent:NAME`, of a split of the data of the run `cfg` was initialised from."""
-    from translator.data.sources import read_texts
-
-    if name.startswith("parent:"):
-        if not cfg.train.init_from:
-            raise ConfigError(f"{name}: this run was not initialised from another (no init_from)")
-        cfg, name = rd.read_config(Path(cfg.train.init_from)), name.removeprefix("parent:")
-    return read_texts(cfg, name)

@@ -20,6 +20,7 @@ RESUMABLE_KEYS = (
     "max_epochs",
     "max_minutes",
     "log_every",
+    "tensorboard",
     "valid_every",
     "valid_max_sentences",
     "patience",

@@ -39,6 +39,7 @@ from translator.training.optimizer_step import NonfiniteSteps, OptimizerStep
 from translator.training.progress import Progress, StepWindow, log_start, log_validation
 from translator.training.schedule import TrainingState, finished, learning_rate
 from translator.training.signals import StopOnSignal
+from translator.training.tensorboard import TensorBoard
 from translator.training.validation import Validator
 
 log = logging.getLogger("translator")
@@ -54,6 +55,7 @@ class Trainer:
         self.nonfinite = NonfiniteSteps()  # NaN/inf steps are skipped; 10 in a row stop
         self.grad_norm = math.nan  # of the last step, before clipping
         self.history: list[dict] = []  # metrics.jsonl's records
+        self.board: TensorBoard | None = None  # metrics.jsonl's mirror for TensorBoard (rank 0)
         self.stopper = StopOnSignal()  # SIGINT or SIGTERM asks training to stop
         self.dist = Distributed()  # joined in setup()
         self._validated_step = -1
@@ -119,11 +121,20 @@ class Trainer:
             if self.resume and self._already_finished():
                 return self.run_dir
             return self._train()
+        except Exception as err:
+            if self.dist.is_main and (self.run_dir / rd.CONFIG).exists():
+                rd.write_status(self.run_dir, "failed", reason=str(err).splitlines()[0][:300])
+            raise
         finally:
+            if self.board:
+                self.board.close()
             self.dist.close()
 
     def _train(self) -> Path:
         log_start(self.cfg, self.n_params, self.device, self.amp_dtype, self.dist, self.run_dir)
+        if self.dist.is_main:  # (a resumed run that had finished changes nothing: not here)
+            rd.write_status(self.run_dir, "training")
+            self.board = TensorBoard.open(self.run_dir, self.cfg, self.state.step)
         self.model.train()
         with self.stopper:
             with Progress(self.progress, self.state.step) as bar:
@@ -131,6 +142,7 @@ class Trainer:
             if self.stop_signal:
                 if self.dist.is_main:
                     self._save_checkpoint(best=False)
+                    rd.write_status(self.run_dir, "stopped", reason=stop_reason)
                 log.warning(
                     "%s. Continue with: translator train --resume --run-dir %s",
                     stop_reason, self.run_dir,
@@ -180,6 +192,11 @@ class Trainer:
             self._validate_and_save()
         if self.cfg.train.average_checkpoints and self.dist.is_main:
             self.average_checkpoints()
+        if self.dist.is_main:
+            rd.write_status(self.run_dir, "complete", reason=stop_reason)
+            if self.board:
+                self.board.close(self.cfg, {"best_val_bleu": self.state.best_bleu})
+                self.board = None
         log.info(
             "stopped: %s. Best validation BLEU %.2f. Run dir: %s",
             stop_reason, self.state.best_bleu, self.run_dir,
@@ -269,6 +286,8 @@ class Trainer:
         record = {"step": state.step, "epoch": state.epoch, **scores,
                   "best_bleu": state.best_bleu, "elapsed_s": round(state.elapsed_s, 1)}  # fmt: skip
         self._record(record)
+        if self.board:
+            self.board.samples(state.step, self.validator.samples)
         log_validation(record, improved)
         self._save_checkpoint(best=improved, keep=self.cfg.train.average_checkpoints)
         plot_curves(self.history, self.run_dir / rd.CURVES)
@@ -276,6 +295,8 @@ class Trainer:
     def _record(self, record: dict) -> None:
         self.history.append(record)
         rd.append_metrics(self.run_dir, record)
+        if self.board:
+            self.board.record(record)
 
     # -- checkpoints -------------------------------------------------------------------------
 

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from translator.training.data_feed import TrainingData
 
 
+SAMPLES = 4  # validation sentences shown in TensorBoard at each validation
+
+
 class Validator:
     def __init__(
         self,
@@ -40,6 +43,8 @@ class Validator:
         self.pairs = data.valid_pairs  # ids, filtered to fit the model
         self.sources, self.references = data.valid_src, data.valid_refs
         self.keep_sets = data.keep_sets  # {"parent:valid": (sources, references)}
+        # (source, reference, output) of the first validation sentences, from the last bleu()
+        self.samples: list[tuple[str, str, str]] = []
 
     def measure(self) -> dict:
         """val_loss, val_ppl, val_bleu, keep_bleu (train.keep_eval) and the seconds it took."""
@@ -70,13 +75,15 @@ class Validator:
         return total / max(tokens, 1)
 
     def bleu(self) -> float:
-        return self._bleu(self.sources, self.references)
+        return self._bleu(self.sources, self.references, keep_samples=True)
 
     def keep_bleu(self) -> dict[str, float]:
         """The greedy BLEU of each train.keep_eval set, by its name."""
         return {name: self._bleu(*texts) for name, texts in self.keep_sets.items()}
 
-    def _bleu(self, sources: list[str], references: list[str]) -> float:
+    def _bleu(self, sources: list[str], references: list[str], keep_samples=False) -> float:
         with autocast(self.device, self.amp_dtype):
             hyps = self.translator.translate(sources, beam_size=1)
+        if keep_samples:
+            self.samples = list(zip(sources, references, hyps))[:SAMPLES]
         return score(hyps, references, literature=False)["bleu"]
