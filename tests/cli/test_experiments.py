@@ -180,3 +180,33 @@ def test_runs_lists_every_run_with_its_status(runs, toy_data, tmp_path, monkeypa
 
 def test_runs_rejects_an_unknown_sort_key(runs):
     assert_one_line_error(invoke("runs", runs, "--sort", "colour"), 1, "choose one of")
+
+
+def test_evaluate_records_what_it_scored_and_reuses_it(runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSLATOR_CACHE_DIR", str(runs.parent / "cache"))
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(runs / "a1"), str(run)], check=True)
+    first = invoke("evaluate", "--run", run, "--json", "--beam", "2")
+    assert first.exit_code == 0, first.output
+    scored = json.loads(first.stdout.strip().splitlines()[-1])
+    assert scored["reused"] is False
+    (record,) = rd.evaluation_records(run)
+    assert record["bleu"] == scored["bleu"] and record["decode"]["beam_size"] == 2
+    assert record["signature"].startswith("nrefs:1") and record["n"] == 40
+    outputs = run / rd.EVALUATIONS / f"{record['key']}.txt"
+    assert len(outputs.read_text(encoding="utf-8").splitlines()) == 40
+
+    again = json.loads(invoke("evaluate", "--run", run, "--json", "--beam", "2").stdout)
+    assert again["reused"] is True and again["bleu"] == scored["bleu"]
+    fresh = json.loads(
+        invoke("evaluate", "--run", run, "--json", "--beam", "2", "--no-cache").stdout
+    )
+    assert fresh["reused"] is False and fresh["bleu"] == scored["bleu"]
+    other = json.loads(invoke("evaluate", "--run", run, "--json", "--beam", "1").stdout)
+    assert other["reused"] is False  # other decoding options: other outputs
+    assert len(rd.evaluation_records(run)) == 2
+
+    # New weights (e.g. `translator average` into the best file) never reuse the old outputs.
+    (run / rd.BEST).write_bytes((runs / "b1" / rd.BEST).read_bytes())
+    changed = json.loads(invoke("evaluate", "--run", run, "--json", "--beam", "2").stdout)
+    assert changed["reused"] is False

@@ -280,40 +280,6 @@ def _record(run_dir, key: str, result: dict, hyps: list[str]) -> None:
         typer.echo(f"warning: the evaluation was not recorded in {run_dir}: {err}", err=True)
 
 
-@app.command(
-    epilog="Example: `translator average --last 5`, then `translator evaluate --bleu "
-    "--weights averaged.safetensors`"
-)
-@user_errors
-def average(
-    run: RunOpt = None,
-    last: Annotated[
-        int | None, typer.Option(help="Average the newest N kept checkpoints [default: all].")
-    ] = None,
-) -> None:
-    """Average a run's kept checkpoints into `averaged.safetensors` in the run dir.
-
-    Training keeps the weights of its last `train.average_checkpoints` validations under
-    `checkpoints/` (and averages them itself at the end); this command redoes it for any N.
-    """
-    from translator.model.weights import load_run, save_weights
-    from translator.run_dir import AVERAGED, RunError, kept_checkpoints, latest_run
-    from translator.training.checkpoints import average_into
-
-    _check_at_least_one(last=last)
-    loaded = load_run(run or latest_run())
-    paths = kept_checkpoints(loaded.path)
-    if not paths:
-        raise RunError(
-            f"{loaded.path} kept no checkpoints (train with --set train.average_checkpoints=10)"
-        )
-    paths = paths[-last:] if last else paths
-    average_into(loaded.model, paths)
-    save_weights(loaded.model, loaded.path / AVERAGED)
-    typer.echo(f"averaged {len(paths)} checkpoints ({paths[0].name} .. {paths[-1].name})")
-    typer.echo(f"wrote {loaded.path / AVERAGED}")
-
-
 def _read_input(path: Path | None) -> list[str]:
     from translator.data.multi30k import read_lines
 

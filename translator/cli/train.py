@@ -1,4 +1,4 @@
-"""`translator train`: one process, or several under torchrun."""
+"""`translator train` (one process, or several under torchrun) and `translator average`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 from translator.cli.app import (
     ConfigOpt,
     InitFromOpt,
+    RunOpt,
     SetOpt,
     _check_at_least_one,
     _fail,
@@ -110,3 +111,37 @@ def _torchrun(nproc: int, args: list[str]) -> int:
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:  # the workers got the Ctrl-C too, and save
         return 130
+
+
+@app.command(
+    epilog="Example: `translator average --last 5`, then `translator evaluate --bleu "
+    "--weights averaged.safetensors`"
+)
+@user_errors
+def average(
+    run: RunOpt = None,
+    last: Annotated[
+        int | None, typer.Option(help="Average the newest N kept checkpoints [default: all].")
+    ] = None,
+) -> None:
+    """Average a run's kept checkpoints into `averaged.safetensors` in the run dir.
+
+    Training keeps the weights of its last `train.average_checkpoints` validations under
+    `checkpoints/` (and averages them itself at the end); this command redoes it for any N.
+    """
+    from translator.model.weights import load_run, save_weights
+    from translator.run_dir import AVERAGED, RunError, kept_checkpoints, latest_run
+    from translator.training.checkpoints import average_into
+
+    _check_at_least_one(last=last)
+    loaded = load_run(run or latest_run())
+    paths = kept_checkpoints(loaded.path)
+    if not paths:
+        raise RunError(
+            f"{loaded.path} kept no checkpoints (train with --set train.average_checkpoints=10)"
+        )
+    paths = paths[-last:] if last else paths
+    average_into(loaded.model, paths)
+    save_weights(loaded.model, loaded.path / AVERAGED)
+    typer.echo(f"averaged {len(paths)} checkpoints ({paths[0].name} .. {paths[-1].name})")
+    typer.echo(f"wrote {loaded.path / AVERAGED}")
