@@ -1,8 +1,12 @@
 """Scoring: sacreBLEU figures, the Multi30k papers' tokenized lowercased BLEU, confidence."""
 
-import pytest
+import gzip
+from pathlib import Path
 
-from translator.decoding.scoring import score
+import pytest
+from conftest import REAL_DATA, requires_real_data
+
+from translator.decoding.scoring import moses_lowercased, score
 
 REFS = [
     "Ein Hund rennt durch den Schnee.",
@@ -45,3 +49,19 @@ def test_bleu_tokenizes_by_the_target_language():
     chinese = score(["我们爱猫。"], ["我们爱狗。"], tgt_lang="zh")
     assert "tok:zh" in chinese["signature"] and chinese["bleu"] > 0
     assert "tok:13a" in score(["Ein Hund."], ["Ein Hund."], tgt_lang="de")["signature"]
+
+
+@requires_real_data
+@pytest.mark.parametrize("split", ["val", "test_2016_flickr"])
+@pytest.mark.parametrize("lang", ["de", "en"])
+def test_the_papers_text_is_byte_identical_to_the_official_tokenized_files(split, lang):
+    official = Path(REAL_DATA).parent / "multi30k-tok" / f"{split}.lc.norm.tok.{lang}"
+    if not official.exists():
+        pytest.skip(f"the official tokenized files are not beside the data ({official})")
+    with gzip.open(Path(REAL_DATA) / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+        raw = f.read().splitlines()
+    ours = moses_lowercased(raw, lang)
+    theirs = official.read_text(encoding="utf-8").splitlines()
+    assert len(ours) == len(theirs)
+    different = [(i, a, b) for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+    assert not different, different[:3]

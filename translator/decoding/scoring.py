@@ -77,8 +77,18 @@ def references_for(references: Sequence[str], lowercased_model: bool) -> list[st
 
 
 def moses_lowercased(lines: Sequence[str], lang: str) -> list[str]:
-    """Lowercased, Moses-tokenized text: how the Multi30k papers prepare both sides for BLEU."""
-    from sacremoses import MosesTokenizer
+    """Text as the Multi30k papers score it, made exactly as the dataset's official tokenized
+    files (data/task1/tok/*.lc.norm.tok.*): lowercase, then Moses' normalize-punctuation.perl
+    -l LANG, then tokenizer.perl -l LANG (escaping on, no -a). Byte-identical to the official
+    val and test2016 files from the raw ones (tests/decoding/test_scoring.py).
 
-    moses = MosesTokenizer(lang=lang)
-    return [moses.tokenize(line.lower(), escape=False, return_str=True) for line in lines]
+    The perl script reads each line with its newline, and one of its rules (a period before a
+    closing quote) only fires when something follows the quote: so the newline goes in too."""
+    from sacremoses import MosesPunctNormalizer, MosesTokenizer
+
+    normalizer, moses = MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang)
+    return [
+        moses.tokenize(normalizer.normalize(line.lower() + "\n").rstrip("\n"), escape=True,
+                       return_str=True, aggressive_dash_splits=False)
+        for line in lines
+    ]  # fmt: skip
