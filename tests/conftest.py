@@ -5,7 +5,10 @@ from __future__ import annotations
 import gzip
 import os
 import random
+import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -149,3 +152,51 @@ requires_real_data = pytest.mark.skipif(
     not REAL_DATA or not Path(REAL_DATA, "train.en.gz").exists(),
     reason="set TRANSLATOR_DATA_DIR to the Multi30k folder to run this test",
 )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(run: Path, env: dict, *options: str, startup_s: float = 60):
+    """`translator serve --run RUN OPTIONS` on a free local port, until the block ends: its
+    base URL. Fails the test with the server's output if it exits or never answers /health."""
+    import urllib.request
+
+    port = free_port()
+    log = run.parent / f"serve-{port}.log"
+    command = [sys.executable, "-m", "translator", "serve", "--run", str(run)]
+    command += ["--host", "127.0.0.1", "--port", str(port), *options]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if process.poll() is not None:
+                output = log.read_text(errors="replace")
+                pytest.fail(f"translator serve exited with {process.returncode}:\n{output}")
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                output = log.read_text(errors="replace")
+                pytest.fail(f"translator serve: no 200 from /health in {startup_s} s:\n{output}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -9,16 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, toy_overrides, toy_pairs, write_split
+from conftest import ROOT, served, toy_overrides, toy_pairs, write_split
 from typer.testing import CliRunner
 
 from translator.cli.main import app
@@ -34,14 +30,6 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser (make browser installs one)"),
     pytest.mark.skipif(sync_playwright is None, reason="the playwright package is not installed"),
 ]
-
-STARTUP_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -75,40 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         assert result.exit_code == 0, result.output
         run = latest_run(root / "runs")
 
-    port = free_port()
-    log = root / "serve.log"
-    command = [sys.executable, "-m", "translator", "serve", "--run", str(run)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                output = log.read_text(errors="replace")
-                pytest.fail(f"translator serve exited with {process.returncode}:\n{output}")
-            try:
-                if get(base + "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                output = log.read_text(errors="replace")
-                pytest.fail(
-                    f"translator serve: no 200 from /health in {STARTUP_TIMEOUT_S} s:\n{output}"
-                )
-            time.sleep(0.2)
+    with served(run, env) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def check_page(base: str, screenshots: list[Path]) -> None:

@@ -140,12 +140,21 @@ def serve(
     max_chars: Annotated[int, typer.Option(help="Characters per sentence (422).")] = 1000,
     max_body_bytes: Annotated[int, typer.Option(help="Request body size (413).")] = 1_000_000,
     timeout: Annotated[float, typer.Option(help="Seconds per request (504).")] = 30.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Require this api_key on the LibreTranslate endpoints (403 without); by "
+            "default a key is accepted and ignored. Also $TRANSLATOR_API_KEY.",
+            envvar="TRANSLATOR_API_KEY",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve a run: an HTTP API, the LibreTranslate API, and a web page at /.
 
-    POST /v1/translate, GET /v1/info, GET /health; POST /translate and GET /languages as
-    LibreTranslate has them, so its clients work unchanged. Concurrent requests are decoded
-    together in batches.
+    POST /v1/translate, GET /v1/info, GET /health; POST /translate, /detect, GET /languages and
+    /frontend/settings as LibreTranslate has them (JSON or form bodies), so its clients work
+    unchanged. Concurrent requests are decoded together in batches.
     """
     import uvicorn
 
@@ -172,7 +181,7 @@ def serve(
         translator.options = translator.options.override(threads=1)
     settings = ServeSettings(
         max_body_bytes=max_body_bytes, max_sentences=max_sentences, max_chars=max_chars,
-        timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+        timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms, api_key=api_key,
     )  # fmt: skip
     app = create_app(translator, settings)
     typer.echo(_what_decodes(translator))

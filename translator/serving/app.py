@@ -7,8 +7,8 @@ Endpoints:
     POST /v1/translate   {"text": str | [str], "beam_size", "alpha", "nbest", "attention"}
     GET  /v1/info        the run, the model, its vocabularies, val BLEU, engine, limits
     GET  /health
-    POST /translate      LibreTranslate's API ({"q", "source", "target", "format",
-    GET  /languages       "alternatives"} -> {"translatedText", "alternatives"})
+    POST /translate      LibreTranslate's API (serving/libretranslate.py: also /detect,
+    GET  /languages       /frontend/settings; JSON or form bodies)
     GET  /               the page (translator/web), served from here: it works offline
 
 The model is loaded once. Requests' sentences are queued and decoded together (`Batcher`): a
@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Annotated
 
 from translator.serving.documents import Document, sentencizer
+from translator.serving.errors import ServeError
+from translator.serving.libretranslate import add_libretranslate_routes, check_unicode
 from translator.serving.queue import Batcher
 
 log = logging.getLogger("translator")
 
 WEB = Path(__file__).resolve().parent / "web"
-LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech", "es": "Spanish"}
+DRAIN_BYTES = 64_000_000  # an oversized body is read (and dropped) up to this, to answer 413
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,7 @@ class ServeSettings:
     batch_wait_ms: float = 5.0  # how long a batch waits for more requests
     max_beam: int = 10
     max_nbest: int = 5
-
-
-class ServeError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
+    api_key: str | None = None  # required by the LibreTranslate endpoints when set (403)
 
 
 def _request_models():
@@ -69,15 +66,7 @@ def _request_models():
         nbest: int = Field(1, ge=1)
         attention: bool = False
 
-    class LibreRequest(BaseModel):
-        model_config = ConfigDict(extra="ignore")  # api_key and the like
-        q: Texts
-        source: str = "auto"
-        target: str | None = None
-        format: str = "text"
-        alternatives: int = Field(0, ge=0)
-
-    return TranslateRequest, LibreRequest
+    return TranslateRequest
 
 
 def create_app(translator, settings: ServeSettings | None = None):
@@ -90,7 +79,7 @@ def create_app(translator, settings: ServeSettings | None = None):
     from starlette.exceptions import HTTPException
 
     settings = settings or ServeSettings()
-    TranslateRequest, LibreRequest = _request_models()
+    TranslateRequest = _request_models()
     cfg = translator.cfg
     src_lang, tgt_lang = cfg.data.src_lang, cfg.data.tgt_lang
     nlp = sentencizer(src_lang)
@@ -154,7 +143,14 @@ def create_app(translator, settings: ServeSettings | None = None):
     async def limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return error(413, f"the body is over {settings.max_body_bytes:,} bytes")
+            # Read what the client sends (up to a bound) before answering: a client still
+            # writing when the server closes gets a connection reset, not this 413.
+            if length.isdigit() and int(length) <= DRAIN_BYTES:
+                async for _ in request.stream():
+                    pass
+            answer = error(413, f"the body is over {settings.max_body_bytes:,} bytes")
+            answer.headers["Connection"] = "close"
+            return answer
         if length is None and request.method == "POST":
             body = await request.body()  # a chunked body has no length to check first
             if len(body) > settings.max_body_bytes:
@@ -162,6 +158,7 @@ def create_app(translator, settings: ServeSettings | None = None):
         return await call_next(request)
 
     def split_texts(texts: list[str]) -> list[Document]:
+        check_unicode(texts)
         documents = []
         for text in texts:
             if not text.strip():
@@ -263,45 +260,7 @@ def create_app(translator, settings: ServeSettings | None = None):
     async def health():
         return {"status": "ok"}
 
-    @app.post("/translate")
-    async def translate_libre(request: LibreRequest):
-        if request.source not in ("auto", src_lang) or request.target not in (None, tgt_lang):
-            raise ServeError(
-                400,
-                f"this model translates {src_lang} to {tgt_lang}, "
-                f"not {request.source} to {request.target}",
-            )
-        if request.format != "text":
-            raise ServeError(400, f"format {request.format!r} is not supported: use text")
-        texts = [request.q] if isinstance(request.q, str) else request.q
-        if not texts:
-            raise ServeError(400, "q is an empty list")
-        if request.alternatives >= settings.max_nbest:
-            raise ServeError(400, f"alternatives must be below {settings.max_nbest}")
-        n = 1 + request.alternatives
-        beam, alpha = translator.options.beam_size, translator.options.length_penalty
-        translated, alternatives = [], []
-        try:
-            async for _, ranked in translate_documents(texts, max(beam, n), alpha, n):
-                translated.append(ranked[0][0])
-                alternatives.append([t for t, _ in ranked[1:]])
-        except ServeError as err:  # LibreTranslate answers input errors with 400
-            raise ServeError(400 if err.status == 422 else err.status, err.message) from None
-        single = isinstance(request.q, str)
-        body: dict = {"translatedText": translated[0] if single else translated}
-        if request.alternatives:
-            body["alternatives"] = alternatives[0] if single else alternatives
-        return body
-
-    @app.get("/languages")
-    async def languages():
-        def name(code: str) -> str:
-            return LANGUAGE_NAMES.get(code, code)
-
-        return [
-            {"code": src_lang, "name": name(src_lang), "targets": [tgt_lang]},
-            {"code": tgt_lang, "name": name(tgt_lang), "targets": []},
-        ]
+    add_libretranslate_routes(app, translator, settings, translate_documents)
 
     if (WEB / "index.html").exists():
         app.mount("/static", StaticFiles(directory=WEB), name="static")
