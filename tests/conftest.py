@@ -58,14 +58,18 @@ def write_split(folder: Path, split: str, pairs: list[tuple[str, str]]) -> None:
             f.writelines(pair[column] + "\n" for pair in pairs)
 
 
-@pytest.fixture
-def toy_data(tmp_path: Path) -> Path:
-    folder = tmp_path / "toy_multi30k"
-    folder.mkdir()
+def write_toy_corpus(folder: Path) -> Path:
+    """The toy corpus in Multi30k's layout: 400 training pairs, 40 for val and for test."""
+    folder.mkdir(parents=True, exist_ok=True)
     write_split(folder, "train", toy_pairs(400, seed=1))
     write_split(folder, "val", toy_pairs(40, seed=2))
     write_split(folder, "test_2016_flickr", toy_pairs(40, seed=3))
     return folder
+
+
+@pytest.fixture
+def toy_data(tmp_path: Path) -> Path:
+    return write_toy_corpus(tmp_path / "toy_multi30k")
 
 
 @pytest.fixture(autouse=True, scope="session")

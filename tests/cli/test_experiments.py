@@ -5,13 +5,21 @@ bad request."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import assert_one_line_error, invoke, tiny, toy_pairs, train_command, write_split
+from conftest import (
+    assert_one_line_error,
+    invoke,
+    tiny,
+    toy_pairs,
+    train_command,
+    write_toy_corpus,
+)
 
 from translator import run_dir as rd
 from translator.training.trainer import Trainer
@@ -21,11 +29,7 @@ from translator.training.trainer import Trainer
 def runs(tmp_path_factory):
     """Four tiny runs on one toy corpus: a1, a2 (seeds of one recipe) and b1, b2 (another)."""
     root = tmp_path_factory.mktemp("experiments")
-    data = root / "toy"
-    data.mkdir()
-    write_split(data, "train", toy_pairs(400, seed=1))
-    write_split(data, "val", toy_pairs(40, seed=2))
-    write_split(data, "test_2016_flickr", toy_pairs(40, seed=3))
+    data = write_toy_corpus(root / "toy")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRANSLATOR_CACHE_DIR", str(root / "cache"))
         for name, steps, seed in (("a1", 20, 1), ("a2", 20, 2), ("b1", 60, 1), ("b2", 60, 2)):
@@ -186,6 +190,7 @@ def test_evaluate_records_what_it_scored_and_reuses_it(runs, tmp_path, monkeypat
     monkeypatch.setenv("TRANSLATOR_CACHE_DIR", str(runs.parent / "cache"))
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(runs / "a1"), str(run)], check=True)
+    shutil.rmtree(run / rd.EVALUATIONS, ignore_errors=True)  # what compare recorded there
     first = invoke("evaluate", "--run", run, "--json", "--beam", "2")
     assert first.exit_code == 0, first.output
     scored = json.loads(first.stdout.strip().splitlines()[-1])

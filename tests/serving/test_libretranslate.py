@@ -9,7 +9,7 @@ import urllib.parse
 
 import httpx
 import pytest
-from conftest import served, tiny, toy_pairs, write_split
+from conftest import served, tiny, write_toy_corpus
 from libretranslate_aio import AsyncLibreTranslate, LibreTranslate
 from libretranslate_aio.exceptions import BadRequestError, ForbiddenError
 from libretranslatepy import LibreTranslateAPI
@@ -21,11 +21,7 @@ from translator.training.trainer import Trainer
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("libre")
-    data = root / "toy"
-    data.mkdir()
-    write_split(data, "train", toy_pairs(400, seed=1))
-    write_split(data, "val", toy_pairs(40, seed=2))
-    write_split(data, "test_2016_flickr", toy_pairs(40, seed=3))
+    data = write_toy_corpus(root / "toy")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRANSLATOR_CACHE_DIR", str(root / "cache"))
         cfg = tiny(data, "train.max_steps=60", "model.d_model=64", "model.d_ff=128")

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, served, toy_overrides, toy_pairs, write_split
+from conftest import ROOT, served, toy_overrides, write_toy_corpus
 from typer.testing import CliRunner
 
 from translator.cli.main import app
@@ -44,11 +44,7 @@ def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
 def server(tmp_path_factory: pytest.TempPathFactory):
     """A tiny run trained on the toy corpus, served by `translator serve` on a free local port."""
     root = tmp_path_factory.mktemp("page")
-    data = root / "toy_multi30k"
-    data.mkdir()
-    write_split(data, "train", toy_pairs(400, seed=1))
-    write_split(data, "val", toy_pairs(40, seed=2))
-    write_split(data, "test_2016_flickr", toy_pairs(40, seed=3))
+    data = write_toy_corpus(root / "toy_multi30k")
     env = {
         "TRANSLATOR_CACHE_DIR": str(root / "cache"),
         "TRANSLATOR_RUNS_DIR": str(root / "runs"),

@@ -26,7 +26,13 @@ from translator.cli.app import (
 )
 @user_errors
 def runs(
-    folder: Annotated[Path, typer.Argument(help="The folder of run dirs.")] = Path("runs"),
+    folder: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The folder of run dirs [default: runs, or $TRANSLATOR_RUNS_DIR].",
+            show_default=False,
+        ),
+    ] = None,
     sort: Annotated[
         str | None,
         typer.Option(help="Sort by a column: val_bleu, test_bleu, started, steps, name, ..."),
@@ -39,8 +45,10 @@ def runs(
     Status: training (its process is alive), complete, stopped (by a signal; resumable),
     failed, incomplete (killed; resumable), unrecorded (older runs).
     """
+    from translator.run_dir import runs_root
     from translator.run_table import run_rows, sort_rows
 
+    folder = folder or runs_root()
     rows = run_rows(folder)
     rows = sort_rows(rows, sort) if sort else sorted(rows, key=lambda r: r.get("started") or "")
     if as_json:

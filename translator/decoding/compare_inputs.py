@@ -68,19 +68,22 @@ def texts_to_compare(paths, cfgs, split: str, src: Path | None = None, ref: Path
         return sources, refs, str(src)
     texts = {}
     for path, cfg in zip(paths, cfgs):
-        data = dataclasses.astuple(cfg.data)
+        data = _data_key(cfg)
         if data not in texts:  # runs of one data config share one read
             try:
                 texts[data] = read_split_texts(cfg, split)
             except (ConfigError, InputError, OSError) as err:
-                raise InputError(
-                    f"{path}: no split {split!r} ({str(err).splitlines()[0]})"
-                ) from None
-        if texts[data][0] != texts[dataclasses.astuple(cfgs[0].data)][0]:
+                why = str(err).splitlines()[0]
+                raise InputError(f"{path}: no split {split!r} ({why})") from None
+        if texts[data][0] != texts[_data_key(cfgs[0])][0]:
             raise InputError(f"{path}'s {split} split holds other sentences than {paths[0]}'s")
-    sources, refs = texts[dataclasses.astuple(cfgs[0].data)]
+    sources, refs = texts[_data_key(cfgs[0])]
     name = split if split.startswith("parent:") else resolve_split(cfgs[0], split)
     return sources, references_for(refs, cfgs[0].data.lowercase), name
+
+
+def _data_key(cfg: Config) -> str:
+    return json.dumps(dataclasses.asdict(cfg.data), sort_keys=True, default=str)
 
 
 def outputs_of(paths, cfgs, sources, refs, name: str, flags: dict, no_cache=False, quiet=False):
@@ -131,8 +134,7 @@ def train_word_counts(path: Path, cfg: Config) -> Counter | None:
     """How often each word occurs in the run's training targets (cached in the run dir)."""
     from translator.data.sources import read_texts
 
-    data = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True, default=str)
-    digest = evaluations.text_sha256([data])[:12]
+    digest = evaluations.text_sha256([_data_key(cfg)])[:12]
     cache = path / rd.EVALUATIONS / f"train-words-{digest}.counts"
     try:
         return Counter(json.loads(cache.read_text(encoding="utf-8")))
