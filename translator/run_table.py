@@ -61,8 +61,10 @@ def run_row(path: Path) -> dict:
     except rd.RunError as err:
         return {**row, "status": "damaged", "error": str(err)}
     history = rd.read_metrics(path)
-    steps = [r for r in history if "step" in r]
-    last = steps[-1] if steps else {}
+
+    def latest(key: str):  # the end of training's records (averaging) lack some keys
+        return next((r[key] for r in reversed(history) if key in r), None)
+
     best = [r.get("best_bleu", r.get("val_bleu")) for r in history]
     best = [b for b in best if b is not None]
     parent = rd.read_init_from(path)
@@ -72,9 +74,9 @@ def run_row(path: Path) -> dict:
         config=cfg.name,
         changes=config_changes(cfg),
         parent=Path(parent["run"]).name if parent else None,
-        steps=last.get("step"),
-        epochs=last.get("epoch"),
-        minutes=round(last["elapsed_s"] / 60, 1) if "elapsed_s" in last else None,
+        steps=latest("step"),
+        epochs=latest("epoch"),
+        minutes=round(latest("elapsed_s") / 60, 1) if latest("elapsed_s") is not None else None,
         parameters=parameters(path),
         val_bleu=max(best) if best else None,
         test_bleu=latest_test_bleu(path, cfg),
