@@ -213,6 +213,41 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(toy_data, tmp_path):
     assert steps == sorted(steps) and steps[-1] == 16
 
 
+def test_resume_without_the_prepared_cache_uses_the_runs_own_bpe_and_continues_exactly(
+    toy_data, tmp_path, monkeypatch
+):
+    """The cache is a speed-up, not the source of truth: with it gone, a resumed run numbers
+    the corpus with its own saved BPE and vocabularies (learning nothing) and ends bit-identical
+    to a run that never stopped."""
+    settings = (*TOY_BPE, "model.dropout=0.1", "train.log_every=4", "train.valid_every=1000")
+    straight = Trainer(tiny(toy_data, *settings, "train.max_steps=16"), tmp_path / "straight",
+                       progress=False).train()  # fmt: skip
+    split = Trainer(tiny(toy_data, *settings, "train.max_steps=8"), tmp_path / "split",
+                    progress=False).train()  # fmt: skip
+    shutil.rmtree(tmp_path / "cache")  # another machine, a cleaned ~/.cache, a format bump
+
+    def no_learning(*args, **kwargs):
+        raise AssertionError("resume learned a BPE instead of using the run's own")
+
+    monkeypatch.setattr("translator.data.subword.Subword.train", no_learning)
+    resumed = resume_config(split, ["train.max_steps=16"])
+    Trainer(resumed, run_dir=split, resume=True, progress=False).train()
+    a, b = load_file(straight / rd.LAST), load_file(split / rd.LAST)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_without_the_cache_of_a_run_with_separate_bpes_is_one_clear_refusal(
+    toy_data, tmp_path
+):
+    separate = ("vocab.kind=bpe", "vocab.bpe_size=300", "vocab.joint=false", "train.max_steps=2")
+    run = Trainer(tiny(toy_data, *separate), tmp_path / "r", progress=False).train()
+    shutil.rmtree(tmp_path / "cache")
+    resumed = resume_config(run, ["train.max_steps=4"])
+    with pytest.raises(rd.RunError, match="keeps only its source-side BPE"):
+        Trainer(resumed, run_dir=run, resume=True, progress=False).train()
+
+
 def test_a_resumed_run_may_not_change_its_model(toy_data, tmp_path):
     run = Trainer(
         tiny(toy_data, "train.max_steps=2"), run_dir=tmp_path / "r", progress=False

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from translator.config import Config
+from translator.data.bundle import check_parent, read_bundle
 from translator.data.multi30k import user_cache_dir
 from translator.data.preparation import (
     FORMAT_VERSION,
@@ -43,6 +44,7 @@ from translator.data.sources import ensure_available, fingerprint
 from translator.data.subword import Subword
 from translator.data.vocab import Vocab
 from translator.data.vocab_learning import TGT_SUBWORD_FILE
+from translator.run_dir import RunError
 
 log = logging.getLogger(__name__)
 
@@ -147,24 +149,54 @@ def cache_root(cfg: Config) -> Path:
     return Path(chosen).expanduser() if chosen else user_cache_dir() / "prepared"
 
 
-def prepare(cfg: Config) -> Corpus:
-    """Open the cached corpus for `cfg`, building it first when missing."""
+def prepare(cfg: Config, numbered_as: Path | None = None) -> Corpus:
+    """Open the cached corpus for `cfg`, building it first when missing.
+
+    `numbered_as`: a run dir (a resumed run's own) whose vocabularies and BPE the ids must be:
+    the cache is used when it gives exactly those; otherwise the corpus is built with the run's
+    files, never with newly learned ones, so a run continues without the cache that made it."""
     check_languages(cfg)
     ensure_available(cfg, list(split_stems(cfg)))
     given = _parent_vocabulary(cfg)
     folder = cache_root(cfg) / _cache_key(cfg, given)
     if (folder / "meta.json").exists():
-        return _load(folder, cached=True)
+        corpus = _load(folder, cached=True)
+        if numbered_as is None or _numbers_like(corpus, read_bundle(numbered_as)):
+            return corpus
+    if numbered_as is not None:
+        given = _own_vocabulary(numbered_as)
+        folder = cache_root(cfg) / _cache_key(cfg, given)
+        if (folder / "meta.json").exists():
+            return _load(folder, cached=True)
+        log.info("building the corpus with the vocabularies and BPE of %s", numbered_as)
     build(cfg, folder, log=log.info, given=given)
     return _load(folder, cached=False)
+
+
+def _numbers_like(corpus: Corpus, run) -> bool:
+    """Whether `corpus` gives the ids `run` (a bundle) was trained with."""
+    bpe = run.subword.to_str() if run.subword else None
+    ours = corpus.subword.to_str() if corpus.subword else None
+    return (corpus.src_vocab, corpus.tgt_vocab, ours) == (run.src_vocab, run.tgt_vocab, bpe)
+
+
+def _own_vocabulary(run_dir: Path):
+    """A run's bundle, to number its corpus with; refused where the run dir lacks a side."""
+    run = read_bundle(run_dir)
+    v = run.cfg.vocab
+    if v.kind == "bpe" and (not v.joint or v.bpe_dropout):
+        raise RunError(
+            f"the prepared corpus of {run_dir} is gone and the run dir keeps only its "
+            "source-side BPE (separate BPEs or BPE-dropout): it cannot be rebuilt from the run's "
+            "files; prepare with the same data and settings, or restore the cache"
+        )
+    return run
 
 
 def _parent_vocabulary(cfg: Config):
     """With train.init_from: that run's bundle, whose BPE and vocabularies number this corpus."""
     if not cfg.train.init_from:
         return None
-    from translator.data.bundle import check_parent
-
     return check_parent(Path(cfg.train.init_from))
 
 

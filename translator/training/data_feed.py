@@ -29,10 +29,10 @@ log = logging.getLogger("translator")
 
 
 class TrainingData:
-    def __init__(self, cfg: Config, dist) -> None:
+    def __init__(self, cfg: Config, dist, resumed: Path | None = None) -> None:
         d = cfg.data
         self.cfg, self.dist = cfg, dist
-        self.corpus = prepare(cfg)
+        self.corpus = prepare(cfg, numbered_as=resumed)  # a resumed run: its own vocabularies
         self.src_vocab, self.tgt_vocab = self.corpus.src_vocab, self.corpus.tgt_vocab
         self.subword = self.corpus.subword
         self.replay_pairs = self._replay_pairs() if d.replay else None
@@ -44,12 +44,12 @@ class TrainingData:
         self.keep_sets = {name: self._texts(name) for name in cfg.train.keep_eval}
 
     @classmethod
-    def on_every_rank(cls, cfg: Config, dist) -> TrainingData:
+    def on_every_rank(cls, cfg: Config, dist, resumed: Path | None = None) -> TrainingData:
         """Rank 0 builds the cache (once), which the other ranks load after it."""
         if dist.is_main:
-            data = cls(cfg, dist)
+            data = cls(cfg, dist, resumed)
         dist.barrier()
-        return data if dist.is_main else cls(cfg, dist)
+        return data if dist.is_main else cls(cfg, dist, resumed)
 
     def _texts(self, name: str) -> tuple[list[str], list[str]]:
         """The sources and references a validation scores BLEU on, at most valid_max_sentences:

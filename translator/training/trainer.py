@@ -84,7 +84,9 @@ class Trainer:
         self.amp_dtype = resolve_precision(t.precision, self.device)
         if self.dist.is_main:
             rd.check_writable(self.run_dir)
-        self.data = TrainingData.on_every_rank(self.cfg, self.dist)
+        self.data = TrainingData.on_every_rank(
+            self.cfg, self.dist, self.run_dir if self.resume else None
+        )
         if self.resume:
             self.data.check_same_vocabularies(self.run_dir)
         self._setup_model()
