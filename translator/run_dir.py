@@ -45,6 +45,7 @@ from translator.files import atomic_write_text
 
 CONFIG, SRC_VOCAB, TGT_VOCAB = "config.yaml", "vocab.src.json", "vocab.tgt.json"
 SUBWORD = "subword.json"
+TGT_SUBWORD = "subword.tgt.json"  # separate BPEs (vocab.joint: false): the target side's
 BEST, LAST, STATE, METRICS, CURVES = (
     "model.safetensors",
     "last.safetensors",

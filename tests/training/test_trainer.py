@@ -10,9 +10,12 @@ from safetensors.torch import load_file
 
 from translator import run_dir as rd
 from translator.config import ConfigError, load_config
-from translator.data.corpus import Corpus
+from translator.data.bundle import check_parent, read_bundle
+from translator.data.corpus import Corpus, prepare
+from translator.data.subword import Subword
 from translator.device import resolve_precision
 from translator.model.loss import sequence_loss
+from translator.training.finetune import init_from_config
 from translator.training.resume import resume_config
 from translator.training.schedule import (
     TrainingState,
@@ -237,15 +240,38 @@ def test_resume_without_the_prepared_cache_uses_the_runs_own_bpe_and_continues_e
         assert torch.equal(a[name], b[name]), name
 
 
-def test_resume_without_the_cache_of_a_run_with_separate_bpes_is_one_clear_refusal(
-    toy_data, tmp_path
+def test_a_run_with_separate_bpes_keeps_both_and_resumes_and_fine_tunes_from_them(
+    toy_data, tmp_path, monkeypatch
 ):
     separate = ("vocab.kind=bpe", "vocab.bpe_size=300", "vocab.joint=false", "train.max_steps=2")
     run = Trainer(tiny(toy_data, *separate), tmp_path / "r", progress=False).train()
+    bundle = read_bundle(run)
+    assert (run / rd.TGT_SUBWORD).exists() and bundle.tgt_subword is not None
+    assert bundle.tgt_subword.to_str() != bundle.subword.to_str()  # learned on German text
     shutil.rmtree(tmp_path / "cache")
+    learned = Subword.train  # from here on, nothing may be learned again
+
+    def no_learning(*args, **kwargs):
+        raise AssertionError("a BPE was learned instead of using the run's own")
+
+    monkeypatch.setattr(Subword, "train", no_learning)
     resumed = resume_config(run, ["train.max_steps=4"])
-    with pytest.raises(rd.RunError, match="keeps only its source-side BPE"):
-        Trainer(resumed, run_dir=run, resume=True, progress=False).train()
+    Trainer(resumed, run_dir=run, resume=True, progress=False).train()
+    child = init_from_config(
+        CONFIGS / "tiny.yaml", toy_overrides(toy_data, "train.max_steps=2"), run
+    )
+    corpus = prepare(child)
+    assert corpus.tgt_subword.to_str() == bundle.tgt_subword.to_str()
+    assert corpus.src_vocab == bundle.src_vocab and corpus.tgt_vocab == bundle.tgt_vocab
+
+    # A run dir from before both sides were kept: one clear line where the target side is needed.
+    monkeypatch.setattr(Subword, "train", learned)
+    (run / rd.TGT_SUBWORD).unlink()
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(rd.RunError, match="lacks the target side's BPE"):
+        Trainer(resume_config(run, ["train.max_steps=6"]), run, resume=True, progress=False).train()
+    with pytest.raises(rd.RunError, match="keeps only the source's"):
+        check_parent(run)
 
 
 def test_a_resumed_run_may_not_change_its_model(toy_data, tmp_path):

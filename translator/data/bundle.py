@@ -18,7 +18,15 @@ from translator.config import Config, dump_config
 from translator.data.subword import Subword
 from translator.data.vocab import Vocab
 from translator.files import atomic_write_text
-from translator.run_dir import CONFIG, SRC_VOCAB, SUBWORD, TGT_VOCAB, RunError, read_config
+from translator.run_dir import (
+    CONFIG,
+    SRC_VOCAB,
+    SUBWORD,
+    TGT_SUBWORD,
+    TGT_VOCAB,
+    RunError,
+    read_config,
+)
 
 
 @dataclass
@@ -28,7 +36,8 @@ class Run:
     src_vocab: Vocab
     tgt_vocab: Vocab
     model: object  # a Transformer in eval mode; None in a bundle without weights
-    subword: Subword | None = None
+    subword: Subword | None = None  # the source side's BPE (both sides' when vocab.joint)
+    tgt_subword: Subword | None = None  # separate BPEs: the target side's
 
 
 def read_bundle(path: Path) -> Run:
@@ -44,25 +53,39 @@ def read_bundle(path: Path) -> Run:
         tgt_vocab = Vocab.from_file(path / TGT_VOCAB)
     except (OSError, ValueError, KeyError) as err:
         raise RunError(f"{path} has a missing or damaged vocabulary: {err}") from None
-    subword = None
+    subword = tgt_subword = None
     if cfg.vocab.kind == "bpe":
-        try:
-            subword = Subword.from_file(path / SUBWORD)
-        except Exception as err:  # tokenizers raises a plain Exception on bad JSON
-            raise RunError(f"{path} has a missing or damaged {SUBWORD}: {err}") from None
-    return Run(path, cfg, src_vocab, tgt_vocab, None, subword)
+        subword = _read_bpe(path, SUBWORD)
+        if not cfg.vocab.joint and (path / TGT_SUBWORD).exists():  # older runs kept one side
+            tgt_subword = _read_bpe(path, TGT_SUBWORD)
+    return Run(path, cfg, src_vocab, tgt_vocab, None, subword, tgt_subword)
+
+
+def _read_bpe(path: Path, name: str) -> Subword:
+    try:
+        return Subword.from_file(path / name)
+    except Exception as err:  # tokenizers raises a plain Exception on bad JSON
+        raise RunError(f"{path} has a missing or damaged {name}: {err}") from None
 
 
 def write_bundle_files(
-    path: Path, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab, subword: Subword | None = None
+    path: Path,
+    cfg: Config,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    subword: Subword | None = None,
+    tgt_subword: Subword | None = None,
 ) -> None:
-    """Config, vocabularies and BPE: what a run needs besides weights."""
+    """Config, vocabularies and BPE (both sides' when they are separate): what a run needs
+    besides weights."""
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path / CONFIG, dump_config(cfg))
     src_vocab.to_file(path / SRC_VOCAB)
     tgt_vocab.to_file(path / TGT_VOCAB)
     if subword is not None:
         subword.to_file(path / SUBWORD)
+    if tgt_subword is not None and not cfg.vocab.joint:
+        tgt_subword.to_file(path / TGT_SUBWORD)
 
 
 def check_same_vocabularies(first: Run, other: Run) -> None:
@@ -90,9 +113,9 @@ def check_parent(parent: Path) -> Run:
     if not (parent / rd.BEST).exists():
         raise RunError(f"{parent} has no {rd.BEST} to start from: train it first")
     v = run.cfg.vocab
-    if v.kind == "bpe" and not v.joint:
+    if v.kind == "bpe" and not v.joint and run.tgt_subword is None:
         raise RunError(
-            f"{parent} has separate source and target BPEs and keeps only the source's; "
-            "fine-tuning needs a run with vocab.kind: word or a joint BPE"
+            f"{parent} has separate source and target BPEs and keeps only the source's (it was "
+            "trained before run dirs kept both); fine-tuning needs the target side's too"
         )
     return run

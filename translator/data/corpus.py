@@ -43,8 +43,7 @@ from translator.data.preparation import (
 from translator.data.sources import ensure_available, fingerprint
 from translator.data.subword import Subword
 from translator.data.vocab import Vocab
-from translator.data.vocab_learning import TGT_SUBWORD_FILE
-from translator.run_dir import RunError
+from translator.run_dir import TGT_SUBWORD, RunError
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ class Corpus:
     cached: bool  # True when loaded from an existing cache
     stats: dict = field(default_factory=dict)  # meta.json: counts of every preparation step
     subword: Subword | None = None  # segments source tokens into the vocabulary's pieces
-    tgt_subword: Subword | None = None  # kept only for BPE-dropout (vocab.bpe_dropout > 0)
+    tgt_subword: Subword | None = None  # separate BPEs, or BPE-dropout: the target side's
 
     def sample_train(self, dropout: float) -> ParallelIds:
         """The training split with a freshly sampled BPE-dropout segmentation on both sides.
@@ -184,11 +183,13 @@ def _own_vocabulary(run_dir: Path):
     """A run's bundle, to number its corpus with; refused where the run dir lacks a side."""
     run = read_bundle(run_dir)
     v = run.cfg.vocab
-    if v.kind == "bpe" and (not v.joint or v.bpe_dropout):
+    lacks_target = not v.joint and run.tgt_subword is None  # made before both sides were kept
+    if v.kind == "bpe" and (lacks_target or v.bpe_dropout):
+        what = "BPE-dropout's training words" if v.bpe_dropout else "the target side's BPE"
         raise RunError(
-            f"the prepared corpus of {run_dir} is gone and the run dir keeps only its "
-            "source-side BPE (separate BPEs or BPE-dropout): it cannot be rebuilt from the run's "
-            "files; prepare with the same data and settings, or restore the cache"
+            f"the prepared corpus of {run_dir} is gone and its run dir lacks {what}: it cannot "
+            "be rebuilt from the run's files; prepare with the same data and settings, or "
+            "restore the cache"
         )
     return run
 
@@ -248,7 +249,7 @@ def _load(folder: Path, cached: bool) -> Corpus:
         cached=cached,
         stats=meta,
         subword=_load_subword(folder / Subword.FILE),
-        tgt_subword=_load_subword(folder / TGT_SUBWORD_FILE),
+        tgt_subword=_load_subword(folder / TGT_SUBWORD),
     )
 
 

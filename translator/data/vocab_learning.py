@@ -20,8 +20,7 @@ from translator.config import Config
 from translator.data.arrow_passes import record_batches
 from translator.data.subword import Subword
 from translator.data.vocab import SPECIALS, Vocab, build_vocab
-
-TGT_SUBWORD_FILE = "subword.tgt.json"  # with BPE-dropout: the target-side BPE
+from translator.run_dir import TGT_SUBWORD
 
 
 class LearnedVocab:
@@ -69,7 +68,7 @@ class LearnedVocab:
         characters of train they have never seen, which can only become <unk>."""
         self.src_vocab, self.tgt_vocab = run.src_vocab, run.tgt_vocab
         if self.kind == "bpe":
-            self.src_bpe = self.tgt_bpe = run.subword
+            self.src_bpe, self.tgt_bpe = run.subword, run.tgt_subword or run.subword
             self.encoders = {"src": self.src_bpe.encode_ids, "tgt": self.tgt_bpe.encode_ids}
             known = {"src": self.src_bpe.all_pieces(), "tgt": self.tgt_bpe.all_pieces()}
         else:
@@ -117,8 +116,10 @@ class LearnedVocab:
         self.tgt_vocab.to_file(folder / "vocab.tgt.json")
         if self.kind == "bpe":
             self.src_bpe.to_file(folder / Subword.FILE)
-            if self.sampled:  # resegments train every epoch (the source side's is the run's)
-                self.tgt_bpe.to_file(folder / TGT_SUBWORD_FILE)
+            # Separate BPEs: the target side's too (a run dir keeps both); BPE-dropout
+            # resegments train every epoch with it.
+            if self.sampled or self.tgt_bpe is not self.src_bpe:
+                self.tgt_bpe.to_file(folder / TGT_SUBWORD)
 
 
 def _token_lists(ds, column: str, rows: np.ndarray):

@@ -134,7 +134,7 @@ def export(run, weights: str, output: Path, quantization: str = "float32") -> Pa
         for item in (tmp / "model").iterdir():
             item.rename(tmp / item.name)
         (tmp / "model").rmdir()
-        write_bundle_files(tmp, run.cfg, run.src_vocab, run.tgt_vocab, run.subword)
+        write_bundle_files(tmp, run.cfg, run.src_vocab, run.tgt_vocab, run.subword, run.tgt_subword)
         info = {
             "format": "translator-ctranslate2",
             "version": 1,

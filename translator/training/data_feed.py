@@ -35,6 +35,7 @@ class TrainingData:
         self.corpus = prepare(cfg, numbered_as=resumed)  # a resumed run: its own vocabularies
         self.src_vocab, self.tgt_vocab = self.corpus.src_vocab, self.corpus.tgt_vocab
         self.subword = self.corpus.subword
+        self.tgt_subword = self.corpus.tgt_subword  # separate BPEs (or BPE-dropout)
         self.replay_pairs = self._replay_pairs() if d.replay else None
         self.use_train(self.corpus.splits[d.train_split], log_dropped=True)
         self.valid_pairs, _ = self.corpus.splits[d.valid_split].filter_length(

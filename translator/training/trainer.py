@@ -94,7 +94,9 @@ class Trainer:
             self._load_checkpoint()
         elif self.dist.is_main:
             d = self.data
-            write_bundle_files(self.run_dir, self.cfg, d.src_vocab, d.tgt_vocab, d.subword)
+            write_bundle_files(
+                self.run_dir, self.cfg, d.src_vocab, d.tgt_vocab, d.subword, d.tgt_subword
+            )
             if t.init_from:
                 rd.write_init_from(self.run_dir, Path(t.init_from))
 
