@@ -250,7 +250,8 @@ def evaluate(
                    f"{key}.txt (--no-cache decodes again)")  # fmt: skip
     models = f", an ensemble of {result['models']} models" if result["models"] > 1 else ""
     typer.echo(
-        f"{name}: {len(hyps)} sentences, beam {result['beam']}{models}, {seconds:.1f} s "
+        f"{name}: {len(hyps)} sentences, beam {result['beam']}{models}, "
+        f"{'decoded earlier in ' if found else ''}{seconds:.1f} s "
         f"({result['sentences_per_s']} sentences/s)"
     )
     if d.lowercase:
