@@ -43,7 +43,26 @@ def _metrics(tgt_lang: str, references: Sequence[str]) -> dict:
         bleu = sacrebleu.BLEU(trg_lang=tgt_lang, references=refs)
     except RuntimeError:  # the language's tokenizer needs a package that is not installed
         bleu = sacrebleu.BLEU(references=refs)
-    return {"BLEU": bleu, "chrF": sacrebleu.CHRF(references=refs)}
+    metrics = {"BLEU": bleu, "chrF": sacrebleu.CHRF(references=refs)}
+    for metric in metrics.values():
+        _remember_statistics(metric)
+    return metrics
+
+
+def _remember_statistics(metric) -> None:
+    """Both paired tests and the analysis extract the same systems' sentence statistics
+    against the same cached references: compute them once per system (a third of the time)."""
+    extract, memo = metric._extract_corpus_statistics, {}
+
+    def remembered(hypotheses, references):
+        if references is not None:
+            return extract(hypotheses, references)
+        key = tuple(hypotheses)
+        if key not in memo:
+            memo[key] = extract(hypotheses, None)
+        return memo[key]
+
+    metric._extract_corpus_statistics = remembered
 
 
 def _seed() -> int | None:

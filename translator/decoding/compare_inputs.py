@@ -59,7 +59,7 @@ def texts_to_compare(paths, cfgs, split: str, src: Path | None = None, ref: Path
     """(sources, references, the split's name): `src`/`ref`, or the split of every run's data,
     which must hold the same sentences."""
     from translator.data.multi30k import read_lines
-    from translator.data.sources import read_split_texts, resolve_split
+    from translator.data.sources import resolve_split
 
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)
@@ -71,7 +71,7 @@ def texts_to_compare(paths, cfgs, split: str, src: Path | None = None, ref: Path
         data = _data_key(cfg)
         if data not in texts:  # runs of one data config share one read
             try:
-                texts[data] = read_split_texts(cfg, split)
+                texts[data] = _split_texts(path, cfg, split)
             except (ConfigError, InputError, OSError) as err:
                 why = str(err).splitlines()[0]
                 raise InputError(f"{path}: no split {split!r} ({why})") from None
@@ -80,6 +80,30 @@ def texts_to_compare(paths, cfgs, split: str, src: Path | None = None, ref: Path
     sources, refs = texts[_data_key(cfgs[0])]
     name = split if split.startswith("parent:") else resolve_split(cfgs[0], split)
     return sources, references_for(refs, cfgs[0].data.lowercase), name
+
+
+def _split_texts(path: Path, cfg: Config, split: str) -> tuple[list[str], list[str]]:
+    """A split's sources and references, kept in the run dir under the fingerprint of its files
+    (their checksums, or size and modification time), so a second compare skips `datasets`."""
+    from translator.data.sources import fingerprint, read_split_texts, resolve_split
+
+    if split.startswith("parent:") or cfg.data.source == "hub":
+        return read_split_texts(cfg, split)
+    name = resolve_split(cfg, split)
+    digest = evaluations.text_sha256([_data_key(cfg), name, fingerprint(cfg, name)])[:16]
+    cache = path / rd.EVALUATIONS / f"split-{digest}.texts"
+    try:
+        sources, refs = json.loads(cache.read_text(encoding="utf-8"))
+        return sources, refs
+    except (OSError, ValueError):
+        pass
+    sources, refs = read_split_texts(cfg, split)
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        atomic_write_text(cache, json.dumps([sources, refs], ensure_ascii=False))
+    except OSError:
+        pass  # a run dir we may not write to: read the split each time
+    return sources, refs
 
 
 def _data_key(cfg: Config) -> str:
