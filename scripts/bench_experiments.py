@@ -5,11 +5,12 @@
     python scripts/bench_experiments.py runs RUN --copies 100        # `translator runs` of 100 runs
     python scripts/bench_experiments.py compare RUN_A RUN_B          # recorded outputs: seconds
 
-tensorboard: trains the same steps with train.tensorboard on and off, alternately (off, on, off,
-on), and reports the training tokens/s of each from metrics.jsonl and the seconds the trainer
-spent inside TensorBoard calls (timed around each call). runs: hard-links RUN's files into
-COPIES run dirs (no extra disk) and times listing them. compare: times `translator compare
---json` in-process after a first call has recorded both runs' outputs.
+tensorboard: trains the same steps with train.tensorboard on and off, in the order off, on, on,
+off, on, off (a steady drift of the machine's speed cancels out), and reports the training
+tokens/s of each from metrics.jsonl and the seconds the trainer spent inside TensorBoard calls
+(timed around each call). runs: hard-links RUN's files into COPIES run dirs (no extra disk) and
+times listing them. compare: times `translator compare --json` in-process after a first call
+has recorded both runs' outputs.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def bench_tensorboard(args) -> None:
         setattr(tensorboard.TensorBoard, name, timed)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, on in enumerate((False, True, False, True)):
+        for i, on in enumerate((False, True, True, False, True, False)):  # ABBA: drift cancels
             spent["s"] = 0.0
             overrides = [f"train.max_steps={args.steps}", f"train.valid_every={args.steps // 2}",
                          f"train.tensorboard={str(on).lower()}", *args.set]  # fmt: skip
