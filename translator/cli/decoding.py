@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -221,24 +220,15 @@ def evaluate(
         lowercase=lowercase,
         bootstrap=BOOTSTRAP_SAMPLES if confidence else 0,
     )
+    requested = str(src) if src is not None else split
     result.update(
-        seconds=round(seconds, 2),
+        **evaluations.describe(translator, opts, name, requested, seconds),
         sentences_per_s=round(len(hyps) / seconds, 1),
-        split=name,
-        requested=str(src) if src is not None else split,  # `test`: the run's own test split
-        beam=opts.beam_size,
-        alpha=opts.length_penalty,
-        decode=dataclasses.asdict(opts),
         lowercased_references=d.lowercase,
-        models=1 + len(ensemble or ()),
-        engine=translator.engine,
-        run=str(translator.run_dir),
-        weights=translator.weights,
-        ensemble=[str(path) for path in translator.ensemble],
         init_from=read_init_from(translator.run_dir),
         reused=found is not None,
     )
-    _record(translator.run_dir, key, result, hyps)
+    evaluations.record(translator.run_dir, key, result, hyps)
     if output:
         _write_output(output, hyps)
     if as_json:
@@ -269,16 +259,6 @@ def evaluate(
         f"{bleu('bleu_tok_lc')}   tokenized, lowercased (Moses; the "
         "convention of the Multi30k papers, not comparable with the line above)"
     )
-
-
-def _record(run_dir, key: str, result: dict, hyps: list[str]) -> None:
-    """Keep the evaluation in the run dir; a run dir we may not write to only loses the record."""
-    from translator.run_dir import write_evaluation
-
-    try:
-        write_evaluation(run_dir, key, result, hyps)
-    except OSError as err:
-        typer.echo(f"warning: the evaluation was not recorded in {run_dir}: {err}", err=True)
 
 
 def _read_input(path: Path | None) -> list[str]:

@@ -133,23 +133,8 @@ def outputs_of(paths, cfgs, sources, refs, name: str, flags: dict, no_cache=Fals
         hyps = translator.translate(sources)
         seconds = time.perf_counter() - started
         result = score(hyps, refs, cfg.data.tgt_lang)
-        result.update(
-            seconds=round(seconds, 2),
-            split=name,
-            requested=name,
-            beam=opts.beam_size,
-            alpha=opts.length_penalty,
-            decode=dataclasses.asdict(opts),
-            engine="torch",
-            run=str(path),
-            weights=rd.BEST,
-            ensemble=[],
-            models=1,
-        )
-        try:
-            rd.write_evaluation(path, key, result, hyps)
-        except OSError as err:
-            log.warning("the outputs of %s were not recorded: %s", path, err)
+        result.update(evaluations.describe(translator, opts, name, name, seconds))
+        evaluations.record(path, key, result, hyps)
         outputs[str(path)] = hyps
     return outputs
 

@@ -2,7 +2,7 @@
 
     key = output_key(translator, sources, opts)     # what determines the outputs
     run_dir.read_evaluation(path, key)              # (record, hypotheses) or None
-    run_dir.write_evaluation(path, key, record, hypotheses)   # evaluations/<key>.json, .txt
+    record(path, key, {**scores, **describe(translator, opts, ...)}, hypotheses)
 
 The key covers everything that decides the outputs: the source sentences, the decoding options
 (threads aside), the engine and its quantization, and the sha256 of every model's weights, so a
@@ -15,10 +15,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from translator.config import DecodeConfig
+from translator.data.multi30k import sha256_of
+from translator.run_dir import write_evaluation
+
+log = logging.getLogger("translator")
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # weights file (path, size, mtime) -> sha256
 
@@ -28,11 +33,7 @@ def weights_sha256(path: Path) -> str:
     stat = Path(path).stat()
     id_ = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if id_ not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[id_] = digest.hexdigest()
+        _DIGESTS[id_] = sha256_of(Path(path))
     return _DIGESTS[id_]
 
 
@@ -64,3 +65,29 @@ def key_of(models: list[str], engine: str, sources: Sequence[str], opts: DecodeC
         "models": models,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def describe(translator, opts: DecodeConfig, split: str, requested: str, seconds: float) -> dict:
+    """What a record says of a request besides its scores: the split, how and with what it was
+    decoded, and how long that took."""
+    return {
+        "seconds": round(seconds, 2),
+        "split": split,
+        "requested": requested,  # as asked: `test` is the run's own test split
+        "beam": opts.beam_size,
+        "alpha": opts.length_penalty,
+        "decode": dataclasses.asdict(opts),
+        "engine": translator.engine,
+        "run": str(translator.run_dir),
+        "weights": translator.weights,
+        "ensemble": [str(path) for path in translator.ensemble],
+        "models": 1 + len(translator.ensemble),
+    }
+
+
+def record(run_dir: Path, key: str, result: dict, hypotheses: Sequence[str]) -> None:
+    """Keep an evaluation in its run dir; a run dir we may not write to only loses the record."""
+    try:
+        write_evaluation(run_dir, key, result, hypotheses)
+    except OSError as err:
+        log.warning("the evaluation was not recorded in %s: %s", run_dir, err)

@@ -125,8 +125,7 @@ def create_app(translator, settings: ServeSettings | None = None):
         if first.get("type") == "json_invalid" or not isinstance(first.get("loc"), tuple):
             return error(400, "the body is not valid JSON (UTF-8)")
         where = ".".join(str(x) for x in first["loc"][1:]) or "body"
-        status = 400 if request.url.path == "/translate" else 422  # LibreTranslate's: 400
-        return error(status, f"{where}: {first.get('msg', 'invalid')}")
+        return error(422, f"{where}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(HTTPException)
     async def http_error(request, err: HTTPException):
