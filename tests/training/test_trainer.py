@@ -474,24 +474,3 @@ def test_the_averaged_weights_are_kept_only_when_they_validate_better(toy_data, 
     # The model in memory holds the weights that ended up best, too.
     state = trainer.model.state_dict()
     assert all(torch.equal(state[name], expected[name]) for name in best)
-
-
-def test_accumulated_gradients_are_averaged_over_the_group(toy_data, tmp_path):
-    """A step over the same batch twice (accumulate 2) must move the weights exactly as a
-    step over it once: the group's gradient is the mean of its batches' gradients. With plain
-    SGD momentum (no Adam normalisation, no clipping) a sum would move them twice as far."""
-    moves = []
-    for accumulate in (1, 2):
-        cfg = tiny(toy_data, "train.optimizer=nag", "train.clip_norm=null", "train.lr=0.1")
-        trainer = Trainer(
-            replace_train(cfg, accumulate=accumulate, warmup_steps=0),
-            run_dir=tmp_path / f"a{accumulate}",
-            progress=False,
-        )
-        trainer.setup()
-        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-        batch = trainer.data.sampler.epoch(0)[0]
-        trainer.train_step([batch] * accumulate)
-        moves.append({n: p.detach() - before[n] for n, p in trainer.model.named_parameters()})
-    for name, move in moves[0].items():
-        torch.testing.assert_close(moves[1][name], move, rtol=1e-4, atol=1e-7)

@@ -1,11 +1,12 @@
 """One optimizer step over a group of batches, and what can go wrong in it.
 
-    stepper = OptimizerStep(cfg, model, forward, optimizer, scaler, ddp, device, amp_dtype, vocab)
+    stepper = OptimizerStep(cfg, model, forward, optimizer, scaler, ddp, dist, device, amp_dtype,
+                            vocab)
     result = stepper(train_pairs, group, lr)     # result.applied: False when not finite
     nonfinite.skipped(result, state, run_dir)    # counts skipped steps; raises at 10 in a row
 
 Forward (twice, as one doubled batch, with R-Drop), backward with the loss divided by the
-group's tokens batch by batch (so the group's gradient is the mean of its batches'), gradient
+update's target tokens (on all ranks: every token weighs the same, whatever its batch), gradient
 clipping, then the update, which is skipped, changing nothing, when the loss or gradient is not
 finite. An out-of-memory error names the batch and the settings to lower.
 """
@@ -84,12 +85,13 @@ class OptimizerStep:
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler,
         ddp,
+        dist,
         device: torch.device,
         amp_dtype: torch.dtype | None,
         tgt_vocab: Vocab,
     ) -> None:
         self.cfg, self.model, self.forward = cfg, model, forward
-        self.optimizer, self.scaler, self.ddp = optimizer, scaler, ddp
+        self.optimizer, self.scaler, self.ddp, self.dist = optimizer, scaler, ddp, dist
         self.device, self.amp_dtype, self.vocab = device, amp_dtype, tgt_vocab
 
     def __call__(self, pairs, group: list[np.ndarray], lr: float) -> StepResult:
@@ -97,8 +99,14 @@ class OptimizerStep:
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
         total, n_tgt, n_src = torch.zeros((), device=self.device), 0, 0
-        for i, indices in enumerate(group):
-            batch = make_batch(pairs, indices, v.pad_id, v.sos_id, v.eos_id)
+        batches = [make_batch(pairs, indices, v.pad_id, v.sos_id, v.eos_id) for indices in group]
+        # Every target token of the update weighs the same (fairseq): the loss is divided by
+        # the update's tokens on all ranks, times the ranks, as DDP averages their gradients.
+        tokens = sum(batch.n_tokens for batch in batches)
+        if self.dist.enabled:
+            (tokens,) = self.dist.sum([tokens], self.device)
+        weight = self.dist.world_size / tokens
+        for i, batch in enumerate(batches):
             if self.device.type == "cuda":
                 batch = batch.pin_memory()  # lets the copy overlap with compute
             batch = batch.to(self.device, non_blocking=True)
@@ -109,7 +117,7 @@ class OptimizerStep:
                 self.ddp.no_sync() if accumulating else contextlib.nullcontext(),
             ):
                 loss, objective = self._batch_loss(batch)
-                self.scaler.scale(objective / (batch.n_tokens * len(group))).backward()
+                self.scaler.scale(objective * weight).backward()
             total += loss.detach()
             n_tgt += batch.n_tokens
             n_src += batch.n_src_tokens
@@ -121,6 +129,10 @@ class OptimizerStep:
             self.scaler.is_enabled() or math.isfinite(grad_norm)
         )
         if not finite:
+            if self.scaler.is_enabled():
+                # unscale_ ran: the scaler must close the step, or the next unscale_ raises.
+                # Its update lowers the scale when the gradients overflowed too.
+                self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(torch.zeros((), device=self.device), 0, 0, grad_norm, False)
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else None

@@ -238,7 +238,7 @@ class Trainer:
         lr = learning_rate(state.step, self.cfg.train, self.planned_steps)
         # Built from the trainer's current parts each step: wrappers (and tests) may swap them.
         stepper = OptimizerStep(
-            self.cfg, self.model, self.forward, self.optimizer, self.scaler, self.ddp,
+            self.cfg, self.model, self.forward, self.optimizer, self.scaler, self.ddp, self.dist,
             self.device, self.amp_dtype, self.data.tgt_vocab,
         )  # fmt: skip
         result = stepper(self.data.train_pairs, group, lr)
