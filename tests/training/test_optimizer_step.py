@@ -39,8 +39,13 @@ def test_accumulated_batches_weigh_each_target_token_equally(toy_data, tmp_path)
     short, long = np.arange(0, 2), np.arange(2, 40)
     moves = []
     for group in ([short, long], [np.concatenate([short, long])]):
-        cfg = tiny(toy_data, "train.optimizer=nag", "train.clip_norm=null", "train.lr=0.1",
-                   "train.precision=fp32")  # bf16 would round the two shapes differently
+        cfg = tiny(
+            toy_data,
+            "train.optimizer=nag",
+            "train.clip_norm=null",
+            "train.lr=0.1",
+            "train.precision=fp32",
+        )  # bf16 would round the two shapes differently
         cfg = dataclasses.replace(
             cfg, train=dataclasses.replace(cfg.train, accumulate=len(group), warmup_steps=0)
         )

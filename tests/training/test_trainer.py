@@ -15,6 +15,7 @@ from translator.data.corpus import Corpus, prepare
 from translator.data.subword import Subword
 from translator.device import resolve_precision
 from translator.model.loss import sequence_loss
+from translator.training.checkpoints import load_checkpoint
 from translator.training.finetune import init_from_config
 from translator.training.resume import resume_config
 from translator.training.schedule import (
@@ -214,6 +215,27 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(toy_data, tmp_path):
         assert torch.equal(a[name], b[name]), name
     steps = [json.loads(x)["step"] for x in (split / rd.METRICS).read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 16
+
+
+def test_a_run_saved_without_a_grad_scaler_resumes_under_fp16_with_a_fresh_one(toy_data, tmp_path):
+    """A run trained in fp32 or bf16 (or on another device) saved an empty scaler state; a
+    resume that picks fp16 must start a fresh scaler, not fail to load the empty one."""
+    run = Trainer(tiny(toy_data, "train.max_steps=4"), run_dir=tmp_path / "r", progress=False)
+    run = run.train()
+    trainer = Trainer(resume_config(run, []), run_dir=run, resume=True, progress=False)
+    trainer.setup()
+    fp16_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    state = load_checkpoint(run, trainer.model, trainer.optimizer, fp16_scaler)
+    assert state.step == 4 and fp16_scaler.is_enabled() and fp16_scaler.get_scale() == 2.0**16
+
+
+def test_resuming_a_bpe_dropout_run_says_it_is_not_bit_exact(toy_data, tmp_path, caplog):
+    cfg = tiny(toy_data, *TOY_BPE, "vocab.bpe_dropout=0.1", "train.max_steps=3")
+    run = Trainer(cfg, run_dir=tmp_path / "r", progress=False).train()
+    resumed = resume_config(run, ["train.max_steps=4"])
+    with caplog.at_level("WARNING", logger="translator"):
+        Trainer(resumed, run_dir=run, resume=True, progress=False).train()
+    assert "vocab.bpe_dropout" in caplog.text and "not bit for bit" in caplog.text
 
 
 def test_resume_without_the_prepared_cache_uses_the_runs_own_bpe_and_continues_exactly(
@@ -471,6 +493,9 @@ def test_the_averaged_weights_are_kept_only_when_they_validate_better(toy_data, 
     expected = averaged if better else best_before
     assert all(torch.equal(best[name], expected[name]) for name in best)
     assert trainer.state.best_bleu == (averaged_bleu if better else best_bleu)
+    # state.pt says so too: a resumed run must beat the average to replace it.
+    assert rd.read_state(run)["best_bleu"] == trainer.state.best_bleu
+    assert rd.read_state(run)["step"] == trainer.state.step
     # The model in memory holds the weights that ended up best, too.
     state = trainer.model.state_dict()
     assert all(torch.equal(state[name], expected[name]) for name in best)

@@ -3,6 +3,7 @@ validations.
 
     save_checkpoint(run_dir, state, model, optimizer, scaler, best=True, keep=10)
     state = load_checkpoint(run_dir, model, optimizer, scaler)   # a TrainingState
+    save_best_bleu(run_dir, 38.2)      # the average validated better than the saved best
 
     paths = run_dir.kept_checkpoints(path)[-10:]
     average_into(model, paths)         # the model now holds the mean of those weights
@@ -125,6 +126,16 @@ def save_checkpoint(
         prune_checkpoints(path, keep)
 
 
+def save_best_bleu(path: Path, best_bleu: float) -> None:
+    """Raise state.pt's best BLEU (the end-of-training average beat it), leaving the rest: a
+    resumed run must not take a worse validation for a new best and overwrite those weights."""
+    import torch
+
+    saved = read_state(path)
+    saved["best_bleu"] = best_bleu
+    atomic_write(Path(path) / rd.STATE, lambda tmp: torch.save(saved, tmp))
+
+
 def load_checkpoint(path: Path, model, optimizer, scaler) -> TrainingState:
     """Restore what save_checkpoint saved into `model`, `optimizer`, `scaler` and the RNGs."""
     import torch
@@ -135,7 +146,10 @@ def load_checkpoint(path: Path, model, optimizer, scaler) -> TrainingState:
     except (KeyError, RuntimeError) as err:
         raise RunError(f"{Path(path) / rd.STATE} does not hold this run's model: {err}") from None
     optimizer.load_state_dict(saved["optimizer"])
-    scaler.load_state_dict(saved["scaler"])
+    if saved["scaler"] or not scaler.is_enabled():
+        scaler.load_state_dict(saved["scaler"])
+    else:  # saved without a scaler (bf16, fp32, another device), resumed with fp16
+        log.info("resuming in fp16 from a run saved without a grad scaler: it starts afresh")
     torch.set_rng_state(saved["rng"])
     if "cuda_rng" in saved and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])

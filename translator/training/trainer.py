@@ -8,7 +8,8 @@ Reads top to bottom: set up, then for each epoch, for each step: forward, backwa
 Validation measures the loss and the BLEU of greedy translations of the validation split; the
 best-BLEU weights are kept as model.safetensors. Every save is atomic (run_dir.py), and state.pt
 holds all a resumed run needs to continue exactly (on CPU the continued run matches an
-uninterrupted one bit for bit).
+uninterrupted one bit for bit; not under vocab.bpe_dropout, whose sampled segmentations
+`tokenizers` draws from its own unseeded generator).
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from translator.model.transformer import Transformer
 from translator.model.weights import load_weights
 from translator.plots import plot_curves
 from translator.training import schedule
-from translator.training.checkpoints import average_if_better, load_checkpoint, save_checkpoint
+from translator.training.checkpoints import (
+    average_if_better,
+    load_checkpoint,
+    save_best_bleu,
+    save_checkpoint,
+)
 from translator.training.data_feed import TrainingData
 from translator.training.distributed import Distributed
 from translator.training.optimizer import build_optimizer
@@ -309,7 +315,9 @@ class Trainer:
             self.model, self.run_dir, self.validator.bleu, self.state.best_bleu
         )
         if record:
-            self.state.best_bleu = record["best_bleu"]
+            if record["best_bleu"] > self.state.best_bleu:  # the average is now the best
+                self.state.best_bleu = record["best_bleu"]
+                save_best_bleu(self.run_dir, self.state.best_bleu)
             self._record({"step": self.state.step, **record})
 
     def _save_checkpoint(self, best: bool, keep: int = 0) -> None:
@@ -325,3 +333,9 @@ class Trainer:
             "resuming %s at step %d (epoch %d, batch %d)",
             self.run_dir, self.state.step, self.state.epoch, self.state.batch_in_epoch,
         )  # fmt: skip
+        if self.cfg.vocab.bpe_dropout:
+            log.warning(
+                "vocab.bpe_dropout: this run continues, but not bit for bit as if never stopped "
+                "(the tokenizers library samples BPE-dropout's dropped merges from its own "
+                "unseeded generator, so the resumed epoch is segmented anew)"
+            )
