@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import CONFIGS, TOY_BPE, toy_overrides
-from test_search import EOS, SOS, TINY, VOCAB, random_model, random_src
+from test_search import EOS, SOS, TINY, VOCAB, greedy_search, random_model, random_src
 
 from translator.config import DecodeConfig, load_config
 from translator.decoding.ensemble import Ensemble
-from translator.decoding.search import beam_search, greedy_search, length_penalty
+from translator.decoding.search import beam_search, length_penalty
 from translator.decoding.translator import Translator
 from translator.model.transformer import Transformer
 from translator.run_dir import RunError

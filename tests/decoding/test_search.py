@@ -10,7 +10,6 @@ from translator.config import DecodeConfig
 from translator.decoding.search import (
     beam_search,
     beam_step,
-    greedy_search,
     greedy_search_uncached,
     length_penalty,
     search,
@@ -42,6 +41,11 @@ def random_src(lengths: list[int], seed: int = 0) -> torch.Tensor:
 
 
 LENGTHS = [9, 4, 7, 1, 12, 5, 8, 3]
+
+
+def greedy_search(model, src, options: DecodeConfig, **specials) -> list[list[int]]:
+    """Greedy search: `search` at beam size 1, whatever `options` say."""
+    return search(model, src, replace(options, beam_size=1), **specials)
 
 
 def hypothesis_score(model: Transformer, src_row: torch.Tensor, ids: list[int], alpha: float):
@@ -272,3 +276,15 @@ def test_beam_search_equals_the_plain_reference_and_keeps_k_finished():
         for row, n in enumerate(LENGTHS):
             expected = reference_beam(model, src[row], k, alpha, limit=int(1.5 * n + 10))
             assert [ids for ids, _ in batched[row]] == [ids for ids, _ in expected], row
+
+
+def test_a_model_that_scores_nothing_gets_empty_outputs_not_a_crash():
+    """NaN weights (a diverged run) leave no hypothesis with a finite score: every sentence
+    gets an empty output (score -inf), as greedy search gives its argmax."""
+    model, src = random_model(), random_src(LENGTHS[:3])
+    with torch.no_grad():
+        model.generator.weight.fill_(float("nan"))
+    options = DecodeConfig(beam_size=3, nbest=2)
+    assert search(model, src, options, sos_id=SOS, eos_id=EOS) == [[], [], []]
+    nbest = beam_search(model, src, options, sos_id=SOS, eos_id=EOS)
+    assert nbest == [[([], float("-inf"))]] * 3

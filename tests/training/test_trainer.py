@@ -57,6 +57,12 @@ def test_linear_schedule_warms_up_then_reaches_zero_at_the_end_of_the_budget():
     assert learning_rate(1100, cfg, planned_steps=1100) == 0.0
     assert learning_rate(1200, cfg, planned_steps=1100) == 0.0  # never negative
     assert learning_rate(600, cfg, planned_steps=None) == pytest.approx(1e-3)  # end unknown
+    # A budget that ends inside the warmup (a short time budget): up for half, down for half,
+    # never stuck at the peak.
+    assert learning_rate(30, cfg, planned_steps=60) == pytest.approx(1e-3)
+    assert learning_rate(45, cfg, planned_steps=60) == pytest.approx(5e-4)
+    assert learning_rate(60, cfg, planned_steps=60) == 0.0
+    assert learning_rate(150, cfg, planned_steps=60) == 0.0
 
 
 def test_the_budget_end_is_the_nearest_limit_a_time_limit_extrapolated(toy_data):

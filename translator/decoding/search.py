@@ -2,7 +2,7 @@
 
     model.eval()  # the caller's job: search never changes the model's mode
     options = DecodeConfig(beam_size=5, length_penalty=0.6)   # cfg.decode, or any override
-    best = search(model, src, options, sos_id=vocab.sos_id, eos_id=vocab.eos_id)
+    best = search(model, src, options, sos_id=vocab.sos_id, eos_id=vocab.eos_id)  # greedy at k=1
     nbest = beam_search(model, src, options.override(nbest=3), sos_id=..., eos_id=...)
 
 `model` is a Transformer, or a translator.decoding.ensemble.Ensemble: any `Searchable`.
@@ -38,6 +38,9 @@ class Searchable(Protocol):
     def decode(self, tgt_in: Tensor, memory, src_pad_mask, cache=None) -> Tensor: ...
 
     def new_cache(self): ...
+
+
+NO_SCORE = float("-inf")  # of the empty output given when no hypothesis could be scored
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -82,17 +85,6 @@ def beam_step(lprobs: Tensor, scores: Tensor, beam_size: int) -> tuple[Tensor, T
     return cand_scores, flat // width, cand_tokens
 
 
-@torch.inference_mode()
-def greedy_search(
-    model: Searchable, src: Tensor, options: DecodeConfig, *, sos_id: int, eos_id: int
-) -> list[list[int]]:
-    """Batched greedy decoding with the key/value cache; finished rows leave the batch (the
-    options' beam size is not read)."""
-    memory, src_pad_mask = model.encode(src)
-    max_lens = max_output_lengths(model, src_pad_mask, options)
-    return _greedy(model, memory, src_pad_mask, max_lens, sos_id, eos_id)
-
-
 def _greedy(
     model: Searchable,
     memory: Tensor,
@@ -101,6 +93,7 @@ def _greedy(
     sos_id: int,
     eos_id: int,
 ) -> list[list[int]]:
+    """Batched greedy decoding with the key/value cache; finished rows leave the batch."""
     batch, device = memory.size(0), memory.device
     banned = _banned_ids(model, sos_id)
     # Unwritten slots stay EOS, so every row can be cut at its first EOS at the end.
@@ -224,7 +217,8 @@ def _beam(
         cache.reorder(index)
         tokens = torch.cat([tokens.index_select(0, index), nxt.view(-1, 1)], dim=1)
         tok, b = nxt.view(-1, 1), k
-    return [sorted(hyps, key=lambda h: -h[1])[:nbest] for hyps in finished]
+    # A sentence whose every ending scored NaN/-inf (a broken model) gets an empty output.
+    return [sorted(hyps, key=lambda h: -h[1])[:nbest] or [([], NO_SCORE)] for hyps in finished]
 
 
 @torch.inference_mode()

@@ -47,18 +47,23 @@ def learning_rate(step: int, cfg: TrainConfig, planned_steps: float | None = Non
 
     inverse_sqrt: lr * sqrt(warmup / step); constant: lr; linear: down to zero at
     `planned_steps`, the end of the budget (annealing to zero within a fixed budget beats
-    inverse_sqrt's long tail of high rates; Li et al. 2020, "Budgeted training").
+    inverse_sqrt's long tail of high rates; Li et al. 2020, "Budgeted training"). A linear
+    budget shorter than two warmups warms up over its first half only, so that it still ends
+    at zero.
     """
     step = max(step, 1)
     warmup = cfg.warmup_steps
+    end = planned_steps if cfg.schedule == "linear" else None
+    if end is not None:  # a budget shorter than two warmups: up for half of it, down for half
+        warmup = min(warmup, end / 2)
     if warmup and step < warmup:
         return cfg.lr * step / warmup
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "linear":
-        if planned_steps is None or planned_steps <= warmup:
-            return cfg.lr  # the budget's end is not known yet, or falls inside the warmup
-        return cfg.lr * max(planned_steps - step, 0) / (planned_steps - warmup)
+        if end is None:
+            return cfg.lr  # the budget's end is not known yet
+        return cfg.lr * max(end - step, 0) / (end - warmup) if end > warmup else 0.0
     return cfg.lr * math.sqrt(max(warmup, 1) / step)
 
 
