@@ -2,7 +2,7 @@ import numpy as np
 from conftest import CONFIGS, REAL_DATA, requires_real_data, toy_overrides
 
 from translator.config import load_config
-from translator.data.corpus import IdArray, ParallelIds, prepare, summarize
+from translator.data.corpus import IdArray, ParallelIds, prepare
 from translator.data.tokenization import Tokenizer
 
 
@@ -65,7 +65,7 @@ def test_filter_length_drops_long_and_empty_pairs():
 def test_prepare_on_real_multi30k():
     cfg = load_config(CONFIGS / "multi30k.yaml", [f"data.dir={REAL_DATA}"])
     corpus = prepare(cfg)
-    stats = summarize(corpus)
+    stats = corpus.stats["splits"]  # meta.json: what `prepare` prints
     assert stats["train"]["pairs"] == 29000 and stats["test2016"]["pairs"] == 1000
     # The default: one joint BPE vocabulary, so no word is out of vocabulary.
     assert corpus.src_vocab == corpus.tgt_vocab and 8000 < len(corpus.src_vocab) <= 10000
@@ -79,4 +79,4 @@ def test_prepare_on_real_multi30k():
         )
     )
     assert 5000 < len(words.src_vocab) < 8000 and 6000 < len(words.tgt_vocab) < 10000
-    assert summarize(words)["val"]["tgt_oov"] < 0.06
+    assert words.stats["splits"]["val"]["tgt_oov"] < 0.06

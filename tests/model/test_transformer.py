@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from translator.model.attention import (
-    MultiHeadAttention,
     recording_attention,
     reference_attention,
     scaled_dot_product_attention,
@@ -155,11 +154,6 @@ def test_attention_recorded_on_one_thread_stays_there():
         model(src, tgt)
         other.join()
     assert len(weights) == len(model.decoder.layers)
-
-
-def test_multi_head_attention_rejects_bad_heads():
-    with pytest.raises(ValueError, match="divisible"):
-        MultiHeadAttention(30, 4)
 
 
 @pytest.mark.parametrize("norm", ["post", "pre"])

@@ -302,8 +302,3 @@ class DiskIds:
 
 def _load_subword(path: Path) -> Subword | None:
     return Subword.from_file(path) if path.exists() else None
-
-
-def summarize(corpus: Corpus) -> dict[str, dict]:
-    """Per split: pairs, tokens per side, <unk> shares, cleaning counts and overlap with train."""
-    return corpus.stats["splits"]

@@ -17,9 +17,10 @@ instead of memory-mapping them, so the pages read do not pile up in the process'
 5. encode    tokens -> ids, streamed to flat files (BPE piece ids, mapped to vocabulary ids on
              write; a word's pieces are looked up once, so one process keeps pace)
 6. filter    train only, from id lengths: over data.max_len, over data.max_ratio
-7. write     per split and side, flat int32 ids and int64 offsets as .npy files (memory-mapped on
-             load), and meta.json with the count of every step, val/test overlap with train, OOV
-             rates and the seconds each stage took.
+7. write     per split and side, flat int32 ids and int64 offsets as .npy files (read whole on
+             load, or slice by slice with pread when large: corpus.DiskIds), and meta.json
+             with the count of every step, val/test overlap with train, OOV rates and the
+             seconds each stage took.
 
 Everything is written into a temp folder beside `folder` and renamed into place at the end.
 """

@@ -141,8 +141,6 @@ class MultiHeadAttention(nn.Module):
         self, d_model: int, n_heads: int, dropout: float = 0.0, records: bool = False
     ) -> None:
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_heads, self.d_k, self.dropout = n_heads, d_model // n_heads, dropout
         self.w_q = nn.Linear(d_model, d_model)
         self.w_kv = nn.Linear(d_model, 2 * d_model)

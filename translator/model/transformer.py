@@ -276,10 +276,6 @@ class Transformer(nn.Module):
         self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int
     ) -> None:
         super().__init__()
-        if cfg.positions not in ("sinusoidal", "learned"):
-            raise ValueError(f"positions must be 'sinusoidal' or 'learned', not {cfg.positions!r}")
-        if cfg.norm not in ("post", "pre"):
-            raise ValueError(f"norm must be 'post' or 'pre', not {cfg.norm!r}")
         if cfg.share_all_embeddings and src_vocab_size != tgt_vocab_size:
             raise ValueError(
                 f"share_all_embeddings needs equal vocabulary sizes, got source "

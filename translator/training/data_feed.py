@@ -37,7 +37,7 @@ class TrainingData:
         self.subword = self.corpus.subword
         self.tgt_subword = self.corpus.tgt_subword  # separate BPEs (or BPE-dropout)
         self.replay_pairs = self._replay_pairs() if d.replay else None
-        self.use_train(self.corpus.splits[d.train_split], log_dropped=True)
+        self.use_train(self.corpus.splits[d.train_split])
         self.valid_pairs, _ = self.corpus.splits[d.valid_split].filter_length(
             cfg.model.max_positions - 2
         )
@@ -79,7 +79,8 @@ class TrainingData:
             "replay: %d pairs of %s's training data mixed in (%.0f%% of training pairs)",
             count, self.cfg.train.init_from, 100 * share,
         )  # fmt: skip
-        return pool.select(np.sort(picked))
+        replayed, _ = pool.select(np.sort(picked)).filter_length(self.cfg.data.max_len)
+        return replayed  # (the parent's data.max_len may have been longer)
 
     def check_same_vocabularies(self, run_dir: Path) -> None:
         """A resumed run must read and write the ids it was trained with."""
@@ -93,15 +94,15 @@ class TrainingData:
                 "cannot resume"
             )
 
-    def use_train(self, pairs, log_dropped: bool = False) -> None:
+    def use_train(self, pairs, resampled: bool = False) -> None:
+        """Train on `pairs` (and the replayed ones): the prepared split, which preparation
+        already cut to data.max_len, or a BPE-dropout resampling of it, which may run longer."""
         d = self.cfg.data
+        if resampled:
+            pairs, _ = pairs.filter_length(d.max_len)
         if self.replay_pairs is not None:
             pairs = pairs + self.replay_pairs
-        self.train_pairs, dropped = pairs.filter_length(d.max_len)
-        if dropped and log_dropped:
-            log.info(
-                "dropped %d training pairs with an empty side or over %d tokens", dropped, d.max_len
-            )
+        self.train_pairs = pairs
         self.sampler = sampler_for(
             self.train_pairs,
             d.max_tokens,
@@ -118,4 +119,4 @@ class TrainingData:
         they agree on the batches (a resumed epoch samples anew)."""
         main = self.dist.is_main
         sampled = self.corpus.sample_train(self.cfg.vocab.bpe_dropout) if main else None
-        self.use_train(self.dist.broadcast(sampled))
+        self.use_train(self.dist.broadcast(sampled), resampled=True)
