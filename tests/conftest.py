@@ -148,7 +148,9 @@ TINY = ModelConfig(
     decoder_layers=2,
     d_ff=64,
     dropout=0.0,
+    activation_dropout=None,
     max_positions=64,
+    share_all_embeddings=False,
 )
 
 

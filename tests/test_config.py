@@ -178,3 +178,44 @@ def test_the_wheel_ships_the_configs(tmp_path):
     (wheel,) = tmp_path.glob("translator-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"translator/configs/{c.name}" for c in CONFIGS.glob("*.yaml")} <= set(names)
+
+
+def readme_defaults() -> dict[str, str]:
+    """The README config table's defaults by dotted key (rows `| `a.b`, `c` | `1`, `2` |`)."""
+    import re
+
+    table = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    defaults = {}
+    row = r"^\| (`(?:data|vocab|model|train|decode)\.[^|]*) \| ([^|]*) \|"
+    for keys, values in re.findall(row, table, re.M):
+        names, stated = re.findall(r"`([^`]+)`", keys), re.findall(r"`([^`]+)`", values)
+        section = names[0].split(".")[0]
+        dotted = [name if "." in name else f"{section}.{name}" for name in names]
+        if len(stated) == len(dotted):  # ("source's" and such say it in words)
+            defaults.update(zip(dotted, stated, strict=True))
+    return defaults
+
+
+def test_a_bare_train_uses_the_defaults_config_py_and_the_readme_state(tmp_path):
+    """One source of defaults: `translator train` without -c trains config.py's defaults, and
+    the README's table states those same values."""
+    import yaml
+
+    from translator.run_table import flat_config
+
+    nothing_set = tmp_path / "multi30k.yaml"
+    nothing_set.write_text("")
+    assert load_config(None) == load_config(nothing_set)  # what `translator train` trains
+    defaults = flat_config(Config())
+    stated = readme_defaults()
+    assert len(stated) > 60  # the table was read
+    wrong = {
+        key: (value, defaults[key])
+        for key, value in stated.items()
+        if yaml.safe_load(value) != _plain(defaults[key])
+    }
+    assert not wrong, f"README states other defaults than config.py: {wrong}"
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value

@@ -85,9 +85,9 @@ def test_beam_scores_are_consistent_and_beat_greedy():
     beam = beam_search(
         model, src, DecodeConfig(beam_size=4, length_penalty=alpha), sos_id=SOS, eos_id=EOS
     )
-    assert search(model, src, DecodeConfig(beam_size=4), sos_id=SOS, eos_id=EOS) == [
-        b[0][0] for b in beam
-    ]
+    assert search(
+        model, src, DecodeConfig(beam_size=4, length_penalty=alpha), sos_id=SOS, eos_id=EOS
+    ) == [b[0][0] for b in beam]
     for row, ((best, score), *_) in enumerate(x for x in beam):
         # The reported score is what teacher forcing gives for the same hypothesis ...
         assert score == pytest.approx(hypothesis_score(model, src[row], best, alpha), abs=1e-4)

@@ -68,7 +68,8 @@ ConfigOpt = Annotated[
         "--config",
         "-c",
         help="YAML config file, or the name of a shipped one: multi30k, multi30k-long, seed, "
-        "tiny, my-corpus, finetune [default: multi30k].",
+        "tiny, my-corpus, finetune [default: multi30k, which sets nothing: the defaults of "
+        "translator/config.py, the README's configuration table].",
     ),
 ]
 SetOpt = Annotated[

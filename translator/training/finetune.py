@@ -7,12 +7,14 @@ The new run keeps RUN's model shape and vocabulary: its corpus is segmented with
 numbered with RUN's vocabularies (corpus.prepare reads them from `train.init_from`), so every id
 means what it meant to RUN. Everything else (data, optimizer, learning rate, budgets, decoding)
 comes from the new config; of the model section only the regularisers (dropout and the
-training-time noise) may change. `--resume` is different: it continues the very same run.
+training-time noise) may change (a config file's other model and vocab keys give way to RUN's;
+the same keys set with --set are refused). `--resume` is different: it continues the very same run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from translator.config import (
@@ -26,6 +28,8 @@ from translator.config import (
     read_raw_config,
 )
 from translator.data.bundle import check_parent
+
+log = logging.getLogger("translator")
 
 FINETUNE_CONFIG = "finetune"  # the shipped example: a small learning rate, a short warmup
 REGULARISERS = {
@@ -45,15 +49,22 @@ def init_from_config(path: str | Path | None, overrides: list[str], parent: Path
     run = check_parent(parent)
     raw, source = read_raw_config(path or FINETUNE_CONFIG, overrides)
     inherited = config_to_dict(run.cfg)
+    set_here = {item.partition("=")[0].strip() for item in overrides}
+    replaced = []
     for section, kept in KEPT.items():
         given = raw.get(section) or {}
         for key in sorted(kept & given.keys()):
-            if given[key] != inherited[section][key]:
+            if given[key] == inherited[section][key]:
+                continue
+            if f"{section}.{key}" in set_here:  # asked for on the command line: say no
                 raise ConfigError(
                     f"{section}.{key}={given[key]}: a run initialised from {parent} keeps its "
                     f"{section} ({section}.{key}: {inherited[section][key]}); drop the setting"
                 )
+            replaced.append(f"{section}.{key}")  # the file's: the parent's value wins
         raw[section] = {**inherited[section], **{k: v for k, v in given.items() if k not in kept}}
+    if replaced:
+        log.info("from %s, as a fine-tune must: %s", parent, ", ".join(replaced))
     raw.setdefault("train", {})["init_from"] = str(parent.resolve())
     cfg = build_config(raw, source, overrides)
     pd, d = run.cfg.data, cfg.data

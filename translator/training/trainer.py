@@ -1,4 +1,4 @@
-"""The training loop: teacher forcing, label smoothing, warmup + inverse-sqrt, AMP, checkpoints.
+"""The training loop: teacher forcing, label smoothing, warmup then the schedule, AMP, checkpoints.
 
     run_dir = Trainer(cfg).train()                          # a new run under runs/
     run_dir = Trainer(cfg, run_dir=path, resume=True).train()  # continue where it stopped
