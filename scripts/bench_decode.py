@@ -17,6 +17,8 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
 from translator.data.sources import read_texts
 from translator.data.tokenization import Tokenizer
 from translator.decoding import search as decode
@@ -77,8 +79,8 @@ def main() -> None:
         help="CTranslate2 export folders to time (default: RUN/ct2)",
     )
     args = parser.parse_args()
-    # CTranslate2 sets OpenMP's thread count when it loads, which torch shares: give torch its
-    # threads with every call instead.
+    # CTranslate2 sets OpenMP's thread count when it loads, which torch shares: torch's are set
+    # again before it decodes.
     torch_threads = args.threads or os.cpu_count()
 
     run = args.run or latest_run()
@@ -96,7 +98,7 @@ def main() -> None:
     rows, reference = [], {}
     for engine, translator in engines:
         if engine == "torch":
-            translator.options = translator.options.override(threads=torch_threads)
+            torch.set_num_threads(torch_threads)
         translator.translate(sources[:64], beam_size=1)  # warm-up: allocator, oneDNN kernels
         for b in args.beams:
             result = timed(translator, sources, refs, b)

@@ -101,7 +101,7 @@ def main() -> None:
     sentences = sources[: args.requests]
     translator.translate(sentences[:64], beam_size=beam)  # warm-up
     started = time.perf_counter()
-    translator.translate(sentences, beam_size=beam, threads=args.threads)
+    translator.translate(sentences, beam_size=beam)
     offline = len(sentences) / (time.perf_counter() - started)
     del translator  # the server process loads its own
 

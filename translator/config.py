@@ -162,7 +162,9 @@ class DecodeConfig:
     max_len: int | None = None  # ... or at most this many output tokens
     nbest: int = 1  # translations per input, best first (beam search keeps at least this many)
     batch_size: int = 128  # sentences per decoding batch
-    threads: int | None = None  # CPU threads; None: one for a few sentences, all cores for more
+    # CPU threads, set when the engine loads (never per call); None: `translate` takes one for a
+    # few sentences, all cores for more
+    threads: int | None = None
 
     def output_limit(self, src_len: int, max_positions: int) -> int:
         """Most output tokens (<eos> excluded) for a source of `src_len` tokens (<eos>

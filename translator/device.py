@@ -2,7 +2,8 @@
 and what this machine can give.
 
     device = resolve_device("auto")                  # cuda, then mps, then cpu
-    device = training_device("auto")                 # the same, set up for fast training
+    device = training_device("auto")                 # the same, its memory set up for training
+    with cuda_training_math(device): ...             # TF32, no cuDNN attention, while training
     dtype = resolve_precision("auto", device)        # bf16 on CUDA and on CPUs with native bf16
     scaler = grad_scaler(device, dtype)              # enabled for fp16 on CUDA only
 """
@@ -10,6 +11,7 @@ and what this machine can give.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,18 +37,32 @@ def resolve_device(name: str) -> torch.device:
 
 
 def training_device(name: str) -> torch.device:
-    """The device train.device names, with the settings that make training on it fast."""
+    """The device train.device names; on CPU, the allocator keeps freed memory (big logits
+    tensors otherwise page-fault in every step)."""
     device = resolve_device(name)
     if device.type == "cpu":
-        keep_freed_memory()  # big logits tensors otherwise page-fault in every step
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
-        torch.backends.cudnn.allow_tf32 = True
-        # cuDNN attention (PyTorch's pick for bf16 on Hopper) plans anew for every batch
-        # shape, and length-bucketed batches have hundreds: bf16 steps ran 7x slower on an
-        # H100 with it (11.7k against 84k target tok/s, scripts/bench_train.py).
-        torch.backends.cuda.enable_cudnn_sdp(False)
+        keep_freed_memory()
     return device
+
+
+@contextmanager
+def cuda_training_math(device: torch.device):
+    """While training on CUDA: fp32 matmuls on tensor cores (TF32), and no cuDNN attention,
+    which plans anew for every batch shape (length-bucketed batches have hundreds: bf16 steps
+    ran 7x slower on an H100 with it, 11.7k against 84k target tok/s, scripts/bench_train.py).
+    These flags are the process's: they come back as they were when training ends."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (matmul.allow_tf32, cudnn.allow_tf32, torch.backends.cuda.cudnn_sdp_enabled())
+    matmul.allow_tf32 = cudnn.allow_tf32 = True
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved[0], saved[1]
+        torch.backends.cuda.enable_cudnn_sdp(saved[2])
 
 
 def cpu_has_bf16() -> bool:

@@ -209,22 +209,23 @@ def test_copy_task_is_learned_and_decoded_exactly():
     assert [nbest[0][0] for nbest in beams] == expected
 
 
-def test_a_few_sentences_decode_on_one_thread_and_the_setting_is_restored():
-    from translator.decoding.pipeline import SMALL_INPUT
-    from translator.decoding.translator import _threads
+def test_decoding_never_changes_the_process_threads(monkeypatch):
+    """torch's thread count is the process's: an engine sets it once, when it loads, and a
+    decode never touches it (a server's decoding threads would race on it)."""
+    from translator.config import Config
+    from translator.data.vocab import SPECIALS, Vocab
+    from translator.decoding.translator import Translator
+    from translator.errors import InputError
 
-    torch.set_num_threads(2)
-    try:
-        with _threads(None, SMALL_INPUT):
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-        with _threads(None, SMALL_INPUT + 1):  # a larger input keeps the process's setting
-            assert torch.get_num_threads() == 2
-        with _threads(3, 1):  # an explicit request always wins
-            assert torch.get_num_threads() == 3
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(1)  # the suite's setting (conftest)
+    vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(VOCAB - len(SPECIALS)))])
+    translator = Translator(random_model(), Config(), vocab, vocab)
+    changes = []
+    monkeypatch.setattr(torch, "set_num_threads", changes.append)
+    for n in (1, 20):  # a few sentences, and more
+        translator.translate(["w1 w2 w3"] * n, beam_size=2)
+    assert changes == []
+    with pytest.raises(InputError, match="threads are set when the engine loads"):
+        translator.translate(["w1"], threads=2)
 
 
 def reference_beam(model, src_row, k: int, alpha: float, limit: int) -> list:

@@ -28,12 +28,21 @@ def test_training_on_cuda_lowers_the_loss(toy_data, tmp_path, precision):
         run_dir=tmp_path / precision,
         progress=False,
     )
+    step = trainer.train_step
+
+    def noting_the_math(group):
+        trainer.math_while_training = (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cuda.cudnn_sdp_enabled(),  # its per-shape plans made bf16 7x slower
+        )
+        return step(group)
+
+    trainer.train_step = noting_the_math
     trainer.train()
     losses = [r["train_loss"] for r in trainer.history if "train_loss" in r]
     assert losses[-1] < losses[0]
     assert trainer.device.type == "cuda" and trainer.scaler.is_enabled() == (precision == "fp16")
-    assert torch.backends.cuda.matmul.allow_tf32
-    assert not torch.backends.cuda.cudnn_sdp_enabled()  # its per-shape plans made bf16 7x slower
+    assert trainer.math_while_training == (True, False)  # TF32 on, cuDNN attention off
     assert trainer.optimizer.defaults.get("fused")
 
 
@@ -51,3 +60,24 @@ def test_fp16_overflow_steps_are_skipped_and_counted(toy_data, tmp_path):
         trainer.train_step([batches[i]])
     assert trainer.state.skipped_steps >= 1
     assert trainer.scaler.get_scale() < 2.0**40
+
+
+@cuda
+def test_an_fp16_nan_loss_skips_the_step_and_training_goes_on(toy_data, tmp_path):
+    trainer = Trainer(
+        tiny(toy_data, "train.precision=fp16", "train.max_steps=4"),
+        run_dir=tmp_path / "r",
+        progress=False,
+    )
+    trainer.setup()
+    forward = trainer.forward
+
+    def nan_at_step_2(src, tgt):
+        logits = forward(src, tgt)
+        return logits * float("nan") if trainer.state.step == 2 else logits
+
+    trainer.forward = nan_at_step_2
+    batches = trainer.data.sampler.epoch(0)
+    for i in range(4):
+        trainer.train_step([batches[i]])
+    assert trainer.state.skipped_steps >= 1 and trainer.nonfinite.in_a_row == 0

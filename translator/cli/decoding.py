@@ -85,15 +85,17 @@ def translate(
         raise _fail("--nbest needs beam search; drop --greedy", 2)
     if ensemble and plot_attention is not None:
         raise _fail("--plot-attention shows one model's attention; drop --ensemble", 2)
+    from translator.decoding.pipeline import default_threads
+
     lines = list(text) if text else _read_input(input_)
     translator = Translator.load(
         run,
         weights=weights,
         ensemble=ensemble or (),
         engine=_check_engine(engine),
-        threads=_load_threads(engine, threads, len(lines)),
+        threads=default_threads(threads, len(lines)),  # one for a few sentences
     )
-    _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, threads, nbest=nbest)
+    _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, nbest=nbest)
     typer.echo(_what_decodes(translator), err=True)
     _warn_if_undertrained(translator)
     if plot_attention is not None:
@@ -194,7 +196,7 @@ def evaluate(
         engine=_check_engine(engine),
         threads=threads,
     )
-    opts = _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, threads)
+    opts = _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size)
     d = translator.cfg.data
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)
@@ -298,7 +300,7 @@ def _check_decoding(
 
 
 def _apply_decoding(
-    translator, beam, greedy, alpha, max_len, batch_size, threads, nbest=None
+    translator, beam, greedy, alpha, max_len, batch_size, nbest=None
 ) -> DecodeConfig:
     """The decoding flags over the run's `decode` options: what `translator` now decodes
     with (the flags themselves are checked by `_check_decoding`)."""
@@ -307,7 +309,6 @@ def _apply_decoding(
         length_penalty=alpha,
         max_len=max_len,
         batch_size=batch_size,
-        threads=threads,
         nbest=nbest,
     )
     return translator.options
@@ -319,14 +320,6 @@ def _check_engine(engine: str) -> str:
     if engine not in ENGINES:
         raise _fail(f"--engine must be {' or '.join(ENGINES)}, got {engine!r}", 2)
     return engine
-
-
-def _load_threads(engine: str, threads: int | None, n_sentences: int) -> int | None:
-    """CTranslate2 fixes its threads when it loads: pick them for this input now (torch picks
-    per call, translate._threads)."""
-    from translator.decoding.pipeline import default_threads
-
-    return default_threads(threads, n_sentences) if engine == "ctranslate2" else threads
 
 
 def _what_decodes(translator) -> str:

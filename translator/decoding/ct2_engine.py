@@ -74,12 +74,14 @@ class CTranslate2Translator(Pipeline):
         bundle = read_bundle(path)
         # Batches run in parallel, one thread each: a small model's matrices are too small to
         # share out (2 threads on one batch ran greedy search at half the speed of 1).
-        workers = threads or len(os.sched_getaffinity(0))
+        workers = threads or bundle.cfg.decode.threads or len(os.sched_getaffinity(0))
         engine = ctranslate2.Translator(
             str(path), device=device, compute_type="default", inter_threads=workers,
             intra_threads=1,
         )  # fmt: skip
-        return cls(engine, bundle, info, path)
+        loaded = cls(engine, bundle, info, path)
+        loaded.options = loaded.options.override(threads=workers)  # said in reports
+        return loaded
 
     @property
     def parallel_batches(self) -> int:

@@ -6,7 +6,8 @@
         def _decoding(self, opts, n_sentences): ...  # a context: the engine ready for one call
 
 Decoding options are the run's `decode` config section (`self.options`, a DecodeConfig); keyword
-arguments override any of its keys for one call. Sentences are sorted by length into batches
+arguments override any of its keys for one call, except `threads`, which an engine takes when it
+loads. Sentences are sorted by length into batches
 (little padding) and put back in input order. Empty lines give empty lines. Input longer than the
 model accepts is cut to fit, with a warning.
 """
@@ -52,7 +53,7 @@ class Pipeline:
     def translate(self, texts: Sequence[str], progress: bool = False, **options) -> list[str]:
         """The best translation of each text. `options` override the run's decoding options
         (DecodeConfig: beam_size, length_penalty, max_len, batch_size, threads, ...)."""
-        opts = self.options.override(**options)
+        opts = self._call_options(options)
         results = self._batched(texts, lambda ids: self._search(ids, opts), opts, progress)
         return ["" if ids is None else self._detokenize(ids) for ids in results]
 
@@ -61,7 +62,7 @@ class Pipeline:
     ) -> list[list[tuple[str, float]]]:
         """The `nbest` best (translation, score) pairs of each text, best first; the beam is
         widened to `nbest` when it is narrower."""
-        opts = self.options.override(**options)
+        opts = self._call_options(options)
         opts = opts.override(beam_size=max(opts.nbest, opts.beam_size))
         results = self._batched(texts, lambda ids: self._search_nbest(ids, opts), opts, progress)
         return [
@@ -71,11 +72,22 @@ class Pipeline:
 
     def _one_source(self, text: str, options: dict) -> tuple[DecodeConfig, list[int]]:
         """The options and source ids of the one text an attention heatmap shows."""
-        opts = self.options.override(**options)
+        opts = self._call_options(options)
         (ids,) = self._encode([text])
         if not ids:
             raise InputError("nothing to plot: the input is empty")
         return opts, ids
+
+    def _call_options(self, options: dict) -> DecodeConfig:
+        """The run's decoding options with one call's overrides. Threads are not among them: an
+        engine's threads are set once, when it loads (a per-call change would be the whole
+        process's, racing with any other thread that decodes)."""
+        if options.get("threads") is not None:
+            raise InputError(
+                "threads are set when the engine loads (Translator.load(run, threads=N)), "
+                "not per call"
+            )
+        return self.options.override(**options)
 
     def _search(self, batch: list[list[int]], opts: DecodeConfig) -> list[list[int]]:
         """The best output ids of each source (ids without <eos>)."""
@@ -128,12 +140,13 @@ class Pipeline:
         return [x[:limit] for x in ids]
 
 
-SMALL_INPUT = 8  # sentences; fewer decode fastest on one thread (see translator._threads)
+SMALL_INPUT = 8  # sentences; fewer decode fastest on one thread
 
 
 def default_threads(requested: int | None, n_sentences: int) -> int | None:
-    """The threads to decode `n_sentences` with: `requested`, else one for a few sentences,
-    else None (the process's setting)."""
+    """The threads to load an engine with for `n_sentences`: `requested`, else one for a few
+    sentences (their matrices are too small to share out, and a second thread only waits on a
+    busy core), else None (all cores)."""
     return requested or (1 if n_sentences <= SMALL_INPUT else None)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from translator.config import DecodeConfig
 from translator.decoding.ct2_engine import CTranslate2Translator
-from translator.decoding.pipeline import Pipeline, default_threads
+from translator.decoding.pipeline import Pipeline
 from translator.errors import InputError
 
 ENGINES = ("torch", "ctranslate2")
@@ -42,18 +42,29 @@ class Translator(Pipeline):
     ) -> Pipeline:
         """A run's model; with `ensemble`, those runs' models decode beside it (the same
         `weights` file in each). `engine="ctranslate2"` decodes with the run's CTranslate2
-        export instead (`translator export`); `threads` is then fixed at load."""
+        export instead (`translator export`).
+
+        `threads` (else the run's decode.threads, else untouched): the CPU threads decoding
+        uses, set here, once. torch's thread pool belongs to the process, so for the torch
+        engine this is the process's setting; decoding never changes it."""
         from translator.data.bundle import check_same_vocabularies
         from translator.model.weights import load_run
         from translator.run_dir import BEST, latest_run
 
         if engine not in ENGINES:
             raise InputError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}")
+        if threads is not None and threads < 1:
+            raise InputError(f"threads must be at least 1, got {threads}")
         if engine == "ctranslate2":
             if ensemble:
                 raise InputError("the ctranslate2 engine decodes one model; drop --ensemble")
             return CTranslate2Translator.load(run_dir or latest_run(), weights, device, threads)
         run = load_run(run_dir or latest_run(), weights or BEST, device)
+        threads = threads or run.cfg.decode.threads
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         model = run.model
         if ensemble:
             from translator.decoding.ensemble import Ensemble
@@ -64,6 +75,8 @@ class Translator(Pipeline):
             model = Ensemble([run.model, *(other.model for other in others)])
         translator = cls(model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword)
         translator.run_dir, translator.weights = run.path, weights or BEST
+        if threads:  # said in reports (evaluate --json), never applied per call
+            translator.options = translator.options.override(threads=threads)
         translator.ensemble = [Path(path) for path in ensemble]
         return translator
 
@@ -107,12 +120,11 @@ class Translator(Pipeline):
 
     @contextmanager
     def _decoding(self, opts: DecodeConfig, n_sentences: int):
-        """The model in eval mode, on the right number of threads, for one call."""
+        """The model in eval mode for one call (threads are the process's, set at load)."""
         was_training = self.model.training
         self.model.eval()
         try:
-            with _threads(opts.threads, n_sentences):
-                yield
+            yield
         finally:
             self.model.train(was_training)
 
@@ -123,22 +135,3 @@ class Translator(Pipeline):
 
         src = pad_sequences(sequences, self.src_vocab.pad_id, suffix=self.src_vocab.eos_id)
         return torch.from_numpy(src).to(next(self.model.parameters()).device)
-
-
-@contextmanager
-def _threads(requested: int | None, n_sentences: int):
-    """Run with `requested` CPU threads, or, when None, one thread for a few sentences: a
-    sentence's matrices are too small to share out, and a second thread only waits on a busy
-    core. Larger inputs keep the process's setting (all cores, or what training chose)."""
-    import torch
-
-    wanted = default_threads(requested, n_sentences)
-    before = torch.get_num_threads()
-    if wanted is None or wanted == before:
-        yield
-        return
-    torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

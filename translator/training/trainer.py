@@ -27,7 +27,12 @@ from translator import run_dir as rd
 from translator.config import Config
 from translator.data.bundle import write_bundle_files
 from translator.decoding.translator import Translator
-from translator.device import grad_scaler, resolve_precision, training_device
+from translator.device import (
+    cuda_training_math,
+    grad_scaler,
+    resolve_precision,
+    training_device,
+)
 from translator.model.transformer import Transformer
 from translator.model.weights import load_weights
 from translator.plots import plot_curves
@@ -130,7 +135,8 @@ class Trainer:
             self.setup()
             if self.resume and self._already_finished():
                 return self.run_dir
-            return self._train()
+            with cuda_training_math(self.device):
+                return self._train()
         except Exception as err:
             if self.dist.is_main and (self.run_dir / rd.CONFIG).exists():
                 rd.write_status(self.run_dir, "failed", reason=str(err).splitlines()[0][:300])
