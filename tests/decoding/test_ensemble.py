@@ -43,6 +43,8 @@ def ensemble_score(models, src_row, ids, alpha):
     src_row = src_row[src_row != 0].unsqueeze(0)
     with torch.no_grad():
         probs = torch.stack([m(src_row, tgt[:, :-1]).softmax(-1)[0] for m in models]).mean(0)
+    probs[:, [0, SOS]] = 0  # never outputs (<pad>, <sos>): the search renormalizes without them
+    probs /= probs.sum(-1, keepdim=True)
     total = probs.gather(1, tgt[0, 1:].unsqueeze(1)).log().sum().item()
     return total / length_penalty(len(ids) + 1, alpha)
 

@@ -53,7 +53,9 @@ def hypothesis_score(model: Transformer, src_row: torch.Tensor, ids: list[int], 
     tgt = torch.tensor([[SOS, *ids, EOS]])
     src_row = src_row[src_row != PAD].unsqueeze(0)
     with torch.no_grad():
-        lprobs = model(src_row, tgt[:, :-1]).log_softmax(-1)[0]  # (T, V)
+        logits = model(src_row, tgt[:, :-1])[0]  # (T, V)
+        logits[:, [PAD, SOS]] = float("-inf")  # never outputs: the search's softmax skips them
+        lprobs = logits.log_softmax(-1)
     total = lprobs.gather(1, tgt[0, 1:].unsqueeze(1)).sum().item()
     return total / length_penalty(len(ids) + 1, alpha)
 
@@ -239,8 +241,9 @@ def reference_beam(model, src_row, k: int, alpha: float, limit: int) -> list:
         candidates = []
         for beam, (ids, total) in enumerate(live):
             logits = model.decode(torch.tensor([[SOS, *ids]]), memory, mask)[0, -1]
-            lprobs = logits.float().log_softmax(-1)
-            lprobs[[PAD, SOS]] = float("-inf")
+            logits = logits.float()
+            logits[[PAD, SOS]] = float("-inf")
+            lprobs = logits.log_softmax(-1)
             if t == limit:  # the limit: only <eos> may follow
                 lprobs[torch.arange(VOCAB) != EOS] = float("-inf")
             values, tokens = lprobs.topk(min(2 * k, VOCAB))

@@ -101,34 +101,92 @@ class CTranslate2Translator(Pipeline):
 
         return nullcontext()  # CTranslate2's threads are set when it loads
 
-    def _run(self, batch: list[list[int]], opts: DecodeConfig, nbest: int, attention=False):
-        itos = self.src_vocab.itos
+    def _run(self, batch: list[list[int]], opts: DecodeConfig, attention: bool = False):
+        """Per source, its hypotheses best first: (output ids, score, attention or None).
+
+        Ranked as our own search ranks them: each sentence stops at its own length limit with
+        <eos> forced there, and beam hypotheses are scored by GNMT's penalty
+        ((5 + |Y|) / 6)^alpha (CTranslate2's own is |Y|^alpha, which an alpha tuned for GNMT
+        misjudges). CTranslate2 takes one length limit per call: a sentence whose beams reached
+        its own limit below the batch's is decoded again at its own, and a beam the limit cut
+        is scored with the <eos> ours forces there."""
         limits = [opts.output_limit(len(ids) + 1, self.cfg.model.max_positions) for ids in batch]
+        if opts.beam_size == 1:  # greedy: a prefix of a longer output is what ours gives
+            results = self._translate(batch, opts, max(limits), attention)
+            return [
+                [(ids[:limit], 0.0, attn)]
+                for (ids, _, attn), limit in zip((hyps[0] for hyps in results), limits, strict=True)
+            ]
+        results = self._translate(batch, opts, max(limits), attention)
+        again: dict[int, list[int]] = {}  # limit -> sentences to decode again at it
+        for i, (hyps, limit) in enumerate(zip(results, limits, strict=True)):
+            if limit < max(limits) and any(len(ids) >= limit for ids, _, _ in hyps):
+                again.setdefault(limit, []).append(i)
+        for limit, rows in again.items():
+            redone = self._translate([batch[i] for i in rows], opts, limit, attention)
+            for i, hyps in zip(rows, redone, strict=True):
+                results[i] = hyps
+        return [
+            self._ranked(ids, hyps, limit, opts.length_penalty)
+            for ids, hyps, limit in zip(batch, results, limits, strict=True)
+        ]
+
+    def _translate(self, batch, opts: DecodeConfig, limit: int, attention: bool):
+        """CTranslate2's hypotheses of each source, as (output ids, summed log-prob, attention):
+        those that ended with <eos> (scored) before `limit` tokens, and the beams still alive
+        at `limit` tokens, cut there without <eos> (the ones ours would force to end)."""
+        itos = self.src_vocab.itos
+        beam = opts.beam_size
         results = self.ct2.translate_batch(
             [[itos[i] for i in ids] for ids in batch],
-            beam_size=opts.beam_size,
-            num_hypotheses=nbest,
-            length_penalty=opts.length_penalty,
-            max_decoding_length=max(limits) + 1,  # then cut to each sentence's own limit
+            beam_size=beam,
+            num_hypotheses=beam,  # every finished one: we rank them ourselves
+            length_penalty=0,  # raw summed log-probs, <eos> included
+            max_decoding_length=limit,
             max_input_length=0,  # inputs are already cut to fit the model
             max_batch_size=opts.batch_size,  # CTranslate2 splits the call into such batches
             suppress_sequences=[[PAD], [SOS]],  # never outputs, as in our search
-            return_scores=nbest > 1,
+            return_scores=True,
             return_attention=attention,
         )
         stoi, unk = self.tgt_vocab.stoi, self.tgt_vocab.unk_id
         return [
-            (result, [[stoi.get(t, unk) for t in hyp][:limit] for hyp in result.hypotheses])
-            for result, limit in zip(results, limits, strict=True)
+            [
+                ([stoi.get(t, unk) for t in hyp], score, result.attention[n] if attention else None)
+                for n, (hyp, score) in enumerate(zip(result.hypotheses, result.scores, strict=True))
+            ]
+            for result in results
         ]
 
+    def _ranked(self, src_ids: list[int], hyps: list, limit: int, alpha: float) -> list:
+        """`hyps` ranked by GNMT-normalized score; one the limit cut is scored, as ours forces
+        it, with <eos> after its first `limit` tokens."""
+        from translator.decoding.search import length_penalty
+
+        cut = [(ids[:limit], attn) for ids, _, attn in hyps if len(ids) >= limit]
+        ended = [(ids, score, attn) for ids, score, attn in hyps if len(ids) < limit]
+        if cut:
+            itos_src, itos_tgt = self.src_vocab.itos, self.tgt_vocab.itos
+            source = [itos_src[i] for i in src_ids]
+            scored = self.ct2.score_batch(
+                [source] * len(cut), [[itos_tgt[i] for i in ids] for ids, _ in cut]
+            )
+            for (ids, attn), result in zip(cut, scored, strict=True):
+                ended.append((ids, sum(result.log_probs), attn))
+        best: dict[tuple, tuple] = {}
+        for ids, score, attn in ended:
+            normalized = score / length_penalty(len(ids) + 1, alpha)
+            if tuple(ids) not in best or normalized > best[tuple(ids)][1]:
+                best[tuple(ids)] = (ids, normalized, attn)
+        return sorted(best.values(), key=lambda h: -h[1])
+
     def _search(self, batch: list[list[int]], opts: DecodeConfig) -> list[list[int]]:
-        return [hyps[0] for _, hyps in self._run(batch, opts, 1)]
+        return [hyps[0][0] for hyps in self._run(batch, opts)]
 
     def _search_nbest(self, batch, opts: DecodeConfig) -> list[list[tuple[list[int], float]]]:
         return [
-            list(zip(hyps, result.scores, strict=True))
-            for result, hyps in self._run(batch, opts, opts.nbest)
+            [(ids, score) for ids, score, _ in hyps[: opts.nbest]]
+            for hyps in self._run(batch, opts)
         ]
 
     def attention(self, text: str, **options):
@@ -137,8 +195,8 @@ class CTranslate2Translator(Pipeline):
         import numpy as np
 
         opts, ids = self._one_source(text, options)
-        ((result, (hyp, *_)),) = self._run([ids], opts, 1, attention=True)
-        weights = np.asarray(result.attention[0], dtype=np.float32)[: len(hyp) + 1]
+        ((hyp, _, attention), *_) = self._run([ids], opts, attention=True)[0]
+        weights = np.asarray(attention, dtype=np.float32)[: len(hyp) + 1]
         src_tokens = [self.src_vocab.itos[i] for i in ids] + ["<eos>"]
         out_tokens = [self.tgt_vocab.itos[i] for i in hyp] + ["<eos>"]
         return src_tokens[: weights.shape[1]], out_tokens[: len(weights)], weights[None]

@@ -13,9 +13,9 @@ outputs silently:
 - fused projections: self-attention Q;K;V in one matrix, cross-attention Q, then K;V;
 - special tokens: our <sos>/<eos>/<unk> strings, the source's <eos> added by the engine;
 - shared embeddings stay shared (the converter stores one copy of identical arrays).
-Two differences are inherent in the engine and stated where they show: CTranslate2 divides a
-beam hypothesis' score by |Y|^alpha (ours: GNMT's ((5 + |Y|) / 6)^alpha), and it takes one output
-length limit per batch, so longer outputs are cut to each sentence's own limit afterwards.
+Where CTranslate2's search differs from ours by design (it divides a beam hypothesis' score by
+|Y|^alpha, not GNMT's ((5 + |Y|) / 6)^alpha, and takes one length limit per call), the engine
+(ct2_engine.py) ranks CTranslate2's hypotheses itself, so that both engines rank them the same way.
 
 The export folder is self-contained: CTranslate2's model.bin, config.json and vocabularies, our
 config.yaml, vocabularies and BPE (the same pre- and post-processing), and `translator.json`, which

@@ -12,7 +12,8 @@ object (translator.config.DecodeConfig). A sentence's output is at most
 min(max_len_a * src_len + max_len_b, max_positions - 1) tokens long (src_len counts non-pad
 tokens), or min(max_len, max_positions - 1) when `max_len` is given. Beam scores are the sum of
 log-probs divided by GNMT's lp(Y) = ((5 + |Y|) / 6)^alpha (alpha: options.length_penalty), |Y|
-counting the EOS. Every function runs under torch.inference_mode(); dropout must already be off.
+counting the EOS; the log-probs are over the tokens that may be output (<pad> and <sos> never
+are). Every function runs under torch.inference_mode(); dropout must already be off.
 Text (vocab, detokenization) lives elsewhere.
 """
 
@@ -179,8 +180,9 @@ def _beam(
     for t in range(max(max_lens, default=0) + 1):
         n = active.size(0)
         logits = model.decode(tok, memory, src_pad_mask, cache)[:, -1]  # (N*b, V)
-        lprobs = logits.float().log_softmax(dim=-1)
-        lprobs[:, banned] = float("-inf")
+        logits = logits.float()
+        logits[:, banned] = float("-inf")  # before the softmax, as CTranslate2 suppresses them
+        lprobs = logits.log_softmax(dim=-1)
         lprobs = lprobs.view(n, b, -1)  # (N, b, V)
         at_limit = limits == t  # these sentences may only end now
         if at_limit.any():
