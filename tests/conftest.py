@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import random
 import subprocess
@@ -54,8 +55,10 @@ def toy_pairs(n: int, seed: int) -> list[tuple[str, str]]:
 
 def write_split(folder: Path, split: str, pairs: list[tuple[str, str]]) -> None:
     for lang, column in (("en", 0), ("de", 1)):
-        with gzip.open(folder / f"{split}.{lang}.gz", "wt", encoding="utf-8") as f:
-            f.writelines(pair[column] + "\n" for pair in pairs)
+        # mtime=0: the same pairs give the same bytes, so tests share one prepared cache
+        with gzip.GzipFile(folder / f"{split}.{lang}.gz", "wb", mtime=0) as raw:
+            with io.TextIOWrapper(raw, encoding="utf-8") as f:
+                f.writelines(pair[column] + "\n" for pair in pairs)
 
 
 def write_toy_corpus(folder: Path) -> Path:
@@ -82,11 +85,26 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One prepared-corpus cache for the whole suite. Its keys hash the data's content and every
+    setting that shapes the corpus, so tests that prepare the same corpus share the work."""
+    return tmp_path_factory.mktemp("prepared")
+
+
 @pytest.fixture(autouse=True)
-def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test gets its own corpus cache and runs folder (the real data dir is kept)."""
-    monkeypatch.setenv("TRANSLATOR_CACHE_DIR", str(tmp_path / "cache"))
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> None:
+    """Each test gets its own runs folder, and the suite's shared corpus cache."""
+    monkeypatch.setenv("TRANSLATOR_CACHE_DIR", str(shared_cache))
     monkeypatch.setenv("TRANSLATOR_RUNS_DIR", str(tmp_path / "runs"))
+
+
+@pytest.fixture
+def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A corpus cache of the test's own: for tests of building, reusing or losing one."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("TRANSLATOR_CACHE_DIR", str(path))
+    return path
 
 
 # A joint BPE small enough for the toy corpus, with all embeddings shared (the default's scheme).

@@ -156,6 +156,7 @@ def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch
         load_config("nope")
 
 
+@pytest.mark.slow  # builds a wheel (~15 s): `make test-all` and CI run it
 def test_the_wheel_ships_the_configs(tmp_path):
     import shutil
     import subprocess

@@ -6,7 +6,7 @@ from translator.data.corpus import IdArray, ParallelIds, prepare
 from translator.data.tokenization import Tokenizer
 
 
-def test_prepare_builds_then_reuses_the_cache(toy_config):
+def test_prepare_builds_then_reuses_the_cache(toy_config, fresh_cache):
     first = prepare(toy_config)
     second = prepare(toy_config)
     assert not first.cached and second.cached
@@ -16,7 +16,7 @@ def test_prepare_builds_then_reuses_the_cache(toy_config):
     assert np.array_equal(second.splits["train"].tgt.ids, first.splits["train"].tgt.ids)
 
 
-def test_a_changed_setting_gets_a_new_cache(toy_data, toy_config):
+def test_a_changed_setting_gets_a_new_cache(toy_data, toy_config, fresh_cache):
     base = prepare(toy_config)
     other = prepare(
         load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data, "vocab.min_freq=150"))

@@ -202,7 +202,7 @@ def test_german_to_english_and_cache_reuse(tmp_path):
         ("language", 2, "data.src_lang: spaCy has no tokenizer for language 'qq'"),
     ],
 )
-def test_bad_input_is_one_line_and_no_cache(tmp_path, setup, code, text):
+def test_bad_input_is_one_line_and_no_cache(tmp_path, fresh_cache, setup, code, text):
     write_text(tmp_path / "train.en", [p[0] for p in PAIRS])
     write_text(tmp_path / "train.de", [p[1] for p in PAIRS])
     write_table(tmp_path / "dev.tsv", PAIRS[:5])
@@ -233,7 +233,7 @@ def test_bad_input_is_one_line_and_no_cache(tmp_path, setup, code, text):
     sets = [x for s in ["data.source=files", *splits] for x in ("--set", s)]
     result = invoke("prepare", "-c", CONFIGS / "tiny.yaml", *sets, *extra)
     assert_one_line_error(result, code, text.format(tmp=tmp_path))
-    cache = tmp_path / "cache"
+    cache = fresh_cache
     assert not cache.exists() or not any(cache.glob("*/meta.json"))  # nothing half-written
     assert not cache.exists() or not [p for p in cache.iterdir() if p.name.startswith(".")]
 

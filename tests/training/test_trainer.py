@@ -245,7 +245,7 @@ def test_resuming_a_bpe_dropout_run_says_it_is_not_bit_exact(toy_data, tmp_path,
 
 
 def test_resume_without_the_prepared_cache_uses_the_runs_own_bpe_and_continues_exactly(
-    toy_data, tmp_path, monkeypatch
+    toy_data, tmp_path, monkeypatch, fresh_cache
 ):
     """The cache is a speed-up, not the source of truth: with it gone, a resumed run numbers
     the corpus with its own saved BPE and vocabularies (learning nothing) and ends bit-identical
@@ -255,7 +255,7 @@ def test_resume_without_the_prepared_cache_uses_the_runs_own_bpe_and_continues_e
                        progress=False).train()  # fmt: skip
     split = Trainer(tiny(toy_data, *settings, "train.max_steps=8"), tmp_path / "split",
                     progress=False).train()  # fmt: skip
-    shutil.rmtree(tmp_path / "cache")  # another machine, a cleaned ~/.cache, a format bump
+    shutil.rmtree(fresh_cache)  # another machine, a cleaned ~/.cache, a format bump
 
     def no_learning(*args, **kwargs):
         raise AssertionError("resume learned a BPE instead of using the run's own")
@@ -269,14 +269,14 @@ def test_resume_without_the_prepared_cache_uses_the_runs_own_bpe_and_continues_e
 
 
 def test_a_run_with_separate_bpes_keeps_both_and_resumes_and_fine_tunes_from_them(
-    toy_data, tmp_path, monkeypatch
+    toy_data, tmp_path, monkeypatch, fresh_cache
 ):
     separate = ("vocab.kind=bpe", "vocab.bpe_size=300", "vocab.joint=false", "train.max_steps=2")
     run = Trainer(tiny(toy_data, *separate), tmp_path / "r", progress=False).train()
     bundle = read_bundle(run)
     assert (run / rd.TGT_SUBWORD).exists() and bundle.tgt_subword is not None
     assert bundle.tgt_subword.to_str() != bundle.subword.to_str()  # learned on German text
-    shutil.rmtree(tmp_path / "cache")
+    shutil.rmtree(fresh_cache)
     learned = Subword.train  # from here on, nothing may be learned again
 
     def no_learning(*args, **kwargs):
@@ -295,7 +295,7 @@ def test_a_run_with_separate_bpes_keeps_both_and_resumes_and_fine_tunes_from_the
     # A run dir from before both sides were kept: one clear line where the target side is needed.
     monkeypatch.setattr(Subword, "train", learned)
     (run / rd.TGT_SUBWORD).unlink()
-    shutil.rmtree(tmp_path / "cache")
+    shutil.rmtree(fresh_cache)
     with pytest.raises(rd.RunError, match="lacks the target side's BPE"):
         Trainer(resume_config(run, ["train.max_steps=6"]), run, resume=True, progress=False).train()
     with pytest.raises(rd.RunError, match="keeps only the source's"):
