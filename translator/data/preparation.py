@@ -51,7 +51,7 @@ from translator.data.tokenization import BOM, check_language, clean
 from translator.data.vocab_learning import LearnedVocab
 from translator.files import atomic_folder, atomic_write_text
 
-FORMAT_VERSION = 4  # bump when the cached layout or the tokenization scheme changes (4: both BPEs)
+FORMAT_VERSION = 5  # bump when the cached layout or tokenization changes (5: reproducible BPE)
 WORDS_FILE = "train.words.json"  # with BPE-dropout: the training split's spaCy tokens
 SAMPLE_SEED = 0  # the pairs the vocabulary is learned from (not train.seed: no re-prepare)
 CHUNK_ROWS = 100_000  # rows per numpy pass over an Arrow column
