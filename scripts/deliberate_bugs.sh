@@ -78,6 +78,12 @@ plant "a bare train reads another recipe than config.py's" translator/configs/mu
 plant "config.py's default drifts from the README" translator/config.py \
   's/    d_model: int = 128  # width of every layer/    d_model: int = 256  # width of every layer/' \
   tests/test_config.py::test_a_bare_train_uses_the_defaults_config_py_and_the_readme_state
+plant "evaluate --json forgets what made the run" translator/cli/decoding.py \
+  's/versions=read_versions(translator.run_dir),/versions=None,/' \
+  tests/cli/test_cli.py::test_translate_and_evaluate_share_every_decoding_option
+plant "prepare --check compares nothing" translator/cli/prepare.py \
+  's/            if (folders\[0\] \/ name).read_bytes() != (folders\[1\] \/ name).read_bytes()/            if False/' \
+  tests/cli/test_cli.py::test_prepare_check_names_the_files_that_differ
 plant "an ensemble of runs with different BPEs" translator/data/bundle.py \
   's/problems.append("BPE")/pass/' \
   tests/decoding/test_ensemble.py::test_runs_with_the_same_vocabularies_but_another_bpe_are_refused

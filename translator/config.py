@@ -293,6 +293,8 @@ SPLIT_KEYS = ("train_split", "valid_split", "test_split")
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
+    # A run's config.yaml also says what software made it (dump_config): not a setting.
+    raw = {key: value for key, value in raw.items() if key != VERSIONS}
     cfg = _build(Config, raw, "", source)
     problems = config_problems(cfg)
     if problems:
@@ -339,8 +341,16 @@ def flat_config(cfg: Config) -> dict:
     return flat
 
 
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+VERSIONS = "versions"  # config.yaml's record of the software that made a run (not a setting)
+
+
+def dump_config(cfg: Config, versions: dict | None = None) -> str:
+    """The YAML of `cfg`; with `versions`, a `versions:` mapping after the settings (what made
+    the run), which loading skips."""
+    raw = config_to_dict(cfg)
+    if versions:
+        raw[VERSIONS] = versions
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
 
 
 def _build(cls, raw, prefix: str, source: str):

@@ -1,7 +1,7 @@
 """Run directories: every file of a run is named, written and read here, and nowhere else.
 
     runs/<config-name>-<YYYYmmdd-HHMMSS>/
-      config.yaml                      the resolved config
+      config.yaml                      the resolved config, and the software versions that made it
       vocab.src.json  vocab.tgt.json   vocabularies
       subword.json                     the BPE (vocab.kind: bpe only)
       model.safetensors                best weights (by validation BLEU)
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from translator.config import Config, ConfigError, config_from_dict
+from translator.config import VERSIONS, Config, ConfigError, config_from_dict
 from translator.errors import UserError
 from translator.files import atomic_write_text
 
@@ -100,6 +100,32 @@ def check_writable(path: Path) -> None:
         (path / ".write-test").unlink()
     except OSError as err:
         raise RunError(f"cannot write to run dir {path}: {err.strerror or err}") from None
+
+
+def software_versions() -> dict[str, str | None]:
+    """The versions of what makes a run's numbers: Python, and the libraries that read the data,
+    tokenize it, learn the BPE and train (config.yaml records them)."""
+    import importlib.metadata
+    import platform
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("translator", "torch", "tokenizers", "spacy", "datasets"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def read_versions(path: Path) -> dict | None:
+    """What config.yaml says made the run (software_versions); None for runs made before it
+    was recorded, or without a readable config.yaml."""
+    try:
+        raw = yaml.safe_load((Path(path) / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    found = raw.get(VERSIONS) if isinstance(raw, dict) else None
+    return found if isinstance(found, dict) else None
 
 
 def read_config(path: Path) -> Config:

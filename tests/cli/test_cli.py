@@ -259,6 +259,13 @@ def test_translate_and_evaluate_share_every_decoding_option(toy_data, tmp_path):
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     assert scores["beam"] == 1 and scores["decode"]["threads"] == 1
+    # What made the run, as its config.yaml records it (a run's config still loads with it).
+    import importlib.metadata
+
+    made_with = scores["versions"]
+    for package in ("torch", "tokenizers", "spacy", "datasets"):
+        assert made_with[package] == importlib.metadata.version(package)
+    assert "versions:" in (run / "config.yaml").read_text()
     assert scores["decode"]["length_penalty"] == scores["alpha"]
 
     for command in (["translate", "A dog."], ["evaluate", "--split", "val"]):
@@ -322,3 +329,41 @@ def test_the_executable_exits_quickly_with_its_output_whole_and_its_exit_code(to
         text=True,
     )
     assert done.returncode == 2 and "nope" in done.stderr
+
+
+def test_prepare_check_finds_two_fresh_prepares_byte_identical(toy_data):
+    """The same files and settings give the same BPE, vocabularies and ids in any process (the
+    BPE trainer numbered symbols in hash-map order, so they did not): two users, or the
+    machines of one torchrun job, get one run's ids."""
+    from conftest import TOY_BPE
+
+    result = invoke("prepare", "-c", "tiny", *sets(toy_data, *TOY_BPE), "--check")
+    assert result.exit_code == 0, result.output
+    assert "reproducible: two fresh prepares" in result.stdout
+    assert "the same 15 files, byte for byte" in result.stdout  # BPE, 2 vocabularies, 12 ids
+
+
+def test_prepare_check_names_the_files_that_differ(tmp_path, monkeypatch, capsys):
+    import shutil
+    import subprocess
+
+    import typer
+
+    from translator.cli.prepare import _check_reproducible
+
+    def fake_prepare(command, env, **_):  # writes what a prepare would, one file seed-dependent
+        cache = next(x.split("=", 1)[1] for x in command if x.startswith("data.cache_dir="))
+        made = tmp_path / env["PYTHONHASHSEED"]
+        made.mkdir()
+        (made / "vocab.src.json").write_text("[]")
+        (made / "subword.json").write_text(env["PYTHONHASHSEED"])
+        (made / "meta.json").write_text(env["PYTHONHASHSEED"])  # its timings are not compared
+        shutil.copytree(made, f"{cache}/key")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_prepare)
+    with pytest.raises(typer.Exit) as stopped:
+        _check_reproducible(None, [], None)
+    assert stopped.value.exit_code == 1
+    error = capsys.readouterr().err.strip()
+    assert error == "error: not reproducible: two fresh prepares differ in subword.json"

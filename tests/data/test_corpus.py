@@ -80,30 +80,3 @@ def test_prepare_on_real_multi30k():
     )
     assert 5000 < len(words.src_vocab) < 8000 and 6000 < len(words.tgt_vocab) < 10000
     assert words.stats["splits"]["val"]["tgt_oov"] < 0.06
-
-
-def test_two_cold_prepares_in_fresh_processes_write_the_same_bytes(toy_data, tmp_path):
-    """The same files and settings give the same BPE, vocabularies and ids in any process: two
-    users, or the machines of one torchrun job, get one run's ids."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT, TOY_BPE
-
-    sets = [x for pair in toy_overrides(toy_data, *TOY_BPE) for x in ("--set", pair)]
-    folders = []
-    for seed in (1, 2):
-        cache = tmp_path / f"cache{seed}"
-        subprocess.run(
-            [sys.executable, "-m", "translator", "prepare", "-c", "tiny", *sets],
-            cwd=ROOT, capture_output=True, check=True,
-            env={**os.environ, "PYTHONHASHSEED": str(seed), "TRANSLATOR_CACHE_DIR": str(cache)},
-        )  # fmt: skip
-        (folder,) = cache.iterdir()
-        folders.append(folder)
-    files = sorted(p.name for p in folders[0].iterdir() if p.name != "meta.json")  # (timings)
-    assert "subword.json" in files and "vocab.src.json" in files and "train.src.ids.npy" in files
-    assert files == sorted(p.name for p in folders[1].iterdir() if p.name != "meta.json")
-    different = [n for n in files if (folders[0] / n).read_bytes() != (folders[1] / n).read_bytes()]
-    assert different == []

@@ -184,7 +184,7 @@ def evaluate(
     from translator.decoding import evaluations
     from translator.decoding.scoring import references_for, score
     from translator.decoding.translator import Translator
-    from translator.run_dir import EVALUATIONS, read_evaluation, read_init_from
+    from translator.run_dir import EVALUATIONS, read_evaluation, read_init_from, read_versions
 
     _check_decoding(beam, greedy, alpha, max_len, batch_size, threads)
     if (src is None) != (ref is None):
@@ -228,6 +228,7 @@ def evaluate(
         sentences_per_s=round(len(hyps) / seconds, 1),
         lowercased_references=d.lowercase,
         init_from=read_init_from(translator.run_dir),
+        versions=read_versions(translator.run_dir),  # what made the run (config.yaml)
         reused=found is not None,
     )
     evaluations.record(translator.run_dir, key, result, hyps)

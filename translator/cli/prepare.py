@@ -4,6 +4,8 @@ print what was done."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,6 +13,7 @@ from translator.cli.app import (
     ConfigOpt,
     InitFromOpt,
     SetOpt,
+    _fail,
     _setup_logging,
     app,
     user_errors,
@@ -23,7 +26,21 @@ from translator.cli.app import (
     "--set data.test_split=corpus/test.jsonl`"
 )
 @user_errors
-def prepare(config: ConfigOpt = None, set_: SetOpt = None, init_from: InitFromOpt = None) -> None:
+def prepare(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    init_from: InitFromOpt = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Then prepare twice more, each in a fresh process with an empty cache of its "
+            "own, another hash seed and another data.num_proc, and compare every file they "
+            "write (BPE, vocabularies, ids; meta.json's timings aside) byte for byte: says "
+            "`reproducible` (exit 0) or names the files that differ (exit 1).",
+        ),
+    ] = False,
+) -> None:
     """Read the corpus (data.source), clean and tokenize it with spaCy, build the vocabularies.
 
     The result is cached; a second run with the same settings only opens it. Prints a summary:
@@ -42,6 +59,50 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None, init_from: InitFromOp
     batches, padding = _batch_estimate(cfg, corpus.splits[cfg.data.train_split])
     _print_summary(cfg, corpus, batches, padding)
     typer.echo(f"cache: {corpus.path}\ntime: {time.perf_counter() - started:.1f} s")
+    if check:
+        _check_reproducible(config, set_ or [], init_from)
+
+
+def _check_reproducible(config, sets: list[str], init_from) -> None:
+    """Prepare twice in fresh processes (hash seeds 1 and 2; data.num_proc 1, then 2), each into
+    an empty cache of its own, and compare what they wrote."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    command = [sys.executable, "-m", "translator", "prepare"]
+    command += ["-c", str(config)] if config else []
+    command += ["--init-from", str(init_from)] if init_from else []
+    with tempfile.TemporaryDirectory(prefix="translator-check-") as tmp:
+        folders = []
+        for seed in (1, 2):
+            cache = Path(tmp, str(seed))
+            overrides = [*sets, f"data.cache_dir={cache}", f"data.num_proc={seed}"]
+            done = subprocess.run(
+                command + [x for item in overrides for x in ("--set", item)],
+                env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode:
+                said = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise _fail(f"--check: a fresh prepare failed: {said}", 1)
+            (folder,) = cache.iterdir()
+            folders.append(folder)
+        names = sorted(p.name for p in folders[0].iterdir() if p.name != "meta.json")
+        others = sorted(p.name for p in folders[1].iterdir() if p.name != "meta.json")
+        differ = sorted(set(names) ^ set(others)) + [
+            name
+            for name in set(names) & set(others)
+            if (folders[0] / name).read_bytes() != (folders[1] / name).read_bytes()
+        ]
+    if differ:
+        raise _fail(f"not reproducible: two fresh prepares differ in {', '.join(differ)}", 1)
+    typer.echo(
+        f"reproducible: two fresh prepares (hash seeds 1 and 2, data.num_proc 1 and 2) wrote "
+        f"the same {len(names)} files, byte for byte"
+    )
 
 
 SUMMARY_PAIRS = 500_000  # batches and padding are estimated from at most this many pairs

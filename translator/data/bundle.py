@@ -26,6 +26,7 @@ from translator.run_dir import (
     TGT_VOCAB,
     RunError,
     read_config,
+    software_versions,
 )
 
 
@@ -79,7 +80,7 @@ def write_bundle_files(
     """Config, vocabularies and BPE (both sides' when they are separate): what a run needs
     besides weights."""
     path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path / CONFIG, dump_config(cfg))
+    atomic_write_text(path / CONFIG, dump_config(cfg, software_versions()))
     src_vocab.to_file(path / SRC_VOCAB)
     tgt_vocab.to_file(path / TGT_VOCAB)
     if subword is not None:

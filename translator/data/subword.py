@@ -11,12 +11,11 @@ both mean "no space before this". So subword output needs no merge step of its o
 `tokenizers` library's (Rust, fast); its JSON format holds data only.
 
 Learning is reproducible: the same token lists give byte-identical BPE files in any process.
-tokenizers' trainer breaks ties between equally frequent pairs by symbol ids, and it numbers the
-joiner-marked (word-continuing) characters in hash-map order, which changes from process to
-process (tokenizers issue #1794; four learnings of Multi30k gave four merge lists). So `train`
-hands it no joiner marks: a word's later characters go in shifted to a private-use plane, where
-they are ordinary characters the trainer numbers in code point order, and the learned pieces
-are shifted back and marked afterwards, the same BPE written the usual way.
+tokenizers' trainer breaks ties between equally frequent pairs by symbol ids, and numbers the
+joiner-marked (word-continuing) characters as it meets them in a hash map's order, which changes
+from process to process (tokenizers issue #1794; four learnings of Multi30k gave four merge
+lists). So `train` gives it those symbols up front, in code point order, as special tokens: the
+trainer then numbers nothing by itself.
 """
 
 from __future__ import annotations
@@ -40,28 +39,36 @@ class Subword:
         self._cache: dict[str, list[int]] = {}
 
     @classmethod
-    def train(cls, token_lists: Iterable[Sequence[str]], vocab_size: int) -> Subword:
+    def train(
+        cls,
+        token_lists: Iterable[Sequence[str]],
+        vocab_size: int,
+        words: Iterable[str] | None = None,
+    ) -> Subword:
         """The BPE of `vocab_size` pieces (specials included) learned from `token_lists`; the
-        same lists give the same BPE in any process (see the module's docstring)."""
+        same lists give the same BPE in any process. `words`: every distinct token of the lists
+        (when not given, the lists are read twice, so they are kept in memory)."""
         from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        if words is None:
+            token_lists = list(token_lists)
+            words = {token for tokens in token_lists for token in tokens}
+        # Every word-continuing symbol, numbered here in code point order (see above).
+        continuing = sorted({JOINER + c for word in words for c in word[1:]})
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK, continuing_subword_prefix=JOINER))
         trainer = trainers.BpeTrainer(
-            # Merges a few more: pieces that read the same once marked collapse into one.
-            vocab_size=vocab_size + vocab_size // 20,
+            vocab_size=vocab_size,
             min_frequency=2,
-            special_tokens=list(SPECIALS),
+            special_tokens=[*SPECIALS, *continuing],
+            continuing_subword_prefix=JOINER,
             show_progress=False,
         )
         # Words are whole spaCy tokens: the BPE never merges across them. A sentence goes in as
         # one string split at spaces (tokens hold none: `normalize` collapsed all whitespace),
         # 1.5x faster than one Python string per token.
         tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        shifted = _Shifted()
-        tokenizer.train_from_iterator(
-            (" ".join([shifted[token] for token in tokens]) for tokens in token_lists), trainer
-        )
-        return cls.from_str(_marked_bpe(tokenizer.to_str(), vocab_size))
+        tokenizer.train_from_iterator((" ".join(tokens) for tokens in token_lists), trainer)
+        return cls(_without_added_pieces(tokenizer))
 
     def segment(
         self, token_lists: Sequence[Sequence[str]], dropout: float = 0.0
@@ -124,56 +131,21 @@ class Subword:
         return cls.from_str(Path(path).read_text(encoding="utf-8"))
 
 
-# A word's later characters learn as these code points, each its own character shifted by
-# CONTINUING: the supplementary private-use planes hold the shift of every code point below
-# U+20000 (all scripts in use; larger ones are refused).
-CONTINUING = 0xF0000
-
-
-class _Shifted(dict):
-    """token -> the token with every character but the first shifted by CONTINUING (each
-    distinct token shifted once)."""
-
-    def __missing__(self, token: str) -> str:
-        if any(ord(c) >= 0x20000 for c in token):
-            raise ValueError(
-                f"the BPE cannot learn from {token!r}: characters from U+20000 up are not supported"
-            )
-        shifted = self[token] = token[:1] + "".join(chr(ord(c) + CONTINUING) for c in token[1:])
-        return shifted
-
-
-def _unshifted(piece: str) -> str:
-    """A learned piece as our BPE writes it: shifted characters back, marked with JOINER when
-    the piece continues a word."""
-    text = "".join(chr(ord(c) - CONTINUING) if ord(c) >= CONTINUING else c for c in piece)
-    return JOINER + text if piece and ord(piece[0]) >= CONTINUING else text
-
-
-def _marked_bpe(learned: str, vocab_size: int) -> str:
-    """The tokenizer JSON of a BPE learned on shifted characters, as the joiner-marked BPE that
-    segments spaCy tokens, cut after the merge that makes `vocab_size` pieces. A piece continuing
-    a word and a joiner-glued token may read the same ("￭." of "dog." and of a glued "."): one
-    piece then, as both mean "no space before", as tokenizers' own trainer makes them."""
+def _without_added_pieces(trained):
+    """The trained BPE with only our SPECIALS as added tokens: the continuing symbols it was
+    given as special tokens are plain pieces (an added token would be cut out of any word
+    that holds it before the BPE segments it)."""
     import json
 
     from tokenizers import Tokenizer, models
 
-    model = json.loads(learned)["model"]
-    pairs = [pair.split(" ") if isinstance(pair, str) else pair for pair in model["merges"]]
-    learned_ids = model["vocab"]
-    # The trainer numbers the specials, then the alphabet, then what each merge makes.
-    first_made = min((learned_ids[left + right] for left, right in pairs), default=len(learned_ids))
-    vocab: dict[str, int] = {}
-    for piece, _ in sorted(learned_ids.items(), key=lambda item: item[1])[:first_made]:
-        vocab.setdefault(_unshifted(piece), len(vocab))
-    merges: dict[tuple[str, str], None] = {}
-    for left, right in pairs:
-        if len(vocab) >= vocab_size:  # where the trainer, given the size, would have stopped
-            break
-        merges[(_unshifted(left), _unshifted(right))] = None
-        vocab.setdefault(_unshifted(left + right), len(vocab))
+    model = json.loads(trained.to_str())["model"]
+    merges = [
+        tuple(pair.split(" ")) if isinstance(pair, str) else tuple(pair) for pair in model["merges"]
+    ]
     bpe = models.BPE(
-        vocab=vocab, merges=list(merges), unk_token=UNK, continuing_subword_prefix=JOINER
+        vocab=model["vocab"], merges=merges, unk_token=UNK, continuing_subword_prefix=JOINER
     )
-    return Tokenizer(bpe).to_str()
+    tokenizer = Tokenizer(bpe)
+    tokenizer.add_special_tokens(list(SPECIALS))
+    return tokenizer

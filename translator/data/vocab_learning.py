@@ -39,14 +39,15 @@ class LearnedVocab:
             self._use(given, lists)
             return
         if v.kind == "bpe":
+            words = lambda *columns: _distinct_tokens(train, columns, rows)  # noqa: E731
             if v.joint:
-                self.src_bpe = Subword.train(
-                    chain(lists("src_tokens"), lists("tgt_tokens")), v.bpe_size
-                )
+                both = chain(lists("src_tokens"), lists("tgt_tokens"))
+                words_of_both = words("src_tokens", "tgt_tokens")
+                self.src_bpe = Subword.train(both, v.bpe_size, words_of_both)
                 self.tgt_bpe = self.src_bpe
             else:
-                self.src_bpe = Subword.train(lists("src_tokens"), v.bpe_size)
-                self.tgt_bpe = Subword.train(lists("tgt_tokens"), v.bpe_size)
+                self.src_bpe = Subword.train(lists("src_tokens"), v.bpe_size, words("src_tokens"))
+                self.tgt_bpe = Subword.train(lists("tgt_tokens"), v.bpe_size, words("tgt_tokens"))
             self.encoders = {"src": self.src_bpe.encode_ids, "tgt": self.tgt_bpe.encode_ids}
             self.counts = {
                 "src": np.zeros(len(self.src_bpe.all_pieces()), dtype=np.int64),
@@ -120,6 +121,19 @@ class LearnedVocab:
             # resegments train every epoch with it.
             if self.sampled or self.tgt_bpe is not self.src_bpe:
                 self.tgt_bpe.to_file(folder / TGT_SUBWORD)
+
+
+def _distinct_tokens(ds, columns: tuple[str, ...], rows: np.ndarray) -> set[str]:
+    """Every distinct token of `columns` in the selected rows (found by Arrow, not Python)."""
+    import pyarrow.compute as pc
+
+    words: set[str] = set()
+    for column in columns:
+        for start, batch in record_batches(ds, [column]):
+            mask = rows[start : start + batch.num_rows]
+            tokens = pc.list_flatten(batch.column(0).filter(mask))
+            words.update(pc.unique(tokens).to_pylist())
+    return words
 
 
 def _token_lists(ds, column: str, rows: np.ndarray):
