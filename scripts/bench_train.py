@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from translator.config import load_config
 from translator.data.batching import make_batch
-from translator.device import cpu_has_bf16
+from translator.device import cpu_has_bf16, cuda_training_math
 from translator.training.trainer import Trainer
 
 
@@ -75,25 +75,29 @@ def bench(cfg, steps: int, warmup: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, run_dir=Path(tmp) / "run", progress=False)
         trainer.setup()
-        trainer.model.train()
-        batches = trainer.data.sampler.epoch(0)
-        acc = cfg.train.accumulate
-        groups = [batches[i : i + acc] for i in range(0, len(batches), acc)]
-        groups = (groups * (1 + (warmup + steps) // len(groups)))[: warmup + steps]
-        for group in groups[:warmup]:
-            trainer.train_step(group)
-        tgt = src = 0
-        sync(trainer.device)
-        started = time.perf_counter()
-        for group in groups[warmup:]:
-            _, n_tgt, n_src = trainer.train_step(group)
-            tgt, src = tgt + n_tgt, src + n_src
-        sync(trainer.device)
-        seconds = time.perf_counter() - started
-        flops = sum(step_flops(trainer, group) for group in groups[warmup:])
-        epoch_tgt = int(
-            trainer.data.train_pairs.tgt.lengths().sum() + len(trainer.data.train_pairs)
-        )
+        with cuda_training_math(trainer.device):  # as Trainer.train() runs its steps
+            return _timed(trainer, cfg, steps, warmup)
+
+
+def _timed(trainer, cfg, steps: int, warmup: int) -> dict:
+    """Target and all tokens per second, epoch time and FLOP/s over `steps` steps."""
+    trainer.model.train()
+    batches = trainer.data.sampler.epoch(0)
+    acc = cfg.train.accumulate
+    groups = [batches[i : i + acc] for i in range(0, len(batches), acc)]
+    groups = (groups * (1 + (warmup + steps) // len(groups)))[: warmup + steps]
+    for group in groups[:warmup]:
+        trainer.train_step(group)
+    tgt = src = 0
+    sync(trainer.device)
+    started = time.perf_counter()
+    for group in groups[warmup:]:
+        _, n_tgt, n_src = trainer.train_step(group)
+        tgt, src = tgt + n_tgt, src + n_src
+    sync(trainer.device)
+    seconds = time.perf_counter() - started
+    flops = sum(step_flops(trainer, group) for group in groups[warmup:])
+    epoch_tgt = int(trainer.data.train_pairs.tgt.lengths().sum() + len(trainer.data.train_pairs))
     return {
         "tgt_s": tgt / seconds,
         "all_s": (tgt + src) / seconds,

@@ -66,7 +66,7 @@ plant "CTranslate2 ranks by its own |Y|^alpha" translator/decoding/ct2_engine.py
 plant "CTranslate2's cut beams go unscored" translator/decoding/ct2_engine.py \
   's/^        if cut:$/        if False:/' \
   "tests/decoding/test_ct2.py::test_the_float32_export_translates_exactly_as_ours[joint-bpe-shared]"
-plant "a decode changes the process's threads" translator/decoding/pipeline.py \
+plant "a per-call threads is taken (it would change the whole process's)" translator/decoding/pipeline.py \
   's/^        if options.get("threads") is not None:$/        if False:/' \
   tests/decoding/test_search.py::test_decoding_never_changes_the_process_threads
 plant "training's CUDA math flags stay set" translator/device.py \
@@ -82,7 +82,7 @@ plant "evaluate --json forgets what made the run" translator/cli/decoding.py \
   's/versions=read_versions(translator.run_dir),/versions=None,/' \
   tests/cli/test_cli.py::test_translate_and_evaluate_share_every_decoding_option
 plant "prepare --check compares nothing" translator/cli/prepare.py \
-  's/            if (folders\[0\] \/ name).read_bytes() != (folders\[1\] \/ name).read_bytes()/            if False/' \
+  's/            if _content(folders\[0\] \/ name) != _content(folders\[1\] \/ name)/            if False/' \
   tests/cli/test_cli.py::test_prepare_check_names_the_files_that_differ
 plant "an ensemble of runs with different BPEs" translator/data/bundle.py \
   's/problems.append("BPE")/pass/' \

@@ -103,3 +103,16 @@ def test_atomic_writes_replace_whole_files_with_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_run_made_before_activation_dropout_existed_keeps_its_rate(bundle):
+    """Runs made before model.activation_dropout was a key trained with the rate of
+    model.dropout (the key's old default, null); today's default (0.0) must not replace it
+    when such a run is loaded, resumed or fine-tuned."""
+    import yaml
+
+    path, _, _ = bundle
+    raw = yaml.safe_load((path / rd.CONFIG).read_text())
+    del raw["model"]["activation_dropout"]
+    atomic_write_text(path / rd.CONFIG, yaml.safe_dump(raw))
+    assert rd.read_config(path).model.activation_dropout is None

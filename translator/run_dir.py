@@ -133,8 +133,12 @@ def read_config(path: Path) -> Config:
         raw = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
         raise RunError(f"{path} has no readable {CONFIG}: {err}") from None
+    raw = raw or {}
+    model = raw.get("model")
+    if isinstance(model, dict):  # made before the key existed, when the default was "as dropout"
+        model.setdefault("activation_dropout", None)
     try:
-        return config_from_dict(raw or {}, source=str(path / CONFIG))
+        return config_from_dict(raw, source=str(path / CONFIG))
     except ConfigError as err:
         raise RunError(f"{err} (was this run made by another version of translator?)") from None
 

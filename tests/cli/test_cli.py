@@ -340,7 +340,8 @@ def test_prepare_check_finds_two_fresh_prepares_byte_identical(toy_data):
     result = invoke("prepare", "-c", "tiny", *sets(toy_data, *TOY_BPE), "--check")
     assert result.exit_code == 0, result.output
     assert "reproducible: two fresh prepares" in result.stdout
-    assert "the same 15 files, byte for byte" in result.stdout  # BPE, 2 vocabularies, 12 ids
+    # BPE, 2 vocabularies, 12 ids files, meta.json (its timings aside)
+    assert "the same 16 files, byte for byte" in result.stdout
 
 
 def test_prepare_check_names_the_files_that_differ(tmp_path, monkeypatch, capsys):
@@ -357,7 +358,8 @@ def test_prepare_check_names_the_files_that_differ(tmp_path, monkeypatch, capsys
         made.mkdir()
         (made / "vocab.src.json").write_text("[]")
         (made / "subword.json").write_text(env["PYTHONHASHSEED"])
-        (made / "meta.json").write_text(env["PYTHONHASHSEED"])  # its timings are not compared
+        timings = {"seconds": {"learn": float(env["PYTHONHASHSEED"])}}  # never compared
+        (made / "meta.json").write_text(json.dumps({"vocab_pairs": 9, **timings}))
         shutil.copytree(made, f"{cache}/key")
         return subprocess.CompletedProcess(command, 0, "", "")
 

@@ -78,7 +78,7 @@ dist = Distributed.from_environment("cpu")
 for _ in range(200):
     dist.any(False, cpu)
     dist.sum([1.0, 2.0], cpu)
-print("rank", dist.rank, "done", flush=True)
+print(f"rank {dist.rank} done", flush=True)  # one write: the two workers share a pipe
 dist.exit(3)
 """
 

@@ -109,6 +109,15 @@ def test_prepare_reports_the_new_corpus_under_the_parents_vocabulary(parent, new
     assert "characters the vocabulary has never seen: 'ê'" in result.output
 
 
+def test_the_shipped_finetune_config_keeps_the_parents_regularisers(parent, new_domain):
+    """finetune.yaml sets no model key: dropout and the rest come from the parent, as a fine-tune
+    with the default config always had them."""
+    from translator.run_dir import read_config
+
+    cfg = init_from_config(None, [*new_domain, "data.max_len=60"], parent)  # tiny's positions
+    assert cfg.model == read_config(parent).model  # dropout 0.0 and activation_dropout None
+
+
 def test_shape_language_and_untrained_parents_are_refused_with_one_line(parent, new_domain):
     with pytest.raises(ConfigError, match=r"model.d_model=64: a run initialised from .* keeps"):
         finetune_config(parent, new_domain, "model.d_model=64")

@@ -85,15 +85,13 @@ def translate(
         raise _fail("--nbest needs beam search; drop --greedy", 2)
     if ensemble and plot_attention is not None:
         raise _fail("--plot-attention shows one model's attention; drop --ensemble", 2)
-    from translator.decoding.pipeline import default_threads
-
     lines = list(text) if text else _read_input(input_)
     translator = Translator.load(
         run,
         weights=weights,
         ensemble=ensemble or (),
         engine=_check_engine(engine),
-        threads=default_threads(threads, len(lines)),  # one for a few sentences
+        threads=_load_threads(run, threads, len(lines)),
     )
     _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, nbest=nbest)
     typer.echo(_what_decodes(translator), err=True)
@@ -313,6 +311,20 @@ def _apply_decoding(
         nbest=nbest,
     )
     return translator.options
+
+
+def _load_threads(run, threads: int | None, n_sentences: int) -> int | None:
+    """--threads, else the run's decode.threads, else one thread for a few sentences (both
+    engines take their threads when they load), else None: all cores."""
+    from translator.decoding.pipeline import default_threads
+    from translator.run_dir import RunError, latest_run, read_config
+
+    if threads is None:
+        try:
+            threads = read_config(Path(run) if run else latest_run()).decode.threads
+        except RunError:
+            pass  # loading says what is wrong with the run
+    return default_threads(threads, n_sentences)
 
 
 def _check_engine(engine: str) -> str:

@@ -76,11 +76,12 @@ def write_bundle_files(
     tgt_vocab: Vocab,
     subword: Subword | None = None,
     tgt_subword: Subword | None = None,
+    versions: dict | None = None,
 ) -> None:
     """Config, vocabularies and BPE (both sides' when they are separate): what a run needs
-    besides weights."""
+    besides weights. config.yaml records `versions` (default: this process's software)."""
     path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path / CONFIG, dump_config(cfg, software_versions()))
+    atomic_write_text(path / CONFIG, dump_config(cfg, versions or software_versions()))
     src_vocab.to_file(path / SRC_VOCAB)
     tgt_vocab.to_file(path / TGT_VOCAB)
     if subword is not None:

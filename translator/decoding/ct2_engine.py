@@ -101,17 +101,20 @@ class CTranslate2Translator(Pipeline):
 
         return nullcontext()  # CTranslate2's threads are set when it loads
 
-    def _run(self, batch: list[list[int]], opts: DecodeConfig, attention: bool = False):
+    def _run(
+        self, batch: list[list[int]], opts: DecodeConfig, attention: bool = False, scored=False
+    ):
         """Per source, its hypotheses best first: (output ids, score, attention or None).
 
         Ranked as our own search ranks them: each sentence stops at its own length limit with
         <eos> forced there, and beam hypotheses are scored by GNMT's penalty
         ((5 + |Y|) / 6)^alpha (CTranslate2's own is |Y|^alpha, which an alpha tuned for GNMT
-        misjudges). CTranslate2 takes one length limit per call: a sentence whose beams reached
+        misjudges); `scored`: at beam size 1 too, as a beam of one (greedy search's outputs
+        are not scored). CTranslate2 takes one length limit per call: a sentence whose beams reached
         its own limit below the batch's is decoded again at its own, and a beam the limit cut
         is scored with the <eos> ours forces there."""
         limits = [opts.output_limit(len(ids) + 1, self.cfg.model.max_positions) for ids in batch]
-        if opts.beam_size == 1:  # greedy: a prefix of a longer output is what ours gives
+        if opts.beam_size == 1 and not scored:  # greedy: ours gives a prefix of a longer one
             results = self._translate(batch, opts, max(limits), attention)
             return [
                 [(ids[:limit], 0.0, attn)]
@@ -186,7 +189,7 @@ class CTranslate2Translator(Pipeline):
     def _search_nbest(self, batch, opts: DecodeConfig) -> list[list[tuple[list[int], float]]]:
         return [
             [(ids, score) for ids, score, _ in hyps[: opts.nbest]]
-            for hyps in self._run(batch, opts)
+            for hyps in self._run(batch, opts, scored=True)  # a real score at beam 1 too
         ]
 
     def attention(self, text: str, **options):

@@ -15,7 +15,8 @@ outputs silently:
 - shared embeddings stay shared (the converter stores one copy of identical arrays).
 Where CTranslate2's search differs from ours by design (it divides a beam hypothesis' score by
 |Y|^alpha, not GNMT's ((5 + |Y|) / 6)^alpha, and takes one length limit per call), the engine
-(ct2_engine.py) ranks CTranslate2's hypotheses itself, so that both engines rank them the same way.
+(ct2_engine.py) ranks CTranslate2's hypotheses itself, so that both engines rank them the same way
+(to float noise; the searches' stopping rules still differ a little).
 
 The export folder is self-contained: CTranslate2's model.bin, config.json and vocabularies, our
 config.yaml, vocabularies and BPE (the same pre- and post-processing), and `translator.json`, which
@@ -117,6 +118,7 @@ def export(run, weights: str, output: Path, quantization: str = "float32") -> Pa
     from ctranslate2.converters.converter import Converter
 
     from translator.data.bundle import write_bundle_files
+    from translator.run_dir import read_versions
 
     if quantization not in QUANTIZATIONS:
         raise InputError(
@@ -134,7 +136,10 @@ def export(run, weights: str, output: Path, quantization: str = "float32") -> Pa
         for item in (tmp / "model").iterdir():
             item.rename(tmp / item.name)
         (tmp / "model").rmdir()
-        write_bundle_files(tmp, run.cfg, run.src_vocab, run.tgt_vocab, run.subword, run.tgt_subword)
+        write_bundle_files(
+            tmp, run.cfg, run.src_vocab, run.tgt_vocab, run.subword, run.tgt_subword,
+            versions=read_versions(run.path),  # what made the model, not the export
+        )  # fmt: skip
         info = {
             "format": "translator-ctranslate2",
             "version": 1,

@@ -52,7 +52,8 @@ class Pipeline:
 
     def translate(self, texts: Sequence[str], progress: bool = False, **options) -> list[str]:
         """The best translation of each text. `options` override the run's decoding options
-        (DecodeConfig: beam_size, length_penalty, max_len, batch_size, threads, ...)."""
+        (DecodeConfig: beam_size, length_penalty, max_len, batch_size, ...; not threads, which
+        the engine takes when it loads)."""
         opts = self._call_options(options)
         results = self._batched(texts, lambda ids: self._search(ids, opts), opts, progress)
         return ["" if ids is None else self._detokenize(ids) for ids in results]

@@ -22,6 +22,7 @@ bug, and the server goes on serving).
 # name request models built inside create_app.
 import asyncio
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -224,7 +225,10 @@ def create_app(translator, settings: ServeSettings | None = None):
         async for doc, ranked in translate_documents(texts, beam, alpha, request.nbest):
             item: dict = {"text": ranked[0][0], "warnings": doc.warnings}
             if request.nbest > 1:
-                item["nbest"] = [{"text": t, "score": round(sc, 4)} for t, sc in ranked]
+                item["nbest"] = [
+                    {"text": t, "score": round(sc, 4) if math.isfinite(sc) else None}
+                    for t, sc in ranked
+                ]  # (a model that scored nothing: -inf, which JSON cannot hold)
             if request.attention:
                 item["attention"] = [
                     await run_in_threadpool(attention_of, sentence, beam, alpha)

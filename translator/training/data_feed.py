@@ -75,12 +75,13 @@ class TrainingData:
         count = round(new * share / (1 - share))
         rng = np.random.default_rng(self.cfg.train.seed)
         picked = rng.choice(len(pool), count, replace=count > len(pool))
+        # (the parent's data.max_len may have been longer)
+        replayed, _ = pool.select(np.sort(picked)).filter_length(self.cfg.data.max_len)
         log.info(
             "replay: %d pairs of %s's training data mixed in (%.0f%% of training pairs)",
-            count, self.cfg.train.init_from, 100 * share,
+            len(replayed), self.cfg.train.init_from, 100 * len(replayed) / (new + len(replayed)),
         )  # fmt: skip
-        replayed, _ = pool.select(np.sort(picked)).filter_length(self.cfg.data.max_len)
-        return replayed  # (the parent's data.max_len may have been longer)
+        return replayed
 
     def check_same_vocabularies(self, run_dir: Path) -> None:
         """A resumed run must read and write the ids it was trained with."""

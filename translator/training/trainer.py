@@ -133,9 +133,9 @@ class Trainer:
     def train(self) -> Path:
         try:
             self.setup()
-            if self.resume and self._already_finished():
-                return self.run_dir
             with cuda_training_math(self.device):
+                if self.resume and self._already_finished():
+                    return self.run_dir
                 return self._train()
         except Exception as err:
             if self.dist.is_main and (self.run_dir / rd.CONFIG).exists():
