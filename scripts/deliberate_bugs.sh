@@ -40,7 +40,7 @@ plant "the average is always kept" translator/training/checkpoints.py 's/kept = 
 plant "the average is never kept" translator/training/checkpoints.py 's/kept = bleu >= best_bleu/kept = False/' \
   tests/training/test_trainer.py::test_the_averaged_weights_are_kept_only_when_they_validate_better
 plant "accumulated batches weighed by one batch's tokens" translator/training/optimizer_step.py \
-  's/tokens = sum(batch.n_tokens for batch in batches)/tokens = batches[-1].n_tokens * len(batches)/' \
+  's/\[sum(batch.n_tokens for batch in batches)\]/[batches[-1].n_tokens * len(batches)]/' \
   tests/training/test_optimizer_step.py::test_accumulated_batches_weigh_each_target_token_equally
 plant "fp16: a skipped step leaves the scaler's step open" translator/training/optimizer_step.py \
   's/^                self.scaler.update()$/                pass/' \

@@ -140,6 +140,17 @@ def train_command(data_dir: Path, run: Path, *extra: str, options: tuple = ()) -
     return [*command, "--run-dir", str(run), "--no-progress", *options, *sets]
 
 
+def nan_logits_at_step(trainer, step: int) -> None:
+    """The set-up `trainer`'s forward pass gives NaN logits at `step` (a diverging batch)."""
+    forward = trainer.forward
+
+    def forward_or_nan(src, tgt):
+        logits = forward(src, tgt)
+        return logits * float("nan") if trainer.state.step == step else logits
+
+    trainer.forward = forward_or_nan
+
+
 def invoke(*args, input=None):
     """`translator ARGS...` in this process, as a user types it (arguments become strings)."""
     from typer.testing import CliRunner

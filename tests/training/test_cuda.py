@@ -70,13 +70,7 @@ def test_an_fp16_nan_loss_skips_the_step_and_training_goes_on(toy_data, tmp_path
         progress=False,
     )
     trainer.setup()
-    forward = trainer.forward
-
-    def nan_at_step_2(src, tgt):
-        logits = forward(src, tgt)
-        return logits * float("nan") if trainer.state.step == 2 else logits
-
-    trainer.forward = nan_at_step_2
+    conftest.nan_logits_at_step(trainer, 2)
     batches = trainer.data.sampler.epoch(0)
     for i in range(4):
         trainer.train_step([batches[i]])

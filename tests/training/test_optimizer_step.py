@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 import torch
-from conftest import tiny
+from conftest import nan_logits_at_step, tiny
 
 from translator.training.trainer import Trainer
 
@@ -15,13 +15,7 @@ def test_a_nan_loss_under_fp16_scaling_skips_the_step_and_the_next_step_runs(toy
     trainer = Trainer(tiny(toy_data), run_dir=tmp_path / "r", progress=False)
     trainer.setup()
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)  # fp16's scaler, on CPU
-    forward = trainer.forward
-
-    def nan_at_step_2(src, tgt):
-        logits = forward(src, tgt)
-        return logits * float("nan") if trainer.state.step == 2 else logits
-
-    trainer.forward = nan_at_step_2
+    nan_logits_at_step(trainer, 2)
     batches = trainer.data.sampler.epoch(0)
     for i in range(4):
         trainer.train_step([batches[i]])

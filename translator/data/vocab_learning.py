@@ -129,17 +129,20 @@ def _distinct_tokens(ds, columns: tuple[str, ...], rows: np.ndarray) -> set[str]
 
     words: set[str] = set()
     for column in columns:
-        for start, batch in record_batches(ds, [column]):
-            mask = rows[start : start + batch.num_rows]
-            tokens = pc.list_flatten(batch.column(0).filter(mask))
-            words.update(pc.unique(tokens).to_pylist())
+        for token_lists in _selected(ds, column, rows):
+            words.update(pc.unique(pc.list_flatten(token_lists)).to_pylist())
     return words
 
 
 def _token_lists(ds, column: str, rows: np.ndarray):
+    for token_lists in _selected(ds, column, rows):
+        yield from token_lists.to_pylist()
+
+
+def _selected(ds, column: str, rows: np.ndarray):
+    """`column`'s Arrow arrays of the selected rows, a record batch at a time."""
     for start, batch in record_batches(ds, [column]):
-        mask = rows[start : start + batch.num_rows]
-        yield from batch.column(0).filter(mask).to_pylist()
+        yield batch.column(0).filter(rows[start : start + batch.num_rows])
 
 
 def _vocab_by_count(bpe: Subword, counts: np.ndarray, complete: bool) -> Vocab:

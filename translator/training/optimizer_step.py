@@ -102,9 +102,7 @@ class OptimizerStep:
         batches = [make_batch(pairs, indices, v.pad_id, v.sos_id, v.eos_id) for indices in group]
         # Every target token of the update weighs the same (fairseq): the loss is divided by
         # the update's tokens on all ranks, times the ranks, as DDP averages their gradients.
-        tokens = sum(batch.n_tokens for batch in batches)
-        if self.dist.enabled:
-            (tokens,) = self.dist.sum([tokens], self.device)
+        (tokens,) = self.dist.sum([sum(batch.n_tokens for batch in batches)], self.device)
         weight = self.dist.world_size / tokens
         for i, batch in enumerate(batches):
             if self.device.type == "cuda":
