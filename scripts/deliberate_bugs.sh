@@ -90,4 +90,10 @@ plant "an ensemble of runs with different BPEs" translator/data/bundle.py \
 plant "no cap on finished beam hypotheses" translator/decoding/search.py \
   's/ends \&= ends.cumsum(dim=1) <= (k - n_done).unsqueeze(1)/pass/' \
   tests/decoding/test_search.py::test_beam_search_equals_the_plain_reference_and_keeps_k_finished
+plant "the vocabulary drops BPE pieces train never used" translator/data/vocab_learning.py \
+  's/    ranked += \[p for p in pieces if p not in seen and p not in SPECIALS\]/    pass/' \
+  tests/training/test_finetune.py::test_new_text_meets_unk_only_for_characters_the_parent_never_saw
+plant "a character seen only at a word's start is <unk> inside one" translator/data/subword.py \
+  's/alphabet = \[\*characters, \*(JOINER + c for c in characters)\]/alphabet = []/' \
+  tests/data/test_subword.py::test_a_character_seen_in_one_position_is_no_unk_in_the_other
 exit $missed

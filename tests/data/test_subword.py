@@ -35,6 +35,13 @@ def test_a_character_never_seen_in_training_becomes_unk_not_an_error():
     assert UNK in bpe.segment([["ein", "猫"]])[0]
 
 
+def test_a_character_seen_in_one_position_is_no_unk_in_the_other():
+    bpe = Subword.train([["Hund", "und"], ["Hund", "und"]], vocab_size=300)
+    # "d" only ever ended a word, "H" only ever began one
+    assert UNK not in bpe.segment([["dH", "Hd"]])[0]
+    assert set(bpe.pieces()) >= {"H", "d", JOINER + "H", JOINER + "d"}
+
+
 def test_the_saved_bpe_segments_the_same_way():
     tokens = Tokenizer("en").tokenize([en for en, _ in toy_pairs(100, seed=2)])
     bpe = Subword.train(tokens, vocab_size=300)

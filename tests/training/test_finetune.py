@@ -15,6 +15,7 @@ from translator import run_dir as rd
 from translator.cli.main import app
 from translator.config import ConfigError
 from translator.data.bundle import read_bundle
+from translator.data.corpus import prepare
 from translator.model.weights import unwrap
 from translator.training.data_feed import TrainingData
 from translator.training.finetune import init_from_config
@@ -23,7 +24,7 @@ from translator.training.trainer import Trainer
 runner = CliRunner()
 
 # The new domain: horses and bikes, words the parent never read, and a character it never saw.
-NEW_SUBJECTS = {"a horse": "Ein Pferd", "the biker": "Der Radfahrer", "a crêpe cook": "Ein Koch"}
+NEW_SUBJECTS = {"a horse": "Ein Pferd", "the biker": "Der Fahrradfahrer", "a crêpe cook": "Ein Koch"}
 
 
 def domain_pairs(n: int, seed: int) -> list[tuple[str, str]]:
@@ -107,6 +108,20 @@ def test_prepare_reports_the_new_corpus_under_the_parents_vocabulary(parent, new
     assert f"taken from {parent.resolve()}, not rebuilt" in result.output
     # "ê" never occurs in the parent's corpus: it is reported, and becomes <unk>
     assert "characters the vocabulary has never seen: 'ê'" in result.output
+
+
+def test_new_text_meets_unk_only_for_characters_the_parent_never_saw(parent, new_domain):
+    """The parent's vocabulary holds every piece its BPE can make, also those its own training
+    text never used: new words made of known characters get ids, not <unk>."""
+    cfg = finetune_config(parent, new_domain)
+    corpus = prepare(cfg)
+    train = corpus.splits[cfg.data.train_split]
+    source_texts = [en for en, _ in domain_pairs(300, seed=5)]
+    assert not (train.tgt.ids == corpus.tgt_vocab.unk_id).any()
+    # one <unk> per "crêpe" ("ê" is the one character the parent never saw), nothing else
+    assert (train.src.ids == corpus.src_vocab.unk_id).sum() == sum(
+        text.count("ê") for text in source_texts
+    )
 
 
 def test_the_shipped_finetune_config_keeps_the_parents_regularisers(parent, new_domain):

@@ -51,7 +51,7 @@ from translator.data.tokenization import BOM, check_language, clean
 from translator.data.vocab_learning import LearnedVocab
 from translator.files import atomic_folder, atomic_write_text
 
-FORMAT_VERSION = 5  # bump when the cached layout or tokenization changes (5: reproducible BPE)
+FORMAT_VERSION = 6  # bump when the cached layout or tokenization changes (6: every BPE piece)
 WORDS_FILE = "train.words.json"  # with BPE-dropout: the training split's spaCy tokens
 SAMPLE_SEED = 0  # the pairs the vocabulary is learned from (not train.seed: no re-prepare)
 CHUNK_ROWS = 100_000  # rows per numpy pass over an Arrow column
@@ -116,7 +116,7 @@ def build(cfg: Config, folder: Path, log=lambda message: None, given=None) -> No
                 name: _encode(ds, learned, work / stems[name], count=name == d.train_split)
                 for name, ds in tokens.items()
             }
-        learned.finish(partial=len(sample) < keep.sum())
+        learned.finish()
         keep, counts = _length_filter(encoded[d.train_split], keep, counts, d.max_len, d.max_ratio)
         _require_pairs(keep, counts, d.train_split)
         with _timed(seconds, "write"):

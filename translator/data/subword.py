@@ -14,8 +14,9 @@ Learning is reproducible: the same token lists give byte-identical BPE files in 
 tokenizers' trainer breaks ties between equally frequent pairs by symbol ids, and numbers the
 joiner-marked (word-continuing) characters as it meets them in a hash map's order, which changes
 from process to process (tokenizers issue #1794; four learnings of Multi30k gave four merge
-lists). So `train` gives it those symbols up front, in code point order, as special tokens: the
-trainer then numbers nothing by itself.
+lists). So `train` gives it every symbol up front, in code point order, as special tokens: the
+trainer then numbers nothing by itself. Every character seen goes in both as a word's start and
+as a continuation, so new text made of seen characters never becomes <unk>.
 """
 
 from __future__ import annotations
@@ -53,13 +54,16 @@ class Subword:
         if words is None:
             token_lists = list(token_lists)
             words = {token for tokens in token_lists for token in tokens}
-        # Every word-continuing symbol, numbered here in code point order (see above).
-        continuing = sorted({JOINER + c for word in words for c in word[1:]})
+        # Every character seen, both as a word's first symbol and as a continuing one, numbered
+        # here in code point order (see above): a character seen in one position only (a
+        # capital inside no word, say) is still no <unk> in the other, in new text.
+        characters = sorted({c for word in words for c in word})
+        alphabet = [*characters, *(JOINER + c for c in characters)]
         tokenizer = Tokenizer(models.BPE(unk_token=UNK, continuing_subword_prefix=JOINER))
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=2,
-            special_tokens=[*SPECIALS, *continuing],
+            special_tokens=[*SPECIALS, *alphabet],
             continuing_subword_prefix=JOINER,
             show_progress=False,
         )
@@ -132,7 +136,7 @@ class Subword:
 
 
 def _without_added_pieces(trained):
-    """The trained BPE with only our SPECIALS as added tokens: the continuing symbols it was
+    """The trained BPE with only our SPECIALS as added tokens: the alphabet it was
     given as special tokens are plain pieces (an added token would be cut out of any word
     that holds it before the BPE segments it)."""
     import json

@@ -5,7 +5,7 @@ ids with them.
     learned = LearnedVocab(cfg, train, sample)   # sample: row indices; given=run: a run's, as is
     ids = learned.encoders["src"](tokens)                 # BPE piece ids, or vocabulary ids
     learned.count("src", ids, lengths, rows)              # BPE: rank pieces by their use
-    src_vocab, tgt_vocab = learned.finish(partial)
+    src_vocab, tgt_vocab = learned.finish()
 """
 
 from __future__ import annotations
@@ -89,18 +89,18 @@ class LearnedVocab:
             counts = self.counts[side]
             counts += np.bincount(ids[np.repeat(rows, lengths)], minlength=len(counts))
 
-    def finish(self, partial: bool) -> tuple[Vocab, Vocab]:
-        """The vocabularies; for BPE, every piece the sampled training pairs use, by frequency.
-        When the BPE saw only part of train (or BPE-dropout samples new segmentations), every
-        other piece follows, so that no piece of the rest becomes <unk>."""
+    def finish(self) -> tuple[Vocab, Vocab]:
+        """The vocabularies; for BPE, the pieces the sampled training pairs use, by frequency,
+        then every other piece the BPE can make: text the sample never held (the rest of train,
+        BPE-dropout's resegmentations, a fine-tune's new domain) then meets no <unk> for
+        characters the BPE knows."""
         if self.kind == "bpe" and not self.given:
-            complete = partial or self.sampled
             if self.joint:
                 both = self.counts["src"] + self.counts["tgt"]
-                self.src_vocab = self.tgt_vocab = _vocab_by_count(self.src_bpe, both, complete)
+                self.src_vocab = self.tgt_vocab = _vocab_by_count(self.src_bpe, both)
             else:
-                self.src_vocab = _vocab_by_count(self.src_bpe, self.counts["src"], complete)
-                self.tgt_vocab = _vocab_by_count(self.tgt_bpe, self.counts["tgt"], complete)
+                self.src_vocab = _vocab_by_count(self.src_bpe, self.counts["src"])
+                self.tgt_vocab = _vocab_by_count(self.tgt_bpe, self.counts["tgt"])
         return self.src_vocab, self.tgt_vocab
 
     def lookup(self, side: str) -> np.ndarray | None:
@@ -145,13 +145,12 @@ def _selected(ds, column: str, rows: np.ndarray):
         yield batch.column(0).filter(rows[start : start + batch.num_rows])
 
 
-def _vocab_by_count(bpe: Subword, counts: np.ndarray, complete: bool) -> Vocab:
-    """What `build_vocab` gives for the segmented tokens, from piece counts."""
+def _vocab_by_count(bpe: Subword, counts: np.ndarray) -> Vocab:
+    """Specials, the used pieces by count (ties by text), then the unused ones in BPE order."""
     pieces = bpe.all_pieces()
     used = [p for i, p in enumerate(pieces) if counts[i] > 0 and p not in SPECIALS]
     count = {p: counts[i] for i, p in enumerate(pieces)}
     ranked = sorted(used, key=lambda p: (-count[p], p))
-    if complete:
-        seen = set(ranked)
-        ranked += [p for p in pieces if p not in seen and p not in SPECIALS]
+    seen = set(ranked)
+    ranked += [p for p in pieces if p not in seen and p not in SPECIALS]
     return Vocab(list(SPECIALS) + ranked)
