@@ -47,7 +47,11 @@ def client(translator):
 
 
 def test_health_info_and_languages(client, run, translator):
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {
+        "status": "ok",
+        "batches": 0,
+        "batch_sentences_mean": None,
+    }
     info = client.get("/v1/info").json()
     assert info["run"] == str(run) and info["engine"] == "torch"
     assert info["vocab"] == {"src": len(translator.src_vocab), "tgt": len(translator.tgt_vocab)}
@@ -194,7 +198,7 @@ def test_concurrent_requests_are_decoded_in_shared_batches(translator, monkeypat
         return original(sentences, **kwargs)
 
     monkeypatch.setattr(translator, "translate", counting)
-    app = create_app(translator, ServeSettings(batch_wait_ms=200, max_batch=64))
+    app = create_app(translator, ServeSettings(batch_wait_ms=200))
     sentences = [f"A dog runs in the park {i}." for i in range(16)]
 
     async def main():

@@ -135,9 +135,19 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     threads: ThreadsOpt = None,
-    max_batch: Annotated[int, typer.Option(help="Sentences decoded together.")] = 64,
+    max_batch_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Source words decoded together at most: a free decoding thread takes every "
+            "request queued, up to this many."
+        ),
+    ] = 2048,
     batch_wait_ms: Annotated[
-        float, typer.Option(help="How long a batch waits for more requests.")
+        float,
+        typer.Option(
+            help="How long a request alone in the queue waits for company (never when others "
+            "are queued)."
+        ),
     ] = 5.0,
     max_sentences: Annotated[int, typer.Option(help="Sentences per request (413).")] = 100,
     max_chars: Annotated[int, typer.Option(help="Characters per sentence (422).")] = 1000,
@@ -165,8 +175,8 @@ def serve(
     from translator.serving.app import ServeSettings, create_app
 
     _check_at_least_one(
-        port=port, max_batch=max_batch, max_sentences=max_sentences, max_chars=max_chars,
-        max_body_bytes=max_body_bytes, threads=threads,
+        port=port, max_batch_tokens=max_batch_tokens, max_sentences=max_sentences,
+        max_chars=max_chars, max_body_bytes=max_body_bytes, threads=threads,
     )  # fmt: skip
     if timeout <= 0 or batch_wait_ms < 0:
         raise _fail("--timeout must be > 0 and --batch-wait-ms >= 0", 2)
@@ -183,7 +193,8 @@ def serve(
         translator.parallel_batches = threads or len(os.sched_getaffinity(0))
     settings = ServeSettings(
         max_body_bytes=max_body_bytes, max_sentences=max_sentences, max_chars=max_chars,
-        timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms, api_key=api_key,
+        timeout_s=timeout, max_batch_tokens=max_batch_tokens, batch_wait_ms=batch_wait_ms,
+        api_key=api_key,
     )  # fmt: skip
     app = create_app(translator, settings)
     typer.echo(_what_decodes(translator))

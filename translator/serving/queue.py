@@ -1,14 +1,16 @@
 """Dynamic batching for the server: sentences of concurrent requests decoded in shared batches.
 
-    batcher = Batcher(decode, max_batch=64, wait_s=0.01, workers=1)
+    batcher = Batcher(decode, max_tokens=2048, wait_s=0.005, workers=2)
     batcher.start()                                     # inside the running event loop
     results = await batcher.submit(sentences, (beam_size, alpha, nbest))
     await batcher.stop()
 
-A batch closes at `max_batch` sentences or `wait_s` after its first job, and holds only jobs
-whose decoding options agree. `decode` runs on worker threads, off the event loop; a request
-that timed out meanwhile is dropped from its batch, and a decoding error fails only that
-batch's requests.
+A decoding worker that comes free takes every job queued at that moment (no timer: as TF-Serving
+and Triton's default batcher do), up to `max_tokens` source words, and only jobs whose decoding
+options agree; a job alone in the queue waits at most `wait_s` for company. The decoder sorts a
+batch's sentences by length itself. `decode` runs on worker threads, off the event loop, up to
+`workers` batches at a time; a request that timed out meanwhile is dropped from its batch, and a
+decoding error fails only that batch's requests.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger("translator")
 
@@ -27,20 +29,25 @@ class _Job:
     sentences: list[str]
     options: tuple  # (beam_size, alpha, nbest): jobs batch together only when these agree
     future: asyncio.Future
+    tokens: int = field(init=False)  # source words, <eos> included: what a batch is capped by
+
+    def __post_init__(self) -> None:
+        self.tokens = sum(len(sentence.split()) + 1 for sentence in self.sentences)
 
 
 class Batcher:
     """Queue sentences from concurrent requests and decode them in shared batches, `workers`
-    batches at a time (CTranslate2 decodes batches in parallel; torch's one at a time)."""
+    batches at a time (one thread each)."""
 
-    def __init__(self, decode, max_batch: int, wait_s: float, workers: int = 1) -> None:
+    def __init__(self, decode, max_tokens: int, wait_s: float, workers: int = 1) -> None:
         self.decode = decode  # (sentences, beam_size, alpha, nbest) -> results, in a thread
-        self.max_batch, self.wait_s = max_batch, wait_s
+        self.max_tokens, self.wait_s = max_tokens, wait_s
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.held: deque[_Job] = deque()  # jobs whose options did not match the last batch
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
         self.free = asyncio.Semaphore(workers)
         self.task: asyncio.Task | None = None
+        self.sizes: deque[int] = deque(maxlen=1000)  # sentences of the latest batches
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -62,25 +69,35 @@ class Batcher:
             jobs = await self._gather(loop)
             loop.create_task(self._decode(loop, jobs))
 
+    def _queued(self) -> _Job | None:
+        """The oldest job waiting, without waiting."""
+        if self.held:
+            return self.held.popleft()
+        try:
+            return self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
     async def _gather(self, loop) -> list[_Job]:
-        """The next batch: the oldest job, and more with the same options until the batch is
-        full or `wait_s` has passed."""
-        first = self.held.popleft() if self.held else await self.queue.get()
-        jobs, size = [first], len(first.sentences)
+        """The next batch: the oldest job and every job queued now with the same options, up
+        to max_tokens; a job alone waits up to wait_s for a second one."""
+        first = self._queued() or await self.queue.get()
+        jobs, size = [first], first.tokens
         deadline = loop.time() + self.wait_s
-        while size < self.max_batch:
-            try:
-                job = self.held.popleft() if self.held else None
-                job = job or await asyncio.wait_for(
-                    self.queue.get(), max(0.0, deadline - loop.time())
-                )
-            except asyncio.TimeoutError:
-                break
-            if job.options != first.options:
-                self.held.append(job)  # first in the next batch
+        while size < self.max_tokens:
+            job = self._queued()
+            if job is None:
+                if len(jobs) > 1 or loop.time() >= deadline:
+                    break
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), deadline - loop.time())
+                except asyncio.TimeoutError:
+                    break
+            if job.options != first.options or size + job.tokens > self.max_tokens:
+                self.held.appendleft(job)  # first in the next batch
                 break
             jobs.append(job)
-            size += len(job.sentences)
+            size += job.tokens
         return jobs
 
     async def _decode(self, loop, jobs: list[_Job]) -> None:
@@ -89,6 +106,7 @@ class Batcher:
             if not jobs:
                 return
             sentences = [s for job in jobs for s in job.sentences]
+            self.sizes.append(len(sentences))
             try:
                 results = await loop.run_in_executor(
                     self.executor, self.decode, sentences, *jobs[0].options
