@@ -3,6 +3,7 @@
     python scripts/bench_decode.py                      # latest run, test2016
     python scripts/bench_decode.py --run runs/X --split val --beams 1 5 --alphas 0.6 1.0
     python scripts/bench_decode.py --engine torch ctranslate2 --ct2 runs/X/ct2 runs/X/ct2-int8
+    python scripts/bench_decode.py --shortlist off on   # every output token, then the shortlist
 
 Prints, for each mode, seconds, sentences/s, output tokens/s, cased sacreBLEU and chrF, and for
 other engines the share of outputs identical to torch's at the same beam. The uncached greedy
@@ -38,10 +39,11 @@ def timed(
     refs: list[str],
     beam: int,
     alpha: float | None = None,
+    shortlist: bool = True,
 ) -> dict:
     """Translate all sources once; tok/s counts output tokens including <eos>."""
     started = time.perf_counter()
-    hyps = translator.translate(sources, beam_size=beam, length_penalty=alpha)
+    hyps = translator.translate(sources, beam_size=beam, length_penalty=alpha, shortlist=shortlist)
     seconds = time.perf_counter() - started
     tokens = sum(len(t) + 1 for t in Tokenizer(translator.cfg.data.tgt_lang).tokenize(hyps))
     result = score(hyps, refs, translator.cfg.data.tgt_lang)
@@ -69,6 +71,13 @@ def main() -> None:
         help="also sweep these length penalties at the largest beam",
     )
     parser.add_argument("--uncached", action="store_true", help="also time uncached greedy")
+    parser.add_argument(
+        "--shortlist",
+        nargs="+",
+        default=["on"],
+        choices=["on", "off"],
+        help="decode.shortlist settings to time, in this order (where the run has a shortlist)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--engine", nargs="+", default=["torch"], choices=["torch", "ctranslate2"])
     parser.add_argument(
@@ -101,10 +110,14 @@ def main() -> None:
             torch.set_num_threads(torch_threads)
         translator.translate(sources[:64], beam_size=1)  # warm-up: allocator, oneDNN kernels
         for b in args.beams:
-            result = timed(translator, sources, refs, b)
-            reference.setdefault(b, result["hyps"])  # the first engine's outputs
-            same = sum(x == y for x, y in zip(result["hyps"], reference[b])) / len(sources)
-            rows.append((engine, f"beam {b}" if b > 1 else "greedy", result, same))
+            for setting in args.shortlist:
+                result = timed(translator, sources, refs, b, shortlist=setting == "on")
+                reference.setdefault(b, result["hyps"])  # the first engine's outputs
+                same = sum(x == y for x, y in zip(result["hyps"], reference[b])) / len(sources)
+                mode = (f"beam {b}" if b > 1 else "greedy") + (
+                    f", shortlist {setting}" if len(args.shortlist) > 1 else ""
+                )
+                rows.append((engine, mode, result, same))
         for alpha in args.alphas:
             beam = max(args.beams)
             result = timed(translator, sources, refs, beam, alpha)
@@ -119,11 +132,11 @@ def main() -> None:
                 decode.search = cached
 
     print(f"{args.split}: {len(sources)} sentences, {torch_threads} threads")
-    header = f"{'engine':<14}{'mode':<20}{'seconds':>9}{'sent/s':>9}{'tok/s':>9}{'BLEU':>8}"
+    header = f"{'engine':<14}{'mode':<26}{'seconds':>9}{'sent/s':>9}{'tok/s':>9}{'BLEU':>8}"
     print(header + f"{'tok-lc':>8}{'chrF':>8}{'same':>8}")
     for engine, name, r, same in rows:
         print(
-            f"{engine:<14}{name:<20}{r['seconds']:>9.2f}{r['sent_s']:>9.1f}{r['tok_s']:>9.0f}"
+            f"{engine:<14}{name:<26}{r['seconds']:>9.2f}{r['sent_s']:>9.1f}{r['tok_s']:>9.0f}"
             f"{r['bleu']:>8.2f}{r['bleu_tok_lc']:>8.2f}{r['chrf']:>8.2f}"
             + (f"{same:>8.1%}" if same is not None else "")
         )

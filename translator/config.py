@@ -162,6 +162,9 @@ class DecodeConfig:
     max_len: int | None = None  # ... or at most this many output tokens
     nbest: int = 1  # translations per input, best first (beam search keeps at least this many)
     batch_size: int = 128  # sentences per decoding batch
+    # score only the run's shortlist of likely target tokens for the batch's source tokens
+    # (a smaller output layer); runs made before shortlists decode with every token
+    shortlist: bool = True
     # CPU threads, set when the engine loads (never per call); None: `translate` takes one for a
     # few sentences, all cores for more
     threads: int | None = None

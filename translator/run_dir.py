@@ -4,6 +4,7 @@
       config.yaml                      the resolved config, and the software versions that made it
       vocab.src.json  vocab.tgt.json   vocabularies
       subword.json                     the BPE (vocab.kind: bpe only)
+      shortlist.safetensors            target tokens likely for each source token (decoding)
       model.safetensors                best weights (by validation BLEU)
       last.safetensors                 latest weights
       state.pt                         weights, optimizer, position, RNG: what --resume needs
@@ -46,6 +47,7 @@ from translator.files import atomic_write_text
 CONFIG, SRC_VOCAB, TGT_VOCAB = "config.yaml", "vocab.src.json", "vocab.tgt.json"
 SUBWORD = "subword.json"
 TGT_SUBWORD = "subword.tgt.json"  # separate BPEs (vocab.joint: false): the target side's
+SHORTLIST = "shortlist.safetensors"  # the lexical shortlist (data/shortlist.py)
 BEST, LAST, STATE, METRICS, CURVES = (
     "model.safetensors",
     "last.safetensors",

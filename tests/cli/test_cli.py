@@ -288,6 +288,32 @@ def test_translate_and_evaluate_share_every_decoding_option(toy_data, tmp_path):
         translator.translate(inputs, beam=3)  # not an option: a typo is not silently ignored
 
 
+def test_a_run_decodes_with_its_shortlist_unless_told_not_to(toy_data):
+    from translator.data.bundle import read_bundle
+    from translator.decoding.translator import Translator
+
+    result = invoke("train", "-c", "configs/tiny.yaml", *sets(toy_data, "train.max_steps=3"))
+    assert result.exit_code == 0, result.output
+    run = latest_run()
+    shortlist = read_bundle(run).shortlist  # learned by prepare, kept in the run dir
+    assert shortlist is not None and (run / "shortlist.safetensors").exists()
+
+    on = invoke("translate", "A dog runs.", "--beam", "2")
+    off = invoke("translate", "A dog runs.", "--beam", "2", "--no-shortlist")
+    assert on.exit_code == off.exit_code == 0, on.output + off.output
+    assert "(model.safetensors): beam 2, alpha 0.6, shortlist\n" in on.stderr
+    assert "shortlist" not in off.stderr
+    translator = Translator.load(run)
+    (ids,) = translator._encode(["A dog runs."])
+    allowed = {translator.tgt_vocab.itos[i] for i in shortlist.targets([ids])}
+    assert set(on.stdout.replace(".", " .").split()) <= allowed  # a barely trained model
+
+    for flag, used in (("--shortlist", True), ("--no-shortlist", False)):
+        result = invoke("evaluate", "--split", "val", "--json", "--greedy", flag)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout.strip().splitlines()[-1])["shortlist"] is used
+
+
 def test_a_bug_is_called_an_internal_error_not_passed_off_as_a_user_error(monkeypatch):
     from translator.decoding.translator import Translator
 

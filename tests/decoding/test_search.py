@@ -292,3 +292,42 @@ def test_a_model_that_scores_nothing_gets_empty_outputs_not_a_crash():
     assert search(model, src, options, sos_id=SOS, eos_id=EOS) == [[], [], []]
     nbest = beam_search(model, src, options, sos_id=SOS, eos_id=EOS)
     assert nbest == [[([], float("-inf"))]] * 3
+
+
+class MaskedOutputs(torch.nn.Module):
+    """A model whose outputs outside `allowed` score -inf: what a shortlist must be equal to."""
+
+    def __init__(self, model: Transformer, allowed: torch.Tensor) -> None:
+        super().__init__()
+        self.model, self.pad_id, self.max_positions = model, model.pad_id, model.max_positions
+        self.outside = torch.ones(VOCAB, dtype=torch.bool)
+        self.outside[allowed] = False
+        self.encode, self.new_cache = model.encode, model.new_cache
+
+    def decode(self, tgt_in, memory, src_pad_mask, cache=None, vocab=None):
+        logits = self.model.decode(tgt_in, memory, src_pad_mask, cache)
+        return logits.masked_fill(self.outside, float("-inf"))
+
+
+@pytest.mark.parametrize("allowed", [[1, 3, 5, 8, 9, 13, 17], list(range(1, VOCAB))])
+def test_a_shortlist_decodes_as_if_the_other_tokens_did_not_exist(allowed):
+    """With a shortlist, searches see only its tokens: the same outputs and scores as a model
+    whose other outputs score -inf (log-probs normalized over the shortlist), ids unchanged.
+    A shortlist of every token (pad and sos aside) changes nothing."""
+    model, src = random_model(), random_src(LENGTHS)
+    vocab = torch.tensor(allowed)
+    masked = MaskedOutputs(model, vocab)
+    options = DecodeConfig(beam_size=3, nbest=3, length_penalty=1.0)
+    specials = dict(sos_id=SOS, eos_id=EOS)
+    for beam in (1, 3):
+        opts = replace(options, beam_size=beam, nbest=1)
+        short = search(model, src, opts, **specials, vocab=vocab)
+        assert short == search(masked, src, opts, **specials)
+        assert all(set(ids) <= set(allowed) for ids in short)
+    short = beam_search(model, src, options, **specials, vocab=vocab)
+    full = beam_search(masked, src, options, **specials)
+    assert [[ids for ids, _ in hyps] for hyps in short] == [[ids for ids, _ in h] for h in full]
+    for a, b in zip(short, full, strict=True):
+        assert [score for _, score in a] == pytest.approx([score for _, score in b], abs=1e-5)
+    if len(allowed) == VOCAB - 1:
+        assert short == beam_search(model, src, options, **specials)

@@ -24,7 +24,11 @@ from translator.training.trainer import Trainer
 runner = CliRunner()
 
 # The new domain: horses and bikes, words the parent never read, and a character it never saw.
-NEW_SUBJECTS = {"a horse": "Ein Pferd", "the biker": "Der Fahrradfahrer", "a crêpe cook": "Ein Koch"}
+NEW_SUBJECTS = {
+    "a horse": "Ein Pferd",
+    "the biker": "Der Fahrradfahrer",
+    "a crêpe cook": "Ein Koch",
+}
 
 
 def domain_pairs(n: int, seed: int) -> list[tuple[str, str]]:

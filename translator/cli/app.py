@@ -134,6 +134,15 @@ BatchSizeOpt = Annotated[
     int | None,
     typer.Option(help="Sentences per decoding batch [default: the run's decode.batch_size]."),
 ]
+ShortlistOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--shortlist/--no-shortlist",
+        help="Score only the run's lexical shortlist of likely target tokens (faster), or every "
+        "token [default: the run's decode.shortlist].",
+        show_default=False,
+    ),
+]
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(

@@ -20,6 +20,7 @@ from translator.cli.app import (
     GreedyOpt,
     MaxLenOpt,
     RunOpt,
+    ShortlistOpt,
     ThreadsOpt,
     WeightsOpt,
     _check_at_least_one,
@@ -56,6 +57,7 @@ def translate(
     alpha: AlphaOpt = None,
     max_len: MaxLenOpt = None,
     batch_size: BatchSizeOpt = None,
+    shortlist: ShortlistOpt = None,
     threads: ThreadsOpt = None,
     engine: EngineOpt = "torch",
     nbest: Annotated[
@@ -93,7 +95,7 @@ def translate(
         engine=_check_engine(engine),
         threads=_load_threads(run, threads, len(lines)),
     )
-    _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, nbest=nbest)
+    _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, shortlist, nbest)
     typer.echo(_what_decodes(translator), err=True)
     _warn_if_undertrained(translator)
     if plot_attention is not None:
@@ -148,6 +150,7 @@ def evaluate(
     alpha: AlphaOpt = None,
     max_len: MaxLenOpt = None,
     batch_size: BatchSizeOpt = None,
+    shortlist: ShortlistOpt = None,
     threads: ThreadsOpt = None,
     engine: EngineOpt = "torch",
     lowercase: Annotated[
@@ -194,7 +197,7 @@ def evaluate(
         engine=_check_engine(engine),
         threads=threads,
     )
-    opts = _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size)
+    opts = _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, shortlist)
     d = translator.cfg.data
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)
@@ -299,7 +302,7 @@ def _check_decoding(
 
 
 def _apply_decoding(
-    translator, beam, greedy, alpha, max_len, batch_size, nbest=None
+    translator, beam, greedy, alpha, max_len, batch_size, shortlist=None, nbest=None
 ) -> DecodeConfig:
     """The decoding flags over the run's `decode` options: what `translator` now decodes
     with (the flags themselves are checked by `_check_decoding`)."""
@@ -308,6 +311,7 @@ def _apply_decoding(
         length_penalty=alpha,
         max_len=max_len,
         batch_size=batch_size,
+        shortlist=shortlist,
         nbest=nbest,
     )
     return translator.options
@@ -348,6 +352,7 @@ def _what_decodes(translator) -> str:
     search = "greedy" if opts.beam_size == 1 else f"beam {opts.beam_size}"
     search += f", alpha {opts.length_penalty:g}" if opts.beam_size > 1 else ""
     search += f", at most {opts.max_len} tokens" if opts.max_len else ""
+    search += ", shortlist" if opts.shortlist and translator.has_shortlist else ""
     return f"run {translator.run_dir} ({translator.weights}){others}: {search}"
 
 

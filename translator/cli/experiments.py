@@ -14,6 +14,7 @@ from translator.cli.app import (
     BeamOpt,
     GreedyOpt,
     MaxLenOpt,
+    ShortlistOpt,
     _fail,
     app,
     user_errors,
@@ -124,6 +125,7 @@ def compare(
     alpha: AlphaOpt = None,
     max_len: MaxLenOpt = None,
     batch_size: BatchSizeOpt = None,
+    shortlist: ShortlistOpt = None,
     examples: Annotated[
         int, typer.Option(help="Sentences shown whose sentence-BLEU differs most.")
     ] = 5,
@@ -159,6 +161,7 @@ def compare(
         "length_penalty": alpha,
         "max_len": max_len,
         "batch_size": batch_size,
+        "shortlist": shortlist,
     }
     outputs = inputs.outputs_of(paths, cfgs, sources, references, name, flags, no_cache, as_json)
     counts = inputs.train_word_counts(paths[0], cfgs[0])

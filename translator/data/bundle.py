@@ -15,11 +15,13 @@ from pathlib import Path
 
 from translator import run_dir as rd
 from translator.config import Config, dump_config
+from translator.data.shortlist import Shortlist
 from translator.data.subword import Subword
 from translator.data.vocab import Vocab
 from translator.files import atomic_write_text
 from translator.run_dir import (
     CONFIG,
+    SHORTLIST,
     SRC_VOCAB,
     SUBWORD,
     TGT_SUBWORD,
@@ -39,6 +41,7 @@ class Run:
     model: object  # a Transformer in eval mode; None in a bundle without weights
     subword: Subword | None = None  # the source side's BPE (both sides' when vocab.joint)
     tgt_subword: Subword | None = None  # separate BPEs: the target side's
+    shortlist: Shortlist | None = None  # None: a run made before shortlists
 
 
 def read_bundle(path: Path) -> Run:
@@ -59,7 +62,13 @@ def read_bundle(path: Path) -> Run:
         subword = _read_bpe(path, SUBWORD)
         if not cfg.vocab.joint and (path / TGT_SUBWORD).exists():  # older runs kept one side
             tgt_subword = _read_bpe(path, TGT_SUBWORD)
-    return Run(path, cfg, src_vocab, tgt_vocab, None, subword, tgt_subword)
+    shortlist = None
+    if (path / SHORTLIST).exists():
+        try:
+            shortlist = Shortlist.from_file(path / SHORTLIST)
+        except Exception as err:  # safetensors raises its own errors on a damaged file
+            raise RunError(f"{path} has a damaged {SHORTLIST}: {err}") from None
+    return Run(path, cfg, src_vocab, tgt_vocab, None, subword, tgt_subword, shortlist)
 
 
 def _read_bpe(path: Path, name: str) -> Subword:
@@ -77,9 +86,11 @@ def write_bundle_files(
     subword: Subword | None = None,
     tgt_subword: Subword | None = None,
     versions: dict | None = None,
+    shortlist: Shortlist | None = None,
 ) -> None:
-    """Config, vocabularies and BPE (both sides' when they are separate): what a run needs
-    besides weights. config.yaml records `versions` (default: this process's software)."""
+    """Config, vocabularies, BPE (both sides' when they are separate) and shortlist: what a
+    run needs besides weights. config.yaml records `versions` (default: this process's
+    software)."""
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path / CONFIG, dump_config(cfg, versions or software_versions()))
     src_vocab.to_file(path / SRC_VOCAB)
@@ -88,6 +99,8 @@ def write_bundle_files(
         subword.to_file(path / SUBWORD)
     if tgt_subword is not None and not cfg.vocab.joint:
         tgt_subword.to_file(path / TGT_SUBWORD)
+    if shortlist is not None:
+        shortlist.to_file(path / SHORTLIST)
 
 
 def check_same_vocabularies(first: Run, other: Run) -> None:

@@ -4,6 +4,7 @@
     corpus.splits["train"].src[0]      # np.int32 ids of the first source sentence
     corpus.src_vocab, corpus.tgt_vocab
     corpus.subword                     # the source-side BPE (vocab.kind: bpe), else None
+    corpus.shortlist                   # likely target tokens of each source token (decoding)
     corpus.stats                       # what `prepare` counted: pairs, cleaning, overlap, OOV
     corpus.sample_train(dropout=0.1)   # train segmented anew (vocab.bpe_dropout > 0 only)
 
@@ -40,10 +41,11 @@ from translator.data.preparation import (
     check_languages,
     split_stems,
 )
+from translator.data.shortlist import Shortlist
 from translator.data.sources import ensure_available, fingerprint
 from translator.data.subword import Subword
 from translator.data.vocab import Vocab
-from translator.run_dir import TGT_SUBWORD, RunError
+from translator.run_dir import SHORTLIST, TGT_SUBWORD, RunError
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ class Corpus:
     stats: dict = field(default_factory=dict)  # meta.json: counts of every preparation step
     subword: Subword | None = None  # segments source tokens into the vocabulary's pieces
     tgt_subword: Subword | None = None  # separate BPEs, or BPE-dropout: the target side's
+    shortlist: Shortlist | None = None  # target tokens likely for each source token
 
     def sample_train(self, dropout: float) -> ParallelIds:
         """The training split with a freshly sampled BPE-dropout segmentation on both sides.
@@ -250,7 +253,12 @@ def _load(folder: Path, cached: bool) -> Corpus:
         stats=meta,
         subword=_load_subword(folder / Subword.FILE),
         tgt_subword=_load_subword(folder / TGT_SUBWORD),
+        shortlist=_load_shortlist(folder / SHORTLIST),
     )
+
+
+def _load_shortlist(path: Path) -> Shortlist | None:
+    return Shortlist.from_file(path) if path.exists() else None
 
 
 READ_WHOLE_BYTES = 64 << 20  # ids files up to this size are read into memory when opened

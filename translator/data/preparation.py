@@ -21,6 +21,8 @@ instead of memory-mapping them, so the pages read do not pile up in the process'
              load, or slice by slice with pread when large: corpus.DiskIds), and meta.json
              with the count of every step, val/test overlap with train, OOV rates and the
              seconds each stage took.
+8. shortlist the lexical shortlist learned from the written training ids (shortlist.py): the
+             target tokens each source token is likely to become, for decoding
 
 Everything is written into a temp folder beside `folder` and renamed into place at the end.
 """
@@ -46,10 +48,12 @@ from translator.data.arrow_passes import (
     worker_count,
 )
 from translator.data.multi30k import DataError
+from translator.data.shortlist import learn_shortlist
 from translator.data.sources import describe, load_split
 from translator.data.tokenization import BOM, check_language, clean
 from translator.data.vocab_learning import LearnedVocab
 from translator.files import atomic_folder, atomic_write_text
+from translator.run_dir import SHORTLIST
 
 FORMAT_VERSION = 6  # bump when the cached layout or tokenization changes (6: every BPE piece)
 WORDS_FILE = "train.words.json"  # with BPE-dropout: the training split's spaCy tokens
@@ -129,6 +133,8 @@ def build(cfg: Config, folder: Path, log=lambda message: None, given=None) -> No
             _overlap(tokens, d.train_split, keep, splits)
             if learned.sampled:
                 _write_words(train, keep, tmp / WORDS_FILE)
+        with _timed(seconds, "shortlist"):
+            _write_shortlist(tmp / stems[d.train_split], learned, tmp / SHORTLIST)
         meta = {
             "format": FORMAT_VERSION,
             "source": describe(cfg),
@@ -344,3 +350,18 @@ def _write_words(train, keep: np.ndarray, path: Path) -> None:
         src.extend(batch["src_tokens"])
         tgt.extend(batch["tgt_tokens"])
     atomic_write_text(path, json.dumps([src, tgt], ensure_ascii=False))
+
+
+# -- stage 8: shortlist ----------------------------------------------------------------------------
+
+
+def _write_shortlist(train: Path, learned: LearnedVocab, path: Path) -> None:
+    """The lexical shortlist of the written training ids (decoding's smaller output layer)."""
+    src, tgt = (
+        (np.load(f"{train}.{side}.ids.npy", mmap_mode="r"), np.load(f"{train}.{side}.offsets.npy"))
+        for side in ("src", "tgt")
+    )
+    vocab = learned.tgt_vocab
+    shortlist = learn_shortlist(*src, *tgt, len(learned.src_vocab), len(vocab),
+                                (vocab.unk_id, vocab.eos_id))  # fmt: skip
+    shortlist.to_file(path)

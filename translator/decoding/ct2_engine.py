@@ -50,6 +50,7 @@ class CTranslate2Translator(Pipeline):
     def __init__(self, ct2_translator, bundle, info: dict, path: Path):
         super().__init__(None, bundle.cfg, bundle.src_vocab, bundle.tgt_vocab, bundle.subword)
         self.ct2, self.info, self.export_dir = ct2_translator, info, path
+        self.has_shortlist = (path / "vmap.txt").exists()  # exports of runs with a shortlist
         self.run_dir, self.weights = Path(info["run"]), info["weights"]
 
     @classmethod
@@ -112,7 +113,9 @@ class CTranslate2Translator(Pipeline):
         misjudges); `scored`: at beam size 1 too, as a beam of one (greedy search's outputs
         are not scored). CTranslate2 takes one length limit per call: a sentence whose beams reached
         its own limit below the batch's is decoded again at its own, and a beam the limit cut
-        is scored with the <eos> ours forces there."""
+        is scored with the <eos> ours forces there (over the whole vocabulary: CTranslate2
+        scores without its vocabulary map, so with decode.shortlist such a beam scores a little
+        lower than ours would give it)."""
         limits = [opts.output_limit(len(ids) + 1, self.cfg.model.max_positions) for ids in batch]
         if opts.beam_size == 1 and not scored:  # greedy: ours gives a prefix of a longer one
             results = self._translate(batch, opts, max(limits), attention)
@@ -149,6 +152,7 @@ class CTranslate2Translator(Pipeline):
             max_input_length=0,  # inputs are already cut to fit the model
             max_batch_size=opts.batch_size,  # CTranslate2 splits the call into such batches
             suppress_sequences=[[PAD], [SOS]],  # never outputs, as in our search
+            use_vmap=opts.shortlist and self.has_shortlist,
             return_scores=True,
             return_attention=attention,
         )

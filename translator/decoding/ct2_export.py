@@ -12,7 +12,8 @@ outputs silently:
 - post-norm layers (pre_norm=False; then no final LayerNorm), LayerNorm epsilon 1e-5;
 - fused projections: self-attention Q;K;V in one matrix, cross-attention Q, then K;V;
 - special tokens: our <sos>/<eos>/<unk> strings, the source's <eos> added by the engine;
-- shared embeddings stay shared (the converter stores one copy of identical arrays).
+- shared embeddings stay shared (the converter stores one copy of identical arrays);
+- the run's lexical shortlist becomes CTranslate2's vocabulary map (vmap.txt, `use_vmap`).
 Where CTranslate2's search differs from ours by design (it divides a beam hypothesis' score by
 |Y|^alpha, not GNMT's ((5 + |Y|) / 6)^alpha, and takes one length limit per call), the engine
 (ct2_engine.py) ranks CTranslate2's hypotheses itself, so that both engines rank them the same way
@@ -132,13 +133,23 @@ def export(run, weights: str, output: Path, quantization: str = "float32") -> Pa
 
     output = Path(output)
     with atomic_folder(output, replace=True) as tmp:  # a failed export keeps the last one
-        RunConverter().convert(str(tmp / "model"), quantization=quantization, force=True)
+        vmap = None
+        if run.shortlist is not None:  # the same shortlist as CTranslate2's vocabulary map
+            vmap = tmp / "vmap.source.txt"
+            lines = run.shortlist.vmap_lines(run.src_vocab.itos, run.tgt_vocab.itos)
+            vmap.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        RunConverter().convert(
+            str(tmp / "model"), vmap=vmap and str(vmap), quantization=quantization, force=True
+        )
+        if vmap:
+            vmap.unlink()
         for item in (tmp / "model").iterdir():
             item.rename(tmp / item.name)
         (tmp / "model").rmdir()
         write_bundle_files(
             tmp, run.cfg, run.src_vocab, run.tgt_vocab, run.subword, run.tgt_subword,
             versions=read_versions(run.path),  # what made the model, not the export
+            shortlist=run.shortlist,
         )  # fmt: skip
         info = {
             "format": "translator-ctranslate2",

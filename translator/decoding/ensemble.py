@@ -65,13 +65,15 @@ class Ensemble(nn.Module):
         memory: Tensor | None,
         src_pad_mask: Tensor | None,
         cache: EnsembleCache | None = None,
+        vocab: Tensor | None = None,
     ) -> Tensor:
-        """tgt_in (B, T) -> log(mean of the members' probabilities) (B, T, V)."""
+        """tgt_in (B, T) -> log(mean of the members' probabilities) (B, T, V); with `vocab`,
+        over those target ids only, each member's normalized over them."""
         memories = [None] * len(self.members) if memory is None else memory.split(self.widths, -1)
         caches = [None] * len(self.members) if cache is None else cache.caches
         lprobs = torch.stack(
             [
-                model.decode(tgt_in, mem, src_pad_mask, member_cache).float().log_softmax(-1)
+                model.decode(tgt_in, mem, src_pad_mask, member_cache, vocab).float().log_softmax(-1)
                 for model, mem, member_cache in zip(self.members, memories, caches, strict=True)
             ]
         )

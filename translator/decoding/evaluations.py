@@ -77,6 +77,7 @@ def describe(translator, opts: DecodeConfig, split: str, requested: str, seconds
         "beam": opts.beam_size,
         "alpha": opts.length_penalty,
         "decode": dataclasses.asdict(opts),
+        "shortlist": opts.shortlist and translator.has_shortlist,  # whether it was used
         "engine": translator.engine,
         "run": str(translator.run_dir),
         "weights": translator.weights,

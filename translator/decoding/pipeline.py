@@ -33,6 +33,7 @@ class Pipeline:
 
     engine = "none"
     parallel_batches = 1  # batches that may decode at once (the server's decoding threads)
+    has_shortlist = False  # whether decode.shortlist can restrict the outputs (the run has one)
 
     def __init__(
         self, model, cfg: Config, src_vocab: Vocab, tgt_vocab: Vocab, subword: Subword | None = None

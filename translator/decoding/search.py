@@ -13,7 +13,9 @@ min(max_len_a * src_len + max_len_b, max_positions - 1) tokens long (src_len cou
 tokens), or min(max_len, max_positions - 1) when `max_len` is given. Beam scores are the sum of
 log-probs divided by GNMT's lp(Y) = ((5 + |Y|) / 6)^alpha (alpha: options.length_penalty), |Y|
 counting the EOS; the log-probs are over the tokens that may be output (<pad> and <sos> never
-are). Every function runs under torch.inference_mode(); dropout must already be off.
+are). With `vocab` (a LongTensor of sorted target ids holding <eos>: a batch's shortlist), only
+those tokens may be output, and the log-probs are normalized over them; ids and scores keep
+their form. Every function runs under torch.inference_mode(); dropout must already be off.
 Text (vocab, detokenization) lives elsewhere.
 """
 
@@ -36,7 +38,7 @@ class Searchable(Protocol):
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]: ...
 
-    def decode(self, tgt_in: Tensor, memory, src_pad_mask, cache=None) -> Tensor: ...
+    def decode(self, tgt_in: Tensor, memory, src_pad_mask, cache=None, vocab=None) -> Tensor: ...
 
     def new_cache(self): ...
 
@@ -62,9 +64,22 @@ def _check_beam(beam_size: int, nbest: int) -> None:
         raise ValueError(f"nbest must be between 1 and beam_size={beam_size}, got {nbest}")
 
 
-def _banned_ids(model: Searchable, sos_id: int) -> list[int]:
-    # Padding and SOS are never outputs; banning them keeps a weak model's hypotheses clean.
-    return sorted({model.pad_id, sos_id})
+def _banned_ids(model: Searchable, sos_id: int, vocab: Tensor | None = None) -> list[int]:
+    """Positions in the logits of <pad> and <sos>: never outputs; banning them keeps a weak
+    model's hypotheses clean."""
+    ids = sorted({model.pad_id, sos_id})
+    if vocab is None:
+        return ids
+    return torch.isin(vocab, torch.tensor(ids, device=vocab.device)).nonzero().view(-1).tolist()
+
+
+def _eos_position(eos_id: int, vocab: Tensor | None) -> int:
+    if vocab is None:
+        return eos_id
+    found = (vocab == eos_id).nonzero().view(-1)
+    if found.numel() != 1:
+        raise ValueError("a shortlist must hold <eos>")
+    return int(found)
 
 
 def beam_step(lprobs: Tensor, scores: Tensor, beam_size: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -93,10 +108,12 @@ def _greedy(
     max_lens: list[int],
     sos_id: int,
     eos_id: int,
+    vocab: Tensor | None = None,
 ) -> list[list[int]]:
     """Batched greedy decoding with the key/value cache; finished rows leave the batch."""
     batch, device = memory.size(0), memory.device
-    banned = _banned_ids(model, sos_id)
+    banned = _banned_ids(model, sos_id, vocab)
+    _eos_position(eos_id, vocab)
     # Unwritten slots stay EOS, so every row can be cut at its first EOS at the end.
     out = torch.full((batch, max(max_lens, default=0)), eos_id, dtype=torch.long, device=device)
     rows = torch.arange(batch, device=device)  # sentence of each live row
@@ -104,9 +121,11 @@ def _greedy(
     tok = torch.full((batch, 1), sos_id, dtype=torch.long, device=device)
     cache = model.new_cache()
     for t in range(out.size(1)):
-        logits = model.decode(tok, memory, src_pad_mask, cache)[:, -1]  # (N, V)
+        logits = model.decode(tok, memory, src_pad_mask, cache, vocab)[:, -1]  # (N, V)
         logits[:, banned] = float("-inf")
         nxt = logits.argmax(dim=-1)  # (N,)
+        if vocab is not None:
+            nxt = vocab[nxt]
         out[rows, t] = nxt
         done = (nxt == eos_id) | (limits <= t + 1)
         if done.any():
@@ -143,16 +162,21 @@ def greedy_search_uncached(
 
 @torch.inference_mode()
 def beam_search(
-    model: Searchable, src: Tensor, options: DecodeConfig, *, sos_id: int, eos_id: int
+    model: Searchable,
+    src: Tensor,
+    options: DecodeConfig,
+    *,
+    sos_id: int,
+    eos_id: int,
+    vocab: Tensor | None = None,
 ) -> list[list[tuple[list[int], float]]]:
     """Batched beam search; per sentence the `options.nbest` (ids, score) pairs, best first."""
     k, nbest = options.beam_size, options.nbest
     _check_beam(k, nbest)
     memory, src_pad_mask = model.encode(src)
     max_lens = max_output_lengths(model, src_pad_mask, options)
-    return _beam(
-        model, memory, src_pad_mask, max_lens, k, sos_id, eos_id, options.length_penalty, nbest
-    )
+    alpha = options.length_penalty
+    return _beam(model, memory, src_pad_mask, max_lens, k, sos_id, eos_id, alpha, nbest, vocab)
 
 
 def _beam(
@@ -165,9 +189,11 @@ def _beam(
     eos_id: int,
     alpha: float,
     nbest: int,
+    vocab: Tensor | None = None,
 ) -> list[list[tuple[list[int], float]]]:
     batch, device = memory.size(0), memory.device
-    banned = _banned_ids(model, sos_id)
+    banned = _banned_ids(model, sos_id, vocab)
+    eos_at = _eos_position(eos_id, vocab)
     finished: list[list[tuple[list[int], float]]] = [[] for _ in range(batch)]
     active = torch.arange(batch, device=device)  # sentence of each live sentence slot
     limits = torch.tensor(max_lens, device=device)  # (N,)
@@ -179,7 +205,7 @@ def _beam(
     b = 1  # the first step runs once per sentence; its top candidates then fill the k beams
     for t in range(max(max_lens, default=0) + 1):
         n = active.size(0)
-        logits = model.decode(tok, memory, src_pad_mask, cache)[:, -1]  # (N*b, V)
+        logits = model.decode(tok, memory, src_pad_mask, cache, vocab)[:, -1]  # (N*b, V)
         logits = logits.float()
         logits[:, banned] = float("-inf")  # before the softmax, as CTranslate2 suppresses them
         lprobs = logits.log_softmax(dim=-1)
@@ -187,9 +213,11 @@ def _beam(
         at_limit = limits == t  # these sentences may only end now
         if at_limit.any():
             not_eos = torch.ones(lprobs.size(-1), dtype=torch.bool, device=device)
-            not_eos[eos_id] = False
+            not_eos[eos_at] = False
             lprobs = lprobs.masked_fill(at_limit[:, None, None] & not_eos, float("-inf"))
         cand_scores, cand_beams, cand_tokens = beam_step(lprobs, scores, k)
+        if vocab is not None:
+            cand_tokens = vocab[cand_tokens]  # positions in the shortlist -> token ids
 
         # An EOS among the top k candidates finishes a hypothesis (fairseq): keep at most
         # k finished per sentence, best first.
@@ -225,7 +253,13 @@ def _beam(
 
 @torch.inference_mode()
 def search(
-    model: Searchable, src: Tensor, options: DecodeConfig, *, sos_id: int, eos_id: int
+    model: Searchable,
+    src: Tensor,
+    options: DecodeConfig,
+    *,
+    sos_id: int,
+    eos_id: int,
+    vocab: Tensor | None = None,
 ) -> list[list[int]]:
     """Encode once, then greedy (beam_size 1) or beam search; the best ids per sentence."""
     k = options.beam_size
@@ -233,7 +267,7 @@ def search(
     memory, src_pad_mask = model.encode(src)
     max_lens = max_output_lengths(model, src_pad_mask, options)
     if k == 1:
-        return _greedy(model, memory, src_pad_mask, max_lens, sos_id, eos_id)
+        return _greedy(model, memory, src_pad_mask, max_lens, sos_id, eos_id, vocab)
     alpha = options.length_penalty
-    nbest = _beam(model, memory, src_pad_mask, max_lens, k, sos_id, eos_id, alpha, 1)
+    nbest = _beam(model, memory, src_pad_mask, max_lens, k, sos_id, eos_id, alpha, 1, vocab)
     return [hyps[0][0] for hyps in nbest]

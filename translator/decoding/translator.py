@@ -30,6 +30,11 @@ class Translator(Pipeline):
 
     engine = "torch"
 
+    def __init__(self, model, cfg, src_vocab, tgt_vocab, subword=None, shortlist=None):
+        super().__init__(model, cfg, src_vocab, tgt_vocab, subword)
+        self.shortlist = shortlist  # data.shortlist.Shortlist; None: every target token
+        self.has_shortlist = shortlist is not None
+
     @classmethod
     def load(
         cls,
@@ -73,7 +78,7 @@ class Translator(Pipeline):
             for other in others:
                 check_same_vocabularies(run, other)
             model = Ensemble([run.model, *(other.model for other in others)])
-        translator = cls(model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword)
+        translator = cls(model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword, run.shortlist)
         translator.run_dir, translator.weights = run.path, weights or BEST
         if threads:  # said in reports (evaluate --json), never applied per call
             translator.options = translator.options.override(threads=threads)
@@ -106,17 +111,28 @@ class Translator(Pipeline):
         """The best output ids of each source (ids without <eos>)."""
         from translator.decoding.search import search
 
-        return search(self.model, self._tensor(batch), opts, **self._specials())
+        vocab = self._shortlist(batch, opts)
+        return search(self.model, self._tensor(batch), opts, **self._specials(), vocab=vocab)
 
     def _search_nbest(
         self, batch: list[list[int]], opts: DecodeConfig
     ) -> list[list[tuple[list[int], float]]]:
         from translator.decoding.search import beam_search
 
-        return beam_search(self.model, self._tensor(batch), opts, **self._specials())
+        vocab = self._shortlist(batch, opts)
+        return beam_search(self.model, self._tensor(batch), opts, **self._specials(), vocab=vocab)
 
     def _specials(self) -> dict:
         return dict(sos_id=self.tgt_vocab.sos_id, eos_id=self.tgt_vocab.eos_id)
+
+    def _shortlist(self, batch: list[list[int]], opts: DecodeConfig):
+        """The target ids this batch may output (decode.shortlist), else None: all of them."""
+        if not opts.shortlist or self.shortlist is None:
+            return None
+        import torch
+
+        device = next(self.model.parameters()).device
+        return torch.from_numpy(self.shortlist.targets(batch)).to(device, torch.long)
 
     @contextmanager
     def _decoding(self, opts: DecodeConfig, n_sentences: int):

@@ -353,8 +353,10 @@ class Transformer(nn.Module):
         memory: Tensor | None,
         src_pad_mask: Tensor | None,
         cache: DecoderCache | None = None,
+        vocab: Tensor | None = None,
     ) -> Tensor:
-        """tgt_in (B, T) -> logits (B, T, V_tgt), attending to memory (B, S, D).
+        """tgt_in (B, T) -> logits (B, T, V_tgt), attending to memory (B, S, D); with `vocab`
+        (sorted target ids, a shortlist), the logits of those ids only (B, T, len(vocab)).
 
         With a cache, tgt_in holds only the new tokens, which continue at position
         `cache.length`; once the cache holds the cross-attention keys/values (after the first
@@ -383,4 +385,6 @@ class Transformer(nn.Module):
         x = self.decoder(x, memory, self_mask, is_causal, cross_mask, cache)
         if cache is not None:
             cache.length += t
+        if vocab is not None:  # only the shortlist's rows of the output layer
+            return nn.functional.linear(x, self.generator.weight[vocab])
         return self.generator(x)

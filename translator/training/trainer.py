@@ -106,7 +106,13 @@ class Trainer:
         elif self.dist.is_main:
             d = self.data
             write_bundle_files(
-                self.run_dir, self.cfg, d.src_vocab, d.tgt_vocab, d.subword, d.tgt_subword
+                self.run_dir,
+                self.cfg,
+                d.src_vocab,
+                d.tgt_vocab,
+                d.subword,
+                d.tgt_subword,
+                shortlist=d.corpus.shortlist,
             )
             if t.init_from:
                 rd.write_init_from(self.run_dir, Path(t.init_from))
@@ -119,7 +125,9 @@ class Trainer:
         if cfg.train.init_from and not self.resume:  # fine-tuning starts from the parent's best
             load_weights(self.model, Path(cfg.train.init_from) / rd.BEST)
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        translator = Translator(self.model, cfg, data.src_vocab, data.tgt_vocab, data.subword)
+        translator = Translator(
+            self.model, cfg, data.src_vocab, data.tgt_vocab, data.subword, data.corpus.shortlist
+        )
         self.validator = Validator(cfg, data, translator, self.device, self.amp_dtype)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         self.scaler = grad_scaler(self.device, self.amp_dtype)
