@@ -367,7 +367,7 @@ def test_prepare_check_finds_two_fresh_prepares_byte_identical(toy_data):
     assert result.exit_code == 0, result.output
     assert "reproducible: two fresh prepares" in result.stdout
     # BPE, 2 vocabularies, 12 ids files, meta.json (its timings aside)
-    assert "the same 16 files, byte for byte" in result.stdout
+    assert "the same 17 files, byte for byte" in result.stdout
 
 
 def test_prepare_check_names_the_files_that_differ(tmp_path, monkeypatch, capsys):

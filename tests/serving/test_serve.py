@@ -47,11 +47,7 @@ def client(translator):
 
 
 def test_health_info_and_languages(client, run, translator):
-    assert client.get("/health").json() == {
-        "status": "ok",
-        "batches": 0,
-        "batch_sentences_mean": None,
-    }
+    assert client.get("/health").json() == {"status": "ok", "batches": 0, "sentences": 0}
     info = client.get("/v1/info").json()
     assert info["run"] == str(run) and info["engine"] == "torch"
     assert info["vocab"] == {"src": len(translator.src_vocab), "tgt": len(translator.tgt_vocab)}
@@ -89,6 +85,41 @@ def test_nbest_and_attention(client, translator):
     assert all(len(row) == len(attention["source"]) for row in weights)
     assert all(abs(sum(row) - 1) < 1e-2 for row in weights)  # each a distribution over source
     assert attention["source"] == [*translator.source_pieces(["A man waits."])[0], "<eos>"]
+
+
+def test_a_heatmap_comes_from_the_search_that_made_the_translation(client, translator):
+    """One search per request, attention or not; a batch's heatmaps are each sentence's own."""
+    from translator.data.tokenization import detokenize
+
+    searches = []
+    for name in ("_search", "_search_nbest"):
+        original = getattr(translator, name)
+
+        def counted(batch, opts, original=original):
+            searches.append(len(batch))
+            return original(batch, opts)
+
+        setattr(translator, name, counted)
+    try:
+        text = "A man waits. Two girls play in the snow."
+        body = client.post("/v1/translate", json={"text": text, "nbest": 2, "attention": True})
+        item = body.json()["translations"][0]
+    finally:
+        for name in ("_search", "_search_nbest"):
+            delattr(translator, name)
+    assert searches == [2]  # both sentences, searched once
+    first, second = item["attention"]
+    assert (
+        f"{detokenize(first['target'][:-1])} {detokenize(second['target'][:-1])}" == (item["text"])
+    )
+    sentences = ["A man waits.", "Two girls play in the snow."]
+    together = translator.translate_with_attention(sentences)
+    for sentence, (ranked, (source, target, weights)) in zip(sentences, together, strict=True):
+        ((alone_ranked, (alone_source, alone_target, alone_weights)),) = (
+            translator.translate_with_attention([sentence])
+        )
+        assert (ranked, source, target) == (alone_ranked, alone_source, alone_target)
+        assert abs(weights - alone_weights).max() < 1e-5  # padding changes nothing
 
 
 def test_a_document_keeps_its_lines_and_sentences(client, translator):
@@ -208,8 +239,10 @@ def test_concurrent_requests_are_decoded_in_shared_batches(translator, monkeypat
                 answers = await asyncio.gather(
                     *(http.post("/v1/translate", json={"text": s}) for s in sentences)
                 )
-        return [a.json()["translations"][0]["text"] for a in answers]
+                health = (await http.get("/health")).json()
+        return [a.json()["translations"][0]["text"] for a in answers], health
 
-    texts = asyncio.run(main())
+    texts, health = asyncio.run(main())
     assert sum(batches) == 16 and len(batches) < 16, batches  # shared, not one per request
+    assert (health["batches"], health["sentences"]) == (len(batches), 16)  # what /health tells
     assert texts == original(sentences)  # and each answer went to its own request

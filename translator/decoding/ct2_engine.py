@@ -196,14 +196,18 @@ class CTranslate2Translator(Pipeline):
             for hyps in self._run(batch, opts, scored=True)  # a real score at beam 1 too
         ]
 
-    def attention(self, text: str, **options):
-        """(source tokens, output tokens, attention (1, T, S)): CTranslate2 returns the last
-        layer's cross-attention, heads averaged (as exported), without the source's <eos>."""
+    def _search_attention(self, batch, opts: DecodeConfig):
+        """CTranslate2's attention of its best output: the last layer's, heads averaged (as
+        exported), without the source's <eos>."""
         import numpy as np
 
-        opts, ids = self._one_source(text, options)
-        ((hyp, _, attention), *_) = self._run([ids], opts, attention=True)[0]
-        weights = np.asarray(attention, dtype=np.float32)[: len(hyp) + 1]
-        src_tokens = [self.src_vocab.itos[i] for i in ids] + ["<eos>"]
-        out_tokens = [self.tgt_vocab.itos[i] for i in hyp] + ["<eos>"]
-        return src_tokens[: weights.shape[1]], out_tokens[: len(weights)], weights[None]
+        runs = self._run(batch, opts, attention=True, scored=opts.nbest > 1)
+        hyps = [
+            [(ids, score if opts.nbest > 1 else None) for ids, score, _ in ranked[: opts.nbest]]
+            for ranked in runs
+        ]
+        weights = [
+            np.asarray(ranked[0][2], dtype=np.float32)[None, : len(ranked[0][0]) + 1]
+            for ranked in runs
+        ]
+        return hyps, weights

@@ -3,6 +3,7 @@
     class MyEngine(Pipeline):            # decoding/translator.py (torch), decoding/ct2_engine.py
         def _search(self, batch, opts): ...          # ids in, best output ids out
         def _search_nbest(self, batch, opts): ...    # ids in, [(ids, score), ...] out
+        def _search_attention(self, batch, opts): ...  # n-best and the best's attention
         def _decoding(self, opts, n_sentences): ...  # a context: the engine ready for one call
 
 Decoding options are the run's `decode` config section (`self.options`, a DecodeConfig); keyword
@@ -72,13 +73,38 @@ class Pipeline:
             for hyps in results
         ]
 
-    def _one_source(self, text: str, options: dict) -> tuple[DecodeConfig, list[int]]:
-        """The options and source ids of the one text an attention heatmap shows."""
+    def translate_with_attention(self, texts: Sequence[str], **options) -> list[tuple]:
+        """Per text, `translate_nbest`'s (translation, score) pairs (score None at nbest 1)
+        and the heatmap of the best one: (source tokens, output tokens, cross-attention
+        (layers, T, S)), token lists ending with <eos>. The weights come from the search that
+        made the translation (torch: one teacher-forced pass over its output ids; CTranslate2:
+        its own, last layer). An empty text gives ([], None)."""
         opts = self._call_options(options)
-        (ids,) = self._encode([text])
-        if not ids:
+        if opts.nbest > 1:
+            opts = opts.override(beam_size=max(opts.nbest, opts.beam_size))
+
+        def decode(batch):
+            return list(zip(batch, *self._search_attention(batch, opts), strict=True))
+
+        out = []
+        for result in self._batched(texts, decode, opts, False):
+            if result is None:
+                out.append(([], None))
+                continue
+            src_ids, hyps, weights = result
+            src_tokens = [self.src_vocab.itos[i] for i in src_ids] + ["<eos>"]
+            out_tokens = [self.tgt_vocab.itos[i] for i in hyps[0][0]] + ["<eos>"]
+            heatmap = (src_tokens[: weights.shape[-1]], out_tokens[: weights.shape[-2]], weights)
+            out.append(([(self._detokenize(ids), score) for ids, score in hyps], heatmap))
+        return out
+
+    def attention(self, text: str, **options):
+        """(source tokens, output tokens, cross-attention (layers, T, S)) of `text`'s
+        translation (`translate_with_attention`)."""
+        ((_, heatmap),) = self.translate_with_attention([text], **options)
+        if heatmap is None:
             raise InputError("nothing to plot: the input is empty")
-        return opts, ids
+        return heatmap
 
     def _call_options(self, options: dict) -> DecodeConfig:
         """The run's decoding options with one call's overrides. Threads are not among them: an
@@ -99,6 +125,11 @@ class Pipeline:
         self, batch: list[list[int]], opts: DecodeConfig
     ) -> list[list[tuple[list[int], float]]]:
         """The `opts.nbest` best (output ids, score) of each source, best first."""
+        raise NotImplementedError
+
+    def _search_attention(self, batch: list[list[int]], opts: DecodeConfig) -> tuple[list, list]:
+        """Per source: its `opts.nbest` (output ids, score or None), best first, and the
+        cross-attention (layers, T, S) numpy array of the best."""
         raise NotImplementedError
 
     def _decoding(self, opts: DecodeConfig, n_sentences: int):

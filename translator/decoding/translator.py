@@ -6,9 +6,9 @@
     Translator.load("runs/a", ensemble=["runs/b", "runs/c"])         # three models as one
     Translator.load("runs/a", engine="ctranslate2")                  # its CTranslate2 export
 
-The text pipeline (tokenization, batching, detokenization, options) is decoding/pipeline.py's,
-shared with the CTranslate2 engine (decoding/ct2_engine.py); this module adds the torch search,
-attention heatmaps, and `load`, which picks the engine.
+The text pipeline (tokenization, batching, detokenization, options, heatmaps) is
+decoding/pipeline.py's, shared with the CTranslate2 engine (decoding/ct2_engine.py); this module
+adds the torch search (with its shortlist and attention) and `load`, which picks the engine.
 """
 
 from __future__ import annotations
@@ -85,28 +85,6 @@ class Translator(Pipeline):
         translator.ensemble = [Path(path) for path in ensemble]
         return translator
 
-    def attention(self, text: str, **options):
-        """(source tokens, output tokens, cross-attention (layers, T, S) averaged over heads).
-
-        Token lists include the <eos> each side ends with. The weights come from one
-        teacher-forced pass over the model's own translation.
-        """
-        import torch
-
-        from translator.decoding.ensemble import Ensemble
-
-        if isinstance(self.model, Ensemble):
-            raise InputError("attention heatmaps show one model, not an ensemble")
-        opts, ids = self._one_source(text, options)
-        with self._decoding(opts, 1):
-            (hyp,) = self._search([ids], opts)
-            src = self._tensor([ids])
-            tgt_in = torch.tensor([[self.tgt_vocab.sos_id, *hyp]], device=src.device)
-            weights = self.model.cross_attention(src, tgt_in)[:, 0].mean(1)  # heads averaged
-        src_tokens = [self.src_vocab.itos[i] for i in ids] + ["<eos>"]
-        out_tokens = [self.tgt_vocab.itos[i] for i in hyp] + ["<eos>"]
-        return src_tokens, out_tokens, weights.cpu().numpy()
-
     def _search(self, batch: list[list[int]], opts: DecodeConfig) -> list[list[int]]:
         """The best output ids of each source (ids without <eos>)."""
         from translator.decoding.search import search
@@ -121,6 +99,30 @@ class Translator(Pipeline):
 
         vocab = self._shortlist(batch, opts)
         return beam_search(self.model, self._tensor(batch), opts, **self._specials(), vocab=vocab)
+
+    def _search_attention(self, batch: list[list[int]], opts: DecodeConfig):
+        """The search's outputs, then the cross-attention over the best ones in one batched
+        teacher-forced pass (the weights the search computed for them: no second search)."""
+        import torch
+
+        from translator.data.batching import pad_sequences
+        from translator.decoding.ensemble import Ensemble
+
+        if isinstance(self.model, Ensemble):
+            raise InputError("attention heatmaps show one model, not an ensemble")
+        if opts.nbest > 1:
+            hyps = self._search_nbest(batch, opts)
+        else:
+            hyps = [[(ids, None)] for ids in self._search(batch, opts)]
+        best = [ranked[0][0] for ranked in hyps]
+        src = self._tensor(batch)
+        tgt = pad_sequences(best, self.tgt_vocab.pad_id, prefix=self.tgt_vocab.sos_id)
+        tgt_in = torch.from_numpy(tgt).to(src.device)
+        weights = self.model.cross_attention(src, tgt_in).mean(2).cpu().numpy()  # heads averaged
+        return hyps, [
+            weights[:, row, : len(out) + 1, : len(ids) + 1]
+            for row, (ids, out) in enumerate(zip(batch, best, strict=True))
+        ]
 
     def _specials(self) -> dict:
         return dict(sos_id=self.tgt_vocab.sos_id, eos_id=self.tgt_vocab.eos_id)

@@ -14,8 +14,8 @@ Endpoints:
 The model is loaded once. Requests' sentences are queued and decoded together (`Batcher`): a
 decoding thread that comes free takes every request queued (up to `max_batch_tokens` source
 words; a lone request waits at most `batch_wait_ms` for company), off the event loop; the engine
-decodes `parallel_batches` batches side by side, one thread each. `/health` says how many
-sentences the latest batches held. A text is split into lines and sentences
+decodes `parallel_batches` batches side by side, one thread each. `/health` counts the batches
+decoded and the sentences they held. A text is split into lines and sentences
 (serving/documents.py) and joined back. Every error is a JSON object {"error": "..."} with a 4xx
 status (a 500 only for a bug, and the server goes on serving).
 """
@@ -87,13 +87,16 @@ def create_app(translator, settings: ServeSettings | None = None):
     src_lang, tgt_lang = cfg.data.src_lang, cfg.data.tgt_lang
     nlp = sentencizer(src_lang)
 
-    def decode(sentences: list[str], beam_size: int, alpha: float, nbest: int) -> list:
+    def decode(sentences: list[str], beam_size: int, alpha: float, nbest: int, attention: bool):
+        """Per sentence: its (translation, score) pairs, and its heatmap when asked (from the
+        same search)."""
+        options = dict(beam_size=beam_size, length_penalty=alpha, nbest=nbest)
+        if attention:
+            return translator.translate_with_attention(sentences, **options)
         if nbest > 1:
-            return translator.translate_nbest(
-                sentences, beam_size=beam_size, length_penalty=alpha, nbest=nbest
-            )
+            return [(hyps, None) for hyps in translator.translate_nbest(sentences, **options)]
         hyps = translator.translate(sentences, beam_size=beam_size, length_penalty=alpha)
-        return [[(hyp, None)] for hyp in hyps]
+        return [([(hyp, None)], None) for hyp in hyps]
 
     batcher = Batcher(
         decode,
@@ -185,18 +188,23 @@ def create_app(translator, settings: ServeSettings | None = None):
             )
         return documents
 
-    async def translate_documents(texts: list[str], beam: int, alpha: float, nbest: int):
+    async def translate_documents(
+        texts: list[str], beam: int, alpha: float, nbest: int, attention: bool = False
+    ):
+        """Per text: its document, its nbest (translation, score), and its sentences'
+        heatmaps (None each without `attention`)."""
         documents = await run_in_threadpool(split_texts, texts)
         sentences = [s for doc in documents for s in doc.sentences]
         try:
             results = await asyncio.wait_for(
-                batcher.submit(sentences, (beam, alpha, nbest)), settings.timeout_s
+                batcher.submit(sentences, (beam, alpha, nbest, attention)), settings.timeout_s
             )
         except asyncio.TimeoutError:
             raise ServeError(504, f"no answer within {settings.timeout_s:g} s") from None
         start = 0
         for doc in documents:
-            part = results[start : start + len(doc.sentences)]
+            part = [hyps for hyps, _ in results[start : start + len(doc.sentences)]]
+            heatmaps = [heatmap for _, heatmap in results[start : start + len(doc.sentences)]]
             start += len(doc.sentences)
             # The k-th alternative of a text joins each sentence's k-th best (or its last).
             ranked = [
@@ -206,7 +214,7 @@ def create_app(translator, settings: ServeSettings | None = None):
                 )
                 for k in range(nbest)
             ]
-            yield doc, ranked
+            yield doc, ranked, heatmaps
 
     @app.post("/v1/translate")
     async def translate_v1(request: TranslateRequest):
@@ -227,7 +235,8 @@ def create_app(translator, settings: ServeSettings | None = None):
             raise ServeError(422, "nbest needs beam search: beam_size must be at least nbest")
         beam = max(beam, request.nbest)
         items = []
-        async for doc, ranked in translate_documents(texts, beam, alpha, request.nbest):
+        asked = (texts, beam, alpha, request.nbest, request.attention)
+        async for doc, ranked, heatmaps in translate_documents(*asked):
             item: dict = {"text": ranked[0][0], "warnings": doc.warnings}
             if request.nbest > 1:
                 item["nbest"] = [
@@ -235,10 +244,7 @@ def create_app(translator, settings: ServeSettings | None = None):
                     for t, sc in ranked
                 ]  # (a model that scored nothing: -inf, which JSON cannot hold)
             if request.attention:
-                item["attention"] = [
-                    await run_in_threadpool(attention_of, sentence, beam, alpha)
-                    for sentence in doc.sentences
-                ]
+                item["attention"] = [as_json(heatmap) for heatmap in heatmaps]
             items.append(item)
         return {
             "translations": items,
@@ -248,10 +254,10 @@ def create_app(translator, settings: ServeSettings | None = None):
             "seconds": round(time.perf_counter() - started, 4),
         }
 
-    def attention_of(sentence: str, beam: int, alpha: float) -> dict:
-        source, target, weights = translator.attention(
-            sentence, beam_size=beam, length_penalty=alpha
-        )
+    def as_json(heatmap) -> dict | None:
+        if heatmap is None:  # a sentence with no token the model reads
+            return None
+        source, target, weights = heatmap
         return {
             "source": source,
             "target": target,
@@ -266,9 +272,8 @@ def create_app(translator, settings: ServeSettings | None = None):
 
     @app.get("/health")
     async def health():
-        sizes = batcher.sizes  # what batching achieves under the load of the moment
-        mean = round(sum(sizes) / len(sizes), 2) if sizes else None
-        return {"status": "ok", "batches": len(sizes), "batch_sentences_mean": mean}
+        # batches decoded so far and the sentences they held: what batching achieves
+        return {"status": "ok", "batches": batcher.batches, "sentences": batcher.sentences}
 
     add_libretranslate_routes(app, translator, settings, translate_documents)
 

@@ -116,7 +116,7 @@ def add_libretranslate_routes(app, translator, settings, translate_documents) ->
         beam, alpha = translator.options.beam_size, translator.options.length_penalty
         translated, alternatives = [], []
         try:
-            async for _, ranked in translate_documents(texts, max(beam, n), alpha, n):
+            async for _, ranked, _ in translate_documents(texts, max(beam, n), alpha, n):
                 translated.append(ranked[0][0])
                 alternatives.append([t for t, _ in ranked[1:]])
         except ServeError as err:  # LibreTranslate answers input errors with 400

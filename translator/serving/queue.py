@@ -47,7 +47,7 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
         self.free = asyncio.Semaphore(workers)
         self.task: asyncio.Task | None = None
-        self.sizes: deque[int] = deque(maxlen=1000)  # sentences of the latest batches
+        self.batches = self.sentences = 0  # decoded so far: what batching achieves
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -106,7 +106,8 @@ class Batcher:
             if not jobs:
                 return
             sentences = [s for job in jobs for s in job.sentences]
-            self.sizes.append(len(sentences))
+            self.batches += 1
+            self.sentences += len(sentences)
             try:
                 results = await loop.run_in_executor(
                     self.executor, self.decode, sentences, *jobs[0].options
