@@ -96,4 +96,19 @@ plant "the vocabulary drops BPE pieces train never used" translator/data/vocab_l
 plant "a character seen only at a word's start is <unk> inside one" translator/data/subword.py \
   's/alphabet = \[\*characters, \*(JOINER + c for c in characters)\]/alphabet = []/' \
   tests/data/test_subword.py::test_a_character_seen_in_one_position_is_no_unk_in_the_other
+plant "the shortlist's positions are output as token ids" translator/decoding/search.py \
+  's/            cand_tokens = vocab\[cand_tokens\]  # positions in the shortlist -> token ids/            pass/' \
+  tests/decoding/test_search.py::test_a_shortlist_decodes_as_if_the_other_tokens_did_not_exist
+plant "decoding ignores the run's shortlist" translator/decoding/translator.py \
+  's/        if not opts.shortlist or self.shortlist is None:/        if True:/' \
+  tests/cli/test_cli.py::test_a_run_decodes_with_its_shortlist_unless_told_not_to
+plant "the batcher waits for company while requests are queued" translator/serving/queue.py \
+  's/                if len(jobs) > 1 or loop.time() >= deadline:/                if loop.time() >= deadline:/' \
+  tests/serving/test_queue.py::test_a_free_worker_takes_every_queued_request_at_once_without_waiting
+plant "a padded heatmap keeps its padding" translator/decoding/translator.py \
+  's/            weights\[:, row, : len(out) + 1, : len(ids) + 1\]/            weights[:, row]/' \
+  tests/serving/test_serve.py::test_a_heatmap_comes_from_the_search_that_made_the_translation
+plant "selecting a few pairs of a large corpus reads all of it" translator/data/corpus.py \
+  's/        if isinstance(self.ids, DiskIds):/        if False:/' \
+  tests/data/test_corpus.py::test_a_large_corpus_is_read_from_disk_batch_by_batch
 exit $missed

@@ -50,6 +50,12 @@ def test_a_large_corpus_is_read_from_disk_batch_by_batch(toy_config, monkeypatch
     assert batch.src.equal(disk_batch.src) and batch.tgt_out.equal(disk_batch.tgt_out)
     kept, _ = disk_train.filter_length(9)  # a selection is copied into memory
     assert kept.src[0].tolist() == train.filter_length(9)[0].src[0].tolist()
+    # ... reading only the selected sentences (replay draws a few pairs from millions)
+    monkeypatch.setattr(corpus_module.DiskIds, "__array__", None)  # no whole-file read
+    picked = disk_train.select(np.array([7, 2, 2, 30]))
+    expected = train.select(np.array([7, 2, 2, 30]))
+    assert np.array_equal(picked.tgt.ids, expected.tgt.ids)
+    assert np.array_equal(picked.src.offsets, expected.src.offsets)
 
 
 def test_filter_length_drops_long_and_empty_pairs():

@@ -79,10 +79,15 @@ class IdArray:
         return IdArray(ids, np.concatenate([self.offsets, self.offsets[-1] + other.offsets[1:]]))
 
     def select(self, indices: np.ndarray) -> IdArray:
-        """The sequences at `indices`, copied into memory."""
+        """The sequences at `indices`, copied into memory (from a large file, only those:
+        one read each)."""
         lengths = self.lengths()[indices]
         offsets = np.zeros(len(indices) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
+        if isinstance(self.ids, DiskIds):
+            starts = self.offsets[:-1][indices]
+            parts = [self.ids[start : start + n] for start, n in zip(starts, lengths, strict=True)]
+            return IdArray(np.concatenate(parts) if parts else np.zeros(0, np.int32), offsets)
         # position j of the output reads ids[start of its sequence + j - start of its output]
         shift = np.repeat(self.offsets[:-1][indices] - offsets[:-1], lengths)
         return IdArray(np.asarray(self.ids)[shift + np.arange(offsets[-1])], offsets)
