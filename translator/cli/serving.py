@@ -91,7 +91,7 @@ def _check_export(run, exported: Path) -> None:
     from translator.decoding.translator import Translator
 
     engines = [
-        Translator(run.model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword),
+        Translator(run.model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword, run.shortlist),
         Translator.load(exported, engine="ctranslate2"),
     ]
     sources, refs = read_texts(engines[0].cfg, "valid")

@@ -57,7 +57,7 @@ def model_spec(run):
     model = run.model
 
     def array(tensor) -> np.ndarray:
-        return tensor.detach().float().cpu().numpy()
+        return tensor.detach().float().cpu().numpy().copy()  # quantizing must not touch ours
 
     def linear(target, module) -> None:
         target.weight = array(module.weight)
