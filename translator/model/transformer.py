@@ -331,7 +331,9 @@ class Transformer(nn.Module):
         """The decoder's attention over the source in one teacher-forced pass:
         (layers, B, heads, T, S), each row a distribution over the source positions."""
         with recording_attention() as weights:
-            self(src, tgt_in)
+            memory, src_pad_mask = self.encode(src)
+            # one output row, not the vocabulary's: only the attention is wanted
+            self.decode(tgt_in, memory, src_pad_mask, vocab=src.new_zeros(1))
         return torch.stack([w.float() for w in weights])
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
