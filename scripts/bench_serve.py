@@ -4,11 +4,12 @@
     python scripts/bench_serve.py --run runs/X --engine ctranslate2 --beam 5 --requests 1000
 
 Fair by construction: the server runs pinned to its own cores (`--server-cores`, default all
-but the last) and the load generator (asyncio + httpx, in this process) to the others, so the
+but the last) and the load generator (asyncio, in this process) to the others, so the
 client never takes the server's CPU. The reference is the server's engine decoding offline on
 the server's cores with as many threads, at batch sizes 1/8/16/32/128: a server whose clients
 send one sentence each can at best form batches of about its concurrency. For each concurrency
-it sends one-sentence requests from the split, then reports requests/s, p50/p99 latency, the
+it sends one-sentence requests from the split (a minimal asyncio HTTP/1.1 client, one
+kept-alive connection per concurrent client), then reports requests/s, p50/p99 latency, the
 sentences per batch the server formed (from /health), and the share of offline throughput at
 that batch size and at 128.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -56,27 +58,50 @@ def start_server(run: Path, engine: str, port: int, cores: set[int]) -> subproce
     raise SystemExit("the server did not answer /health within 120 s")
 
 
+async def post_json(reader, writer, path: str, body: dict) -> dict:
+    """One POST on a kept-alive HTTP/1.1 connection: a few lines of asyncio instead of an HTTP
+    library, so that one client core can keep a server busy (httpx took ~9 ms of CPU a request
+    here and saturated its core before the server did)."""
+    data = json.dumps(body).encode()
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    answer = json.loads(await reader.readexactly(length))
+    if status != 200:
+        raise SystemExit(f"the server answered {status}: {answer}")
+    return answer
+
+
 async def load(port: int, sentences: list[str], concurrency: int, beam: int) -> dict:
-    """Send every sentence once, `concurrency` requests in flight; latencies in seconds."""
+    """Send every sentence once, `concurrency` requests in flight (one kept-alive connection
+    each); latencies in seconds."""
     latencies: list[float] = []
     queue = list(reversed(sentences))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=120
-    ) as client:
 
-        async def worker() -> None:
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
             while queue:
                 text = queue.pop()
                 started = time.perf_counter()
-                answer = await client.post("/v1/translate", json={"text": text, "beam_size": beam})
-                answer.raise_for_status()
+                await post_json(reader, writer, "/v1/translate", {"text": text, "beam_size": beam})
                 latencies.append(time.perf_counter() - started)
+        finally:
+            writer.close()
 
-        started, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     latencies.sort()
     return {
         "client_cores": cpu / seconds,  # what the load generator itself took from the machine
