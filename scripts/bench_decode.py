@@ -4,6 +4,7 @@
     python scripts/bench_decode.py --run runs/X --split val --beams 1 5 --alphas 0.6 1.0
     python scripts/bench_decode.py --engine torch ctranslate2 --ct2 runs/X/ct2 runs/X/ct2-int8
     python scripts/bench_decode.py --shortlist off on   # every output token, then the shortlist
+    python scripts/bench_decode.py --attention          # also: the cost of heatmaps (300 sentences)
 
 Prints, for each mode, seconds, sentences/s, output tokens/s, cased sacreBLEU and chrF, and for
 other engines the share of outputs identical to torch's at the same beam. The uncached greedy
@@ -79,6 +80,9 @@ def main() -> None:
         help="decode.shortlist settings to time, in this order (where the run has a shortlist)",
     )
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--attention", action="store_true", help="also time translate_with_attention (heatmaps)"
+    )
     parser.add_argument("--engine", nargs="+", default=["torch"], choices=["torch", "ctranslate2"])
     parser.add_argument(
         "--ct2",
@@ -131,6 +135,17 @@ def main() -> None:
             finally:
                 decode.search = cached
 
+    if args.attention:
+        attention_rows = []
+        for engine, translator in engines:
+            if engine == "torch":
+                torch.set_num_threads(torch_threads)
+            for b in args.beams:
+                plain = timed(translator, sources[:300], refs[:300], b)["seconds"]
+                started = time.perf_counter()
+                translator.translate_with_attention(sources[:300], beam_size=b)
+                attention_rows.append((engine, b, plain, time.perf_counter() - started))
+
     print(f"{args.split}: {len(sources)} sentences, {torch_threads} threads")
     header = f"{'engine':<14}{'mode':<26}{'seconds':>9}{'sent/s':>9}{'tok/s':>9}{'BLEU':>8}"
     print(header + f"{'tok-lc':>8}{'chrF':>8}{'same':>8}")
@@ -140,6 +155,10 @@ def main() -> None:
             f"{r['bleu']:>8.2f}{r['bleu_tok_lc']:>8.2f}{r['chrf']:>8.2f}"
             + (f"{same:>8.1%}" if same is not None else "")
         )
+    if args.attention:
+        print("heatmaps, 300 sentences: translate, translate_with_attention (one search)")
+        for engine, beam, plain, heat in attention_rows:
+            print(f"{engine:<14}beam {beam:<4}{plain:>8.2f} s{heat:>8.2f} s{heat / plain:>7.2f}x")
 
 
 if __name__ == "__main__":
