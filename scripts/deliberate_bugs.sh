@@ -114,4 +114,10 @@ plant "selecting a few pairs of a large corpus reads all of it" translator/data/
 plant "int8 export quantizes the loaded model's own weights" translator/decoding/ct2_export.py \
   's/        return tensor.detach().float().cpu().numpy().copy()  # quantizing must not touch ours/        return tensor.detach().float().cpu().numpy()/' \
   tests/decoding/test_ct2.py::test_export_command_writes_a_self_contained_folder_and_checks_parity
+plant "BiT never switches to one direction" translator/training/trainer.py \
+  's/        over = schedule.budget_used(self.cfg.train, self.state) >= self.cfg.data.bidirectional/        over = False/' \
+  tests/training/test_trainer.py::test_bidirectional_training_reads_each_pair_both_ways_for_its_share_of_the_budget
+plant "a resumed BiT run forgets it switched" translator/training/trainer.py \
+  's/        if self.state.forward_only and self.data.both_directions:  # BiT.s second phase/        if False:/' \
+  tests/training/test_trainer.py::test_bidirectional_training_reads_each_pair_both_ways_for_its_share_of_the_budget
 exit $missed

@@ -63,6 +63,10 @@ class DataConfig:
     # With train.init_from: this share of the training pairs is drawn from the parent run's own
     # training data, to limit forgetting (0.2: one pair in five)
     replay: float = 0.0
+    # BiT (Ding et al., 2021): this share of the training budget (steps, epochs or minutes,
+    # whichever ends first) trains on the pairs and their reverse (DE->EN) together, the rest on
+    # the pairs alone; switched at the end of the epoch that reaches it. Needs vocab.joint
+    bidirectional: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ def config_problems(cfg) -> list[str]:
         ("train.label_smoothing", t.label_smoothing),
         ("vocab.bpe_dropout", v.bpe_dropout),
         ("data.replay", d.replay),
+        ("data.bidirectional", d.bidirectional),
     ]:
         if not 0.0 <= x < 1.0:
             problems.append(f"{key} must be in [0, 1), got {x}")
@@ -115,6 +116,9 @@ def config_problems(cfg) -> list[str]:
         problems.append(
             f"data.max_tokens ({d.max_tokens}) must fit one sentence of data.max_len + 2"
         )
+    if d.bidirectional and not v.joint:
+        problems.append("data.bidirectional trains both directions on one vocabulary: it needs "
+                        "vocab.joint: true")  # fmt: skip
     if d.replay and not t.init_from:
         problems.append("data.replay draws from the parent run's data: it needs train.init_from")
     if any(e.startswith("parent:") for e in t.keep_eval) and not t.init_from:

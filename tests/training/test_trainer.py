@@ -505,3 +505,46 @@ def test_the_averaged_weights_are_kept_only_when_they_validate_better(toy_data, 
     # The model in memory holds the weights that ended up best, too.
     state = trainer.model.state_dict()
     assert all(torch.equal(state[name], expected[name]) for name in best)
+
+
+def test_bidirectional_training_reads_each_pair_both_ways_for_its_share_of_the_budget(
+    toy_data, tmp_path, monkeypatch
+):
+    """data.bidirectional (BiT): the first half of a 4-epoch budget trains on the pairs and their
+    reverse, the rest on the pairs alone; a resumed run stays in the phase it was in."""
+    from translator.training.data_feed import TrainingData
+
+    switches, original = [], TrainingData.forward_only
+
+    def noted(self):
+        switches.append(len(self.train_pairs))
+        original(self)
+
+    monkeypatch.setattr(TrainingData, "forward_only", noted)
+    sets = [*TOY_BPE, "data.bidirectional=0.5", "train.max_steps=null", "train.max_epochs=4"]
+    trainer = Trainer(tiny(toy_data, *sets), run_dir=tmp_path / "bit", progress=False)
+    trainer.setup()
+    pairs, split = trainer.data.train_pairs, trainer.data.corpus.splits["train"]
+    assert len(pairs) == 2 * len(split)  # each pair, then each pair reversed
+    assert pairs.src[len(split) + 3].tolist() == split.tgt[3].tolist()
+    assert pairs.tgt[len(split) + 3].tolist() == split.src[3].tolist()
+    run = trainer.train()
+    assert switches == [2 * len(split)]  # once, from both directions
+    assert len(trainer.data.train_pairs) == len(split) and trainer.state.forward_only
+    records = [json.loads(x) for x in (run / rd.METRICS).read_text().splitlines()]
+    epochs = [r for r in records if "val_bleu" in r]
+    assert len(epochs) == 4
+
+    # Resumed with a budget whose half lies ahead, it stays in its second phase.
+    resumed = Trainer(
+        resume_config(run, ["train.max_epochs=20", "train.max_steps=null"]),
+        run_dir=run, resume=True, progress=False,
+    )  # fmt: skip
+    resumed.setup()
+    assert not resumed.data.both_directions and len(resumed.data.train_pairs) == len(split)
+
+
+def test_bidirectional_training_needs_one_vocabulary(toy_data):
+    with pytest.raises(ConfigError, match="data.bidirectional .* needs vocab.joint: true"):
+        tiny(toy_data, *TOY_BPE, "vocab.joint=false", "model.share_all_embeddings=false",
+             "data.bidirectional=0.3")  # fmt: skip

@@ -7,7 +7,9 @@ split.
     batches = data.sampler.epoch(epoch)
 
 A fine-tuned run (train.init_from) may mix pairs of its parent's training data into its own
-(data.replay) and score more sets at every validation (train.keep_eval, `keep_sets`).
+(data.replay) and score more sets at every validation (train.keep_eval, `keep_sets`). With
+data.bidirectional the training pairs come with their reverse (target -> source) until the
+trainer calls `forward_only()`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from translator import run_dir as rd
 from translator.config import Config
 from translator.data.batching import sampler_for
-from translator.data.corpus import prepare
+from translator.data.corpus import ParallelIds, prepare
 from translator.data.sources import read_split_texts
 from translator.data.vocab import Vocab
 from translator.decoding.scoring import references_for
@@ -37,6 +39,7 @@ class TrainingData:
         self.subword = self.corpus.subword
         self.tgt_subword = self.corpus.tgt_subword  # separate BPEs (or BPE-dropout)
         self.replay_pairs = self._replay_pairs() if d.replay else None
+        self.both_directions = d.bidirectional > 0  # BiT's first phase
         self.use_train(self.corpus.splits[d.train_split])
         self.valid_pairs, _ = self.corpus.splits[d.valid_split].filter_length(
             cfg.model.max_positions - 2
@@ -103,6 +106,8 @@ class TrainingData:
             pairs, _ = pairs.filter_length(d.max_len)
         if self.replay_pairs is not None:
             pairs = pairs + self.replay_pairs
+        if self.both_directions:  # each pair also read from target to source
+            pairs = pairs + ParallelIds(pairs.tgt, pairs.src)
         self.train_pairs = pairs
         self.sampler = sampler_for(
             self.train_pairs,
@@ -114,6 +119,11 @@ class TrainingData:
             world_size=self.dist.world_size,
             accumulate=self.cfg.train.accumulate,
         )
+
+    def forward_only(self) -> None:
+        """data.bidirectional's second phase: the training pairs in their own direction only."""
+        self.both_directions = False
+        self.use_train(self.corpus.splits[self.cfg.data.train_split])
 
     def resample_segmentation(self) -> None:
         """BPE-dropout: segment train anew for this epoch; all ranks take rank 0's sample, so that

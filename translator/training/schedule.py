@@ -30,6 +30,7 @@ class TrainingState:
     best_bleu: float = -1.0
     bad_validations: int = 0  # validations in a row without a better BLEU (train.patience)
     skipped_steps: int = 0  # NaN/inf (or fp16 overflow) steps
+    forward_only: bool = False  # data.bidirectional: the reversed pairs are done with
 
     def validated(self, bleu: float) -> bool:
         """Note a validation's BLEU; True when it is the best so far. The others count towards
@@ -80,6 +81,20 @@ def planned_steps(
     if cfg.max_minutes and elapsed_s and at.step:
         ends.append(at.step * cfg.max_minutes * 60 / elapsed_s)
     return min(ends) if ends else None
+
+
+def budget_used(cfg: TrainConfig, at: TrainingState) -> float:
+    """The share of the budget used: of max_steps, max_epochs or max_minutes, the most."""
+    shares = [
+        used / limit
+        for limit, used in (
+            (cfg.max_steps, at.step),
+            (cfg.max_epochs, at.epoch),
+            (cfg.max_minutes and cfg.max_minutes * 60, at.elapsed_s),
+        )
+        if limit
+    ]
+    return max(shares, default=0.0)
 
 
 def limit_met(cfg: TrainConfig, at: TrainingState) -> tuple[str, float] | None:

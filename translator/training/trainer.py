@@ -181,6 +181,12 @@ class Trainer:
         started = time.perf_counter() - state.elapsed_s
         window, stop_reason = StepWindow(self.device), None
         while stop_reason is None:
+            if state.batch_in_epoch == 0 and self._bidirectional_done():
+                self.data.forward_only()
+                state.forward_only = True
+                log.info("data.bidirectional: %.0f%% of the budget used; from epoch %d on, "
+                         "the pairs in their own direction only", 100 * self.cfg.data.bidirectional,
+                         state.epoch + 1)  # fmt: skip
             if self.cfg.vocab.bpe_dropout:
                 self.data.resample_segmentation()
             batches = self.data.sampler.epoch(state.epoch)
@@ -268,6 +274,14 @@ class Trainer:
 
     # -- budgets -----------------------------------------------------------------------------
 
+    def _bidirectional_done(self) -> bool:
+        """Whether BiT's first phase (data.bidirectional's share of the budget) is over, on
+        any rank: all switch at the same epoch."""
+        if not self.data.both_directions:
+            return False
+        over = schedule.budget_used(self.cfg.train, self.state) >= self.cfg.data.bidirectional
+        return self.dist.any(over, self.device)
+
     def _agreed_stop(self) -> str | None:
         """Why to stop now (a signal, a budget, patience), on this rank or another: all ranks
         stop at the same step."""
@@ -347,6 +361,8 @@ class Trainer:
             "resuming %s at step %d (epoch %d, batch %d)",
             self.run_dir, self.state.step, self.state.epoch, self.state.batch_in_epoch,
         )  # fmt: skip
+        if self.state.forward_only and self.data.both_directions:  # BiT's second phase
+            self.data.forward_only()
         if self.cfg.vocab.bpe_dropout:
             log.warning(
                 "vocab.bpe_dropout: this run continues, but not bit for bit as if never stopped "
