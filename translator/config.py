@@ -169,6 +169,9 @@ class DecodeConfig:
     # score only the run's shortlist of likely target tokens for the batch's source tokens
     # (a smaller output layer); runs made before shortlists decode with every token
     shortlist: bool = True
+    # minimum Bayes risk: of the beam's n-best (beam_size of them), the output the others agree
+    # with most by this sentence metric (chrf | bleu); null: the beam's best
+    mbr: str | None = None
     # CPU threads, set when the engine loads (never per call); None: `translate` takes one for a
     # few sentences, all cores for more
     threads: int | None = None

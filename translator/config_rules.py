@@ -143,4 +143,6 @@ def decode_problems(dec) -> list[str]:
         for key in ("length_penalty", "max_len_a", "max_len_b")
         if (x := getattr(dec, key)) < 0
     ]
+    if dec.mbr not in (None, "chrf", "bleu"):
+        problems.append(f"decode.mbr must be chrf, bleu or null, got {dec.mbr!r}")
     return problems

@@ -143,6 +143,15 @@ ShortlistOpt = Annotated[
         show_default=False,
     ),
 ]
+MbrOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mbr",
+        help="Minimum Bayes risk: of the beam's n-best, the output the others agree with most "
+        "by `chrf` or `bleu` [default: the run's decode.mbr, else the beam's best].",
+        show_default=False,
+    ),
+]
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(

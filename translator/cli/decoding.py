@@ -19,6 +19,7 @@ from translator.cli.app import (
     EnsembleOpt,
     GreedyOpt,
     MaxLenOpt,
+    MbrOpt,
     RunOpt,
     ShortlistOpt,
     ThreadsOpt,
@@ -58,6 +59,7 @@ def translate(
     max_len: MaxLenOpt = None,
     batch_size: BatchSizeOpt = None,
     shortlist: ShortlistOpt = None,
+    mbr: MbrOpt = None,
     threads: ThreadsOpt = None,
     engine: EngineOpt = "torch",
     nbest: Annotated[
@@ -95,7 +97,7 @@ def translate(
         engine=_check_engine(engine),
         threads=_load_threads(run, threads, len(lines)),
     )
-    _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, shortlist, nbest)
+    _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, shortlist, nbest, mbr)
     typer.echo(_what_decodes(translator), err=True)
     _warn_if_undertrained(translator)
     if plot_attention is not None:
@@ -151,6 +153,7 @@ def evaluate(
     max_len: MaxLenOpt = None,
     batch_size: BatchSizeOpt = None,
     shortlist: ShortlistOpt = None,
+    mbr: MbrOpt = None,
     threads: ThreadsOpt = None,
     engine: EngineOpt = "torch",
     lowercase: Annotated[
@@ -197,7 +200,9 @@ def evaluate(
         engine=_check_engine(engine),
         threads=threads,
     )
-    opts = _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, shortlist)
+    opts = _apply_decoding(
+        translator, beam, greedy, alpha, max_len, batch_size, shortlist, mbr=mbr
+    )
     d = translator.cfg.data
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)
@@ -302,7 +307,7 @@ def _check_decoding(
 
 
 def _apply_decoding(
-    translator, beam, greedy, alpha, max_len, batch_size, shortlist=None, nbest=None
+    translator, beam, greedy, alpha, max_len, batch_size, shortlist=None, nbest=None, mbr=None
 ) -> DecodeConfig:
     """The decoding flags over the run's `decode` options: what `translator` now decodes
     with (the flags themselves are checked by `_check_decoding`)."""
@@ -313,6 +318,7 @@ def _apply_decoding(
         batch_size=batch_size,
         shortlist=shortlist,
         nbest=nbest,
+        mbr=mbr,
     )
     return translator.options
 
@@ -353,6 +359,7 @@ def _what_decodes(translator) -> str:
     search += f", alpha {opts.length_penalty:g}" if opts.beam_size > 1 else ""
     search += f", at most {opts.max_len} tokens" if opts.max_len else ""
     search += ", shortlist" if opts.shortlist and translator.has_shortlist else ""
+    search += f", MBR by {opts.mbr}" if opts.mbr else ""
     return f"run {translator.run_dir} ({translator.weights}){others}: {search}"
 
 

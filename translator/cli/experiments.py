@@ -14,6 +14,7 @@ from translator.cli.app import (
     BeamOpt,
     GreedyOpt,
     MaxLenOpt,
+    MbrOpt,
     ShortlistOpt,
     _fail,
     app,
@@ -126,6 +127,7 @@ def compare(
     max_len: MaxLenOpt = None,
     batch_size: BatchSizeOpt = None,
     shortlist: ShortlistOpt = None,
+    mbr: MbrOpt = None,
     examples: Annotated[
         int, typer.Option(help="Sentences shown whose sentence-BLEU differs most.")
     ] = 5,
@@ -162,6 +164,7 @@ def compare(
         "max_len": max_len,
         "batch_size": batch_size,
         "shortlist": shortlist,
+        "mbr": mbr,
     }
     outputs = inputs.outputs_of(paths, cfgs, sources, references, name, flags, no_cache, as_json)
     counts = inputs.train_word_counts(paths[0], cfgs[0])

@@ -57,8 +57,23 @@ class Pipeline:
         (DecodeConfig: beam_size, length_penalty, max_len, batch_size, ...; not threads, which
         the engine takes when it loads)."""
         opts = self._call_options(options)
+        if opts.mbr:
+            return self._translate_mbr(texts, opts, progress)
         results = self._batched(texts, lambda ids: self._search(ids, opts), opts, progress)
         return ["" if ids is None else self._detokenize(ids) for ids in results]
+
+    def _translate_mbr(self, texts: Sequence[str], opts: DecodeConfig, progress: bool) -> list:
+        """decode.mbr: the beam's n-best (as many as the beam holds), then MBR's choice."""
+        from translator.decoding.mbr import mbr_choice
+
+        wide = opts.override(nbest=opts.beam_size)
+        results = self._batched(texts, lambda ids: self._search_nbest(ids, wide), wide, progress)
+        return [
+            ""
+            if hyps is None
+            else mbr_choice([(self._detokenize(ids), score) for ids, score in hyps], opts.mbr)
+            for hyps in results
+        ]
 
     def translate_nbest(
         self, texts: Sequence[str], progress: bool = False, **options
