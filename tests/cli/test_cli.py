@@ -307,6 +307,20 @@ def test_a_run_decodes_with_its_shortlist_unless_told_not_to(toy_data):
     (ids,) = translator._encode(["A dog runs."])
     allowed = {translator.tgt_vocab.itos[i] for i in shortlist.targets([ids])}
     assert set(on.stdout.replace(".", " .").split()) <= allowed  # a barely trained model
+    # A shortlist of a few tokens is all either search may say; without it, the model's words.
+    import numpy as np
+
+    from translator.data.shortlist import Shortlist
+
+    few = ["<unk>", "<eos>", "￭.", "Ein", "und", "im"]
+    stoi = translator.tgt_vocab.stoi
+    always = np.array(sorted(stoi[t] for t in few if t in stoi), dtype=np.int32)
+    translator.shortlist = Shortlist(np.full_like(shortlist.candidates, -1), always)
+    for beam in (1, 3):
+        (short,) = translator.translate(["A dog runs."], beam_size=beam)
+        assert set(short.replace(".", " ").split()) <= {"Ein", "und", "im"}
+        (full,) = translator.translate(["A dog runs."], beam_size=beam, shortlist=False)
+        assert set(full.replace(".", " ").split()) - {"Ein", "und", "im"}
 
     for flag, used in (("--shortlist", True), ("--no-shortlist", False)):
         result = invoke("evaluate", "--split", "val", "--json", "--greedy", flag)
