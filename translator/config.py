@@ -263,12 +263,17 @@ def _blame_override(err: ConfigError, source: str, overrides) -> ConfigError:
     `--set model.d_model=-1: must be > 0, got -1`."""
     message = str(err).removeprefix(f"{source}: ")
     for item in reversed(overrides):  # the last --set of a key is the one in force
-        key = item.partition("=")[0].strip()
+        key = override_key(item)
         if message.startswith(f"{key} must"):
             return ConfigError(f"--set {item}: {message[len(key) + 1 :]}")
         if re.search(rf"(^|\W){re.escape(key)}(\W|$)", message):
             return ConfigError(f"--set {item}: {message}")
     return err
+
+
+def override_key(item: str) -> str:
+    """The dotted key a `--set key=value` item sets."""
+    return item.partition("=")[0].strip()
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> None:

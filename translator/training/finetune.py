@@ -25,6 +25,7 @@ from translator.config import (
     build_config,
     config_to_dict,
     load_config,
+    override_key,
     read_raw_config,
 )
 from translator.data.bundle import check_parent
@@ -49,7 +50,7 @@ def init_from_config(path: str | Path | None, overrides: list[str], parent: Path
     run = check_parent(parent)
     raw, source = read_raw_config(path or FINETUNE_CONFIG, overrides)
     inherited = config_to_dict(run.cfg)
-    set_here = {item.partition("=")[0].strip() for item in overrides}
+    set_here = {override_key(item) for item in overrides}
     replaced = []
     for section, kept in KEPT.items():
         given = raw.get(section) or {}

@@ -12,6 +12,7 @@ from translator.config import (
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    override_key,
 )
 
 # Keys a resumed run may change: budgets, logging and hardware, never model, data or optimizer.
@@ -34,7 +35,7 @@ def resume_config(path: Path, overrides: list[str]) -> Config:
     """The run's own config, with only `train.<budget/logging/hardware>` keys overridable."""
     raw = config_to_dict(rd.read_config(path))
     for item in overrides:
-        key = item.partition("=")[0].strip()
+        key = override_key(item)
         section, _, name = key.partition(".")
         if section != "train" or name not in RESUMABLE_KEYS:
             raise ConfigError(
