@@ -184,9 +184,10 @@ class Trainer:
             if state.batch_in_epoch == 0 and self._bidirectional_done():
                 self.data.forward_only()
                 state.forward_only = True
-                log.info("data.bidirectional: %.0f%% of the budget used; from epoch %d on, "
-                         "the pairs in their own direction only", 100 * self.cfg.data.bidirectional,
-                         state.epoch + 1)  # fmt: skip
+                used = schedule.budget_used(self.cfg.train, state)
+                log.info("data.bidirectional %g: %.0f%% of the budget used at this epoch's end; "
+                         "from epoch %d on, the pairs in their own direction only",
+                         self.cfg.data.bidirectional, 100 * used, state.epoch + 1)  # fmt: skip
             if self.cfg.vocab.bpe_dropout:
                 self.data.resample_segmentation()
             batches = self.data.sampler.epoch(state.epoch)
