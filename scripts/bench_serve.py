@@ -36,9 +36,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, engine: str, port: int, cores: set[int]) -> subprocess.Popen:
+def start_server(
+    run: Path, engine: str, port: int, cores: set[int], wait_ms: float | None
+) -> subprocess.Popen:
     command = [sys.executable, "-m", "translator", "serve", "--run", str(run)]
     command += ["--engine", engine, "--port", str(port), "--threads", str(len(cores))]
+    command += ["--batch-wait-ms", str(wait_ms)] if wait_ms is not None else []
     server = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
@@ -157,6 +160,7 @@ def main() -> None:
     parser.add_argument("--split", default="test2016")
     parser.add_argument("--requests", type=int, default=1000, help="per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--batch-wait-ms", type=float, default=None, help="the server's option")
     parser.add_argument(
         "--server-cores",
         type=int,
@@ -186,7 +190,7 @@ def main() -> None:
 
     os.sched_setaffinity(0, client_cores)
     port = free_port()
-    server = start_server(run, args.engine, port, server_cores)
+    server = start_server(run, args.engine, port, server_cores, args.batch_wait_ms)
     rows = []
     try:
         asyncio.run(load(port, sentences[:32], 4, beam))  # warm-up

@@ -146,9 +146,10 @@ def serve(
         float,
         typer.Option(
             help="How long a request alone in the queue waits for company (never when others "
-            "are queued)."
+            "are queued). 0: decode it at once; requests that come meanwhile batch together "
+            "for the next free decoding thread."
         ),
-    ] = 5.0,
+    ] = 0.0,
     max_sentences: Annotated[int, typer.Option(help="Sentences per request (413).")] = 100,
     max_chars: Annotated[int, typer.Option(help="Characters per sentence (422).")] = 1000,
     max_body_bytes: Annotated[int, typer.Option(help="Request body size (413).")] = 1_000_000,
