@@ -200,9 +200,7 @@ def evaluate(
         engine=_check_engine(engine),
         threads=threads,
     )
-    opts = _apply_decoding(
-        translator, beam, greedy, alpha, max_len, batch_size, shortlist, mbr=mbr
-    )
+    opts = _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, shortlist, mbr=mbr)
     d = translator.cfg.data
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)

@@ -66,14 +66,8 @@ class Pipeline:
         """decode.mbr: the beam's n-best (as many as the beam holds), then MBR's choice."""
         from translator.decoding.mbr import mbr_choice
 
-        wide = opts.override(nbest=opts.beam_size)
-        results = self._batched(texts, lambda ids: self._search_nbest(ids, wide), wide, progress)
-        return [
-            ""
-            if hyps is None
-            else mbr_choice([(self._detokenize(ids), score) for ids, score in hyps], opts.mbr)
-            for hyps in results
-        ]
+        nbest = self._nbest(texts, opts.override(nbest=opts.beam_size), progress)
+        return [mbr_choice(hyps, opts.mbr) if hyps else "" for hyps in nbest]
 
     def translate_nbest(
         self, texts: Sequence[str], progress: bool = False, **options
@@ -81,7 +75,12 @@ class Pipeline:
         """The `nbest` best (translation, score) pairs of each text, best first; the beam is
         widened to `nbest` when it is narrower."""
         opts = self._call_options(options)
-        opts = opts.override(beam_size=max(opts.nbest, opts.beam_size))
+        return self._nbest(
+            texts, opts.override(beam_size=max(opts.nbest, opts.beam_size)), progress
+        )
+
+    def _nbest(self, texts: Sequence[str], opts: DecodeConfig, progress: bool) -> list:
+        """The `opts.nbest` (translation, score) pairs of each text; [] for an empty one."""
         results = self._batched(texts, lambda ids: self._search_nbest(ids, opts), opts, progress)
         return [
             [] if hyps is None else [(self._detokenize(ids), score) for ids, score in hyps]

@@ -33,7 +33,10 @@ class Translator(Pipeline):
     def __init__(self, model, cfg, src_vocab, tgt_vocab, subword=None, shortlist=None):
         super().__init__(model, cfg, src_vocab, tgt_vocab, subword)
         self.shortlist = shortlist  # data.shortlist.Shortlist; None: every target token
-        self.has_shortlist = shortlist is not None
+
+    @property
+    def has_shortlist(self) -> bool:
+        return self.shortlist is not None
 
     @classmethod
     def load(

@@ -204,9 +204,10 @@ def create_app(translator, settings: ServeSettings | None = None):
             raise ServeError(504, f"no answer within {settings.timeout_s:g} s") from None
         start = 0
         for doc in documents:
-            part = [hyps for hyps, _ in results[start : start + len(doc.sentences)]]
-            heatmaps = [heatmap for _, heatmap in results[start : start + len(doc.sentences)]]
+            decoded = results[start : start + len(doc.sentences)]
             start += len(doc.sentences)
+            part = [hyps for hyps, _ in decoded]
+            heatmaps = [heatmap for _, heatmap in decoded]
             # The k-th alternative of a text joins each sentence's k-th best (or its last).
             ranked = [
                 (
