@@ -107,6 +107,9 @@ class ModelConfig:
     word_replace: float = 0.0  # chance to replace a source token by a random one
     word_replace_tgt: float = 0.0  # ... a decoder input token
     layerdrop: float = 0.0  # chance to skip each encoder and decoder layer (Fan et al., 2019)
+    # Generate the target from its last token to its first (trained on reversed targets; the
+    # output is put back in order): a second opinion for `rerank`, not a better translator
+    right_to_left: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ class TrainConfig:
     schedule: str = "linear"
     label_smoothing: float = 0.1  # (0.2: val beam BLEU -0.3 to -0.7; 0.05: level)
     rdrop: float = 0.0  # weight of R-Drop's KL between two dropout passes; 0: off (on: ~2.5x/step)
+    # R-Drop only once this share of the budget is used (0: from the start), decided at an
+    # epoch's start: most steps at full speed, R-Drop where it helped, on a trained model
+    rdrop_from: float = 0.0
     clip_norm: float | None = 1.0  # max gradient norm; None: no clipping
     accumulate: int = 1  # batches per optimizer step
     max_steps: int | None = None  # optimizer steps; None: no limit
@@ -172,6 +178,9 @@ class DecodeConfig:
     # minimum Bayes risk: of the beam's n-best (beam_size of them), the output the others agree
     # with most by this sentence metric (chrf | bleu); null: the beam's best
     mbr: str | None = None
+    # n-best reranking: a weights file of `translator tune-rerank` (its n-best size, the
+    # right-to-left and channel runs that rescore, their weights); null: the beam's best
+    rerank: str | None = None
     # CPU threads, set when the engine loads (never per call); None: `translate` takes one for a
     # few sentences, all cores for more
     threads: int | None = None

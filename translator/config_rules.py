@@ -76,6 +76,7 @@ def config_problems(cfg) -> list[str]:
         ("vocab.bpe_dropout", v.bpe_dropout),
         ("data.replay", d.replay),
         ("data.bidirectional", d.bidirectional),
+        ("train.rdrop_from", t.rdrop_from),
     ]:
         if not 0.0 <= x < 1.0:
             problems.append(f"{key} must be in [0, 1), got {x}")
@@ -91,6 +92,8 @@ def config_problems(cfg) -> list[str]:
     ]:
         if x < 0:
             problems.append(f"{key} must be >= 0, got {x}")
+    if t.rdrop_from and not t.rdrop:
+        problems.append("train.rdrop_from says when R-Drop starts: set train.rdrop too")
     if t.rdrop and not (m.dropout or m.attention_dropout or m.activation_dropout):
         problems.append("train.rdrop needs dropout: without it the two passes are identical")
     if m.share_all_embeddings and not v.joint:
@@ -145,4 +148,6 @@ def decode_problems(dec) -> list[str]:
     ]
     if dec.mbr not in (None, "chrf", "bleu"):
         problems.append(f"decode.mbr must be chrf, bleu or null, got {dec.mbr!r}")
+    if dec.mbr and dec.rerank:
+        problems.append("decode.mbr and decode.rerank both choose from the n-best: set one")
     return problems

@@ -78,6 +78,11 @@ def test_make_batch_shifts_the_target_and_pads():
     assert batch.tgt_in.tolist() == [[2, 20, 21, 0], [2, 22, 23, 24]]
     assert batch.tgt_out.tolist() == [[20, 21, 3, 0], [22, 23, 24, 3]]
     assert batch.n_tokens == 7 and batch.n_src_tokens == 6
+    # model.right_to_left: the target from its last token, still framed by <sos> ... <eos>
+    backwards = make_batch(pairs, [0, 1], pad_id=0, sos_id=2, eos_id=3, right_to_left=True)
+    assert backwards.src.tolist() == batch.src.tolist()
+    assert backwards.tgt_in.tolist() == [[2, 21, 20, 0], [2, 24, 23, 22]]
+    assert backwards.tgt_out.tolist() == [[21, 20, 3, 0], [24, 23, 22, 3]]
 
 
 def test_sampler_for_counts_the_specials(lengths):

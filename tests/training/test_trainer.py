@@ -548,3 +548,34 @@ def test_bidirectional_training_needs_one_vocabulary(toy_data):
     with pytest.raises(ConfigError, match="data.bidirectional .* needs vocab.joint: true"):
         tiny(toy_data, *TOY_BPE, "vocab.joint=false", "model.share_all_embeddings=false",
              "data.bidirectional=0.3")  # fmt: skip
+
+
+def test_rdrop_from_starts_r_drop_once_its_share_of_the_budget_is_used(
+    toy_data, tmp_path, monkeypatch
+):
+    """train.rdrop_from 0.5 of a 4-epoch budget: two epochs of single passes, then R-Drop's
+    two passes per batch; a resumed run knows it had started."""
+    from translator.training import trainer as trainer_module
+
+    weights, original = [], trainer_module.OptimizerStep
+
+    def recorded(*args, **kwargs):
+        weights.append(kwargs.get("rdrop", 0.0))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "OptimizerStep", recorded)
+    sets = ["model.dropout=0.1", "train.rdrop=2", "train.rdrop_from=0.5",
+            "train.max_steps=null", "train.max_epochs=4"]  # fmt: skip
+    trainer = Trainer(tiny(toy_data, *sets), run_dir=tmp_path / "rdrop", progress=False)
+    run = trainer.train()
+    per_epoch = len(weights) // 4
+    assert weights == [0.0] * (2 * per_epoch) + [2.0] * (2 * per_epoch)
+    assert trainer.state.rdrop_on
+    resumed = Trainer(
+        resume_config(run, ["train.max_epochs=6", "train.max_steps=null"]),
+        run_dir=run, resume=True, progress=False,
+    )  # fmt: skip
+    resumed.setup()
+    assert resumed.state.rdrop_on
+    with pytest.raises(ConfigError, match="train.rdrop_from says when R-Drop starts"):
+        tiny(toy_data, "train.rdrop_from=0.5")

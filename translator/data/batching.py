@@ -154,12 +154,20 @@ def pad_sequences(
 
 
 def make_batch(
-    pairs: ParallelIds, indices: np.ndarray | list[int], pad_id: int, sos_id: int, eos_id: int
+    pairs: ParallelIds,
+    indices: np.ndarray | list[int],
+    pad_id: int,
+    sos_id: int,
+    eos_id: int,
+    right_to_left: bool = False,  # targets last token first (model.right_to_left)
 ) -> Batch:
     import torch
 
     src = pad_sequences([pairs.src[i] for i in indices], pad_id, suffix=eos_id)
-    tgt = pad_sequences([pairs.tgt[i] for i in indices], pad_id, prefix=sos_id, suffix=eos_id)
+    step = -1 if right_to_left else 1
+    tgt = pad_sequences(
+        [pairs.tgt[i][::step] for i in indices], pad_id, prefix=sos_id, suffix=eos_id
+    )
     tgt_in, tgt_out = tgt[:, :-1].copy(), tgt[:, 1:].copy()
     tgt_in[tgt_in == eos_id] = pad_id  # the <eos> of shorter rows is never an input
     return Batch(

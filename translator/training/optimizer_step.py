@@ -1,7 +1,7 @@
 """One optimizer step over a group of batches, and what can go wrong in it.
 
     stepper = OptimizerStep(cfg, model, forward, optimizer, scaler, ddp, dist, device, amp_dtype,
-                            vocab)
+                            vocab, rdrop)   # rdrop: this step's R-Drop weight (0: off)
     result = stepper(train_pairs, group, lr)     # result.applied: False when not finite
     nonfinite.skipped(result, state, run_dir)    # counts skipped steps; raises at 10 in a row
 
@@ -89,8 +89,10 @@ class OptimizerStep:
         device: torch.device,
         amp_dtype: torch.dtype | None,
         tgt_vocab: Vocab,
+        rdrop: float = 0.0,  # R-Drop's weight for this step (train.rdrop once it has started)
     ) -> None:
         self.cfg, self.model, self.forward = cfg, model, forward
+        self.rdrop = rdrop
         self.optimizer, self.scaler, self.ddp, self.dist = optimizer, scaler, ddp, dist
         self.device, self.amp_dtype, self.vocab = device, amp_dtype, tgt_vocab
 
@@ -99,7 +101,10 @@ class OptimizerStep:
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
         total, n_tgt, n_src = torch.zeros((), device=self.device), 0, 0
-        batches = [make_batch(pairs, indices, v.pad_id, v.sos_id, v.eos_id) for indices in group]
+        r2l = self.cfg.model.right_to_left
+        batches = [
+            make_batch(pairs, indices, v.pad_id, v.sos_id, v.eos_id, r2l) for indices in group
+        ]
         # Every target token of the update weighs the same (fairseq): the loss is divided by
         # the update's tokens on all ranks, times the ranks, as DDP averages their gradients.
         (tokens,) = self.dist.sum([sum(batch.n_tokens for batch in batches)], self.device)
@@ -145,10 +150,10 @@ class OptimizerStep:
 
         With R-Drop the batch goes through the model twice, as one doubled batch so that the
         two passes draw different dropout masks; the objective is the mean of the two
-        cross-entropies plus `train.rdrop` times the KL between the passes (R-Drop's weighting).
+        cross-entropies plus `rdrop` times the KL between the passes (R-Drop's weighting).
         """
         t, pad = self.cfg.train, self.vocab.pad_id
-        if not t.rdrop:
+        if not self.rdrop:
             with autocast(self.device, self.amp_dtype):
                 logits = self.forward(batch.src, batch.tgt_in)
             loss = sequence_loss(logits, batch.tgt_out, pad, t.label_smoothing)
@@ -159,7 +164,7 @@ class OptimizerStep:
         both = sequence_loss(logits, batch.tgt_out.repeat(2, 1), pad, t.label_smoothing)
         first, second = logits.chunk(2)
         consistency = dropout_consistency_loss(first, second, batch.tgt_out, pad)
-        return both / 2, (both + t.rdrop * consistency) / 2  # R-Drop's loss, halved
+        return both / 2, (both + self.rdrop * consistency) / 2  # R-Drop's loss, halved
 
     @contextlib.contextmanager
     def _out_of_memory_hint(self, batch):
@@ -169,9 +174,7 @@ class OptimizerStep:
             if not _is_out_of_memory(err):
                 raise
             rows, cols = batch.tgt_in.shape
-            rdrop = (
-                " or turn train.rdrop off (it doubles the batch)" if self.cfg.train.rdrop else ""
-            )
+            rdrop = " or turn train.rdrop off (it doubles the batch)" if self.rdrop else ""
             raise TrainingError(
                 f"out of memory on a batch of {rows} sentences x {max(cols, batch.src.shape[1])} "
                 f"tokens ({self.device}); lower data.max_tokens (now {self.cfg.data.max_tokens})"

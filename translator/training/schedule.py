@@ -31,6 +31,7 @@ class TrainingState:
     bad_validations: int = 0  # validations in a row without a better BLEU (train.patience)
     skipped_steps: int = 0  # NaN/inf (or fp16 overflow) steps
     forward_only: bool = False  # data.bidirectional: the reversed pairs are done with
+    rdrop_on: bool = False  # train.rdrop_from: R-Drop has started
 
     def validated(self, bleu: float) -> bool:
         """Note a validation's BLEU; True when it is the best so far. The others count towards

@@ -188,6 +188,11 @@ class Trainer:
                 log.info("data.bidirectional %g: %.0f%% of the budget used at this epoch's end; "
                          "from epoch %d on, the pairs in their own direction only",
                          self.cfg.data.bidirectional, 100 * used, state.epoch + 1)  # fmt: skip
+            if state.batch_in_epoch == 0 and self._rdrop_starts():
+                state.rdrop_on = True
+                log.info("train.rdrop_from %g: %.0f%% of the budget used; R-Drop (train.rdrop %g) "
+                         "from epoch %d on", t.rdrop_from, 100 * schedule.budget_used(t, state),
+                         t.rdrop, state.epoch + 1)  # fmt: skip
             if self.cfg.vocab.bpe_dropout:
                 self.data.resample_segmentation()
             batches = self.data.sampler.epoch(state.epoch)
@@ -267,6 +272,7 @@ class Trainer:
         stepper = OptimizerStep(
             self.cfg, self.model, self.forward, self.optimizer, self.scaler, self.ddp, self.dist,
             self.device, self.amp_dtype, self.data.tgt_vocab,
+            rdrop=self.cfg.train.rdrop if state.rdrop_on else 0.0,
         )  # fmt: skip
         result = stepper(self.data.train_pairs, group, lr)
         self.grad_norm = result.grad_norm  # before clipping; logged as grad_norm and clipped
@@ -282,6 +288,14 @@ class Trainer:
             return False
         over = schedule.budget_used(self.cfg.train, self.state) >= self.cfg.data.bidirectional
         return self.dist.any(over, self.device)
+
+    def _rdrop_starts(self) -> bool:
+        """Whether R-Drop starts at this epoch (train.rdrop_from's share of the budget is used),
+        on any rank: all start at the same epoch."""
+        t = self.cfg.train
+        if not t.rdrop or self.state.rdrop_on:
+            return False
+        return self.dist.any(schedule.budget_used(t, self.state) >= t.rdrop_from, self.device)
 
     def _agreed_stop(self) -> str | None:
         """Why to stop now (a signal, a budget, patience), on this rank or another: all ranks

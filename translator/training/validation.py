@@ -65,7 +65,10 @@ class Validator:
         model.eval()
         total, tokens = 0.0, 0
         for indices in sampler_for(self.pairs, self.cfg.data.max_tokens, None, 0, 1).epoch(0):
-            batch = make_batch(self.pairs, indices, vocab.pad_id, vocab.sos_id, vocab.eos_id)
+            batch = make_batch(
+                self.pairs, indices, vocab.pad_id, vocab.sos_id, vocab.eos_id,
+                self.cfg.model.right_to_left,
+            )  # fmt: skip
             batch = batch.to(self.device)
             with autocast(self.device, self.amp_dtype):
                 logits = model(batch.src, batch.tgt_in)
