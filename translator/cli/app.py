@@ -152,6 +152,16 @@ MbrOpt = Annotated[
         show_default=False,
     ),
 ]
+RerankOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rerank",
+        metavar="FILE",
+        help="Rerank the beam's n-best with the models and weights of this file "
+        "(`translator tune-rerank` writes it) [default: the run's decode.rerank, else none].",
+        show_default=False,
+    ),
+]
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(

@@ -20,6 +20,7 @@ from translator.cli.app import (
     GreedyOpt,
     MaxLenOpt,
     MbrOpt,
+    RerankOpt,
     RunOpt,
     ShortlistOpt,
     ThreadsOpt,
@@ -60,6 +61,7 @@ def translate(
     batch_size: BatchSizeOpt = None,
     shortlist: ShortlistOpt = None,
     mbr: MbrOpt = None,
+    rerank: RerankOpt = None,
     threads: ThreadsOpt = None,
     engine: EngineOpt = "torch",
     nbest: Annotated[
@@ -87,6 +89,8 @@ def translate(
         raise _fail("give sentences or --input, not both", 2)
     if greedy and nbest > 1:
         raise _fail("--nbest needs beam search; drop --greedy", 2)
+    if rerank and nbest > 1:
+        raise _fail("--rerank picks one translation per input; drop --nbest", 2)
     if ensemble and plot_attention is not None:
         raise _fail("--plot-attention shows one model's attention; drop --ensemble", 2)
     lines = list(text) if text else _read_input(input_)
@@ -97,7 +101,9 @@ def translate(
         engine=_check_engine(engine),
         threads=_load_threads(run, threads, len(lines)),
     )
-    _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, shortlist, nbest, mbr)
+    _apply_decoding(
+        translator, beam, greedy, alpha, max_len, batch_size, shortlist, nbest, mbr, rerank
+    )
     typer.echo(_what_decodes(translator), err=True)
     _warn_if_undertrained(translator)
     if plot_attention is not None:
@@ -154,6 +160,7 @@ def evaluate(
     batch_size: BatchSizeOpt = None,
     shortlist: ShortlistOpt = None,
     mbr: MbrOpt = None,
+    rerank: RerankOpt = None,
     threads: ThreadsOpt = None,
     engine: EngineOpt = "torch",
     lowercase: Annotated[
@@ -200,7 +207,9 @@ def evaluate(
         engine=_check_engine(engine),
         threads=threads,
     )
-    opts = _apply_decoding(translator, beam, greedy, alpha, max_len, batch_size, shortlist, mbr=mbr)
+    opts = _apply_decoding(
+        translator, beam, greedy, alpha, max_len, batch_size, shortlist, mbr=mbr, rerank=rerank
+    )
     d = translator.cfg.data
     if src is not None:
         sources, refs = read_lines(src), read_lines(ref)
@@ -305,7 +314,16 @@ def _check_decoding(
 
 
 def _apply_decoding(
-    translator, beam, greedy, alpha, max_len, batch_size, shortlist=None, nbest=None, mbr=None
+    translator,
+    beam,
+    greedy,
+    alpha,
+    max_len,
+    batch_size,
+    shortlist=None,
+    nbest=None,
+    mbr=None,
+    rerank=None,
 ) -> DecodeConfig:
     """The decoding flags over the run's `decode` options: what `translator` now decodes
     with (the flags themselves are checked by `_check_decoding`)."""
@@ -317,7 +335,12 @@ def _apply_decoding(
         shortlist=shortlist,
         nbest=nbest,
         mbr=mbr,
+        rerank=rerank,
     )
+    if translator.options.rerank:  # a missing or broken file is said before any decoding
+        from translator.decoding.rerank import RerankWeights
+
+        RerankWeights.load(Path(translator.options.rerank))
     return translator.options
 
 
@@ -358,6 +381,7 @@ def _what_decodes(translator) -> str:
     search += f", at most {opts.max_len} tokens" if opts.max_len else ""
     search += ", shortlist" if opts.shortlist and translator.has_shortlist else ""
     search += f", MBR by {opts.mbr}" if opts.mbr else ""
+    search += f", reranked by {opts.rerank}" if opts.rerank else ""
     return f"run {translator.run_dir} ({translator.weights}){others}: {search}"
 
 

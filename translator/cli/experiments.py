@@ -15,6 +15,7 @@ from translator.cli.app import (
     GreedyOpt,
     MaxLenOpt,
     MbrOpt,
+    RerankOpt,
     ShortlistOpt,
     _fail,
     app,
@@ -128,6 +129,7 @@ def compare(
     batch_size: BatchSizeOpt = None,
     shortlist: ShortlistOpt = None,
     mbr: MbrOpt = None,
+    rerank: RerankOpt = None,
     examples: Annotated[
         int, typer.Option(help="Sentences shown whose sentence-BLEU differs most.")
     ] = 5,
@@ -165,6 +167,7 @@ def compare(
         "batch_size": batch_size,
         "shortlist": shortlist,
         "mbr": mbr,
+        "rerank": rerank,
     }
     outputs = inputs.outputs_of(paths, cfgs, sources, references, name, flags, no_cache, as_json)
     counts = inputs.train_word_counts(paths[0], cfgs[0])

@@ -14,7 +14,7 @@ from translator.cli.app import app
 
 # Importing a command module registers its commands, in this order in `--help`.
 # isort: off
-from translator.cli import prepare, train, decoding, serving, experiments  # noqa: F401, E402
+from translator.cli import prepare, train, decoding, rerank, serving, experiments  # noqa: F401, E402
 # isort: on
 
 __all__ = ["app", "entry_point"]

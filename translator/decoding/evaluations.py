@@ -59,12 +59,22 @@ def key_of(models: list[str], engine: str, sources: Sequence[str], opts: DecodeC
     """The key of the outputs of these models (weights sha256) on this engine."""
     decode = {k: v for k, v in dataclasses.asdict(opts).items() if k != "threads"}
     identity = {
+        "rerank": _file_sha256(opts.rerank),  # the weights file's content, not just its name
         "sources": text_sha256(sources),
         "decode": decode,
         "engine": engine,
         "models": models,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None  # decoding says what is wrong with it
 
 
 def describe(translator, opts: DecodeConfig, split: str, requested: str, seconds: float) -> dict:

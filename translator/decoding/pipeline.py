@@ -59,6 +59,8 @@ class Pipeline:
         opts = self._call_options(options)
         if opts.mbr:
             return self._translate_mbr(texts, opts, progress)
+        if opts.rerank:
+            return self._translate_rerank(texts, opts, progress)
         results = self._batched(texts, lambda ids: self._search(ids, opts), opts, progress)
         return ["" if ids is None else self._detokenize(ids) for ids in results]
 
@@ -68,6 +70,10 @@ class Pipeline:
 
         nbest = self._nbest(texts, opts.override(nbest=opts.beam_size), progress)
         return [mbr_choice(hyps, opts.mbr) if hyps else "" for hyps in nbest]
+
+    def _translate_rerank(self, texts: Sequence[str], opts: DecodeConfig, progress: bool):
+        """decode.rerank: the n-best rescored (the torch engine's)."""
+        raise InputError(f"the {self.engine} engine cannot rerank: use the torch engine")
 
     def translate_nbest(
         self, texts: Sequence[str], progress: bool = False, **options
@@ -169,6 +175,9 @@ class Pipeline:
         return opts.batch_size
 
     def _detokenize(self, ids: list[int]) -> str:
+        """Output ids as text (a right-to-left model's put back in reading order)."""
+        if self.cfg.model.right_to_left:
+            ids = ids[::-1]
         return detokenize(self.tgt_vocab.decode(ids))
 
     def source_pieces(self, texts: Sequence[str]) -> list[list[str]]:

@@ -39,7 +39,7 @@ def score(
         if bootstrap:
             result[f"{key}_ci"] = round(bleu._ci, 2)  # sacreBLEU keeps the 95% half-width here
 
-    bleu = _bleu_for(tgt_lang)
+    bleu = bleu_metric(tgt_lang)
     add_bleu("bleu", bleu, hypotheses, references)
     chrf = sacrebleu.CHRF()
     result.update(
@@ -58,15 +58,16 @@ def score(
     return result
 
 
-def _bleu_for(tgt_lang: str):
+def bleu_metric(tgt_lang: str, **options):
     """sacreBLEU's BLEU with its tokenizer for the target language (13a for most, zh for
-    Chinese; Japanese and Korean need sacrebleu's extras [ja], [ko], else 13a)."""
+    Chinese; Japanese and Korean need sacrebleu's extras [ja], [ko], else 13a); `options` are
+    BLEU's own."""
     import sacrebleu
 
     try:
-        return sacrebleu.BLEU(trg_lang=tgt_lang)
+        return sacrebleu.BLEU(trg_lang=tgt_lang, **options)
     except RuntimeError:  # the language's tokenizer needs a package that is not installed
-        return sacrebleu.BLEU()
+        return sacrebleu.BLEU(**options)
 
 
 def references_for(references: Sequence[str], lowercased_model: bool) -> list[str]:

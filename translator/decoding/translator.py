@@ -13,6 +13,7 @@ adds the torch search (with its shortlist and attention) and `load`, which picks
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,9 @@ class Translator(Pipeline):
     def __init__(self, model, cfg, src_vocab, tgt_vocab, subword=None, shortlist=None):
         super().__init__(model, cfg, src_vocab, tgt_vocab, subword)
         self.shortlist = shortlist  # data.shortlist.Shortlist; None: every target token
+        self.tgt_subword = None  # the target side's BPE where the run has two
+        self._target_tokenizer = None  # made when first needed (log_likelihoods)
+        self._reranker = None  # decode.rerank's models, loaded when first used
 
     @property
     def has_shortlist(self) -> bool:
@@ -80,9 +84,15 @@ class Translator(Pipeline):
             others = [load_run(Path(path), weights or BEST, device) for path in ensemble]
             for other in others:
                 check_same_vocabularies(run, other)
+                if other.cfg.model.right_to_left != run.cfg.model.right_to_left:
+                    raise InputError(
+                        f"{other.path} and {run.path} generate in opposite directions "
+                        "(model.right_to_left): they cannot decode as one ensemble"
+                    )
             model = Ensemble([run.model, *(other.model for other in others)])
         translator = cls(model, run.cfg, run.src_vocab, run.tgt_vocab, run.subword, run.shortlist)
         translator.run_dir, translator.weights = run.path, weights or BEST
+        translator.tgt_subword = run.tgt_subword
         if threads:  # said in reports (evaluate --json), never applied per call
             translator.options = translator.options.override(threads=threads)
         translator.ensemble = [Path(path) for path in ensemble]
@@ -126,6 +136,65 @@ class Translator(Pipeline):
             weights[:, row, : len(out) + 1, : len(ids) + 1]
             for row, (ids, out) in enumerate(zip(batch, best, strict=True))
         ]
+
+    def _translate_rerank(self, texts: Sequence[str], opts: DecodeConfig, progress: bool):
+        """decode.rerank: the n-best rescored by the weights file's models (loaded once)."""
+        from translator.decoding.rerank import Reranker, RerankWeights
+
+        weights = RerankWeights.load(Path(opts.rerank))
+        if self._reranker is None or self._reranker.setup != weights.setup:
+            self._reranker = Reranker(self, weights.setup, Translator.load)
+        options = {k: v for k, v in vars(opts).items() if k not in ("rerank", "threads")}
+        return self._reranker.translate(texts, weights.weights, progress, **options)
+
+    def log_likelihoods(
+        self, sources: Sequence[str], targets: Sequence[str], batch_size: int = 64
+    ) -> tuple[list[float], list[int]]:
+        """log p(target | source) of each pair, summed over the target's tokens and <eos>
+        (teacher-forced, every token scored as the search scores it, without a shortlist or
+        length penalty; an ensemble's mean probabilities; a right-to-left
+        model reads the target from its end), and each target's length in tokens. The texts
+        are tokenized as this run tokenizes them."""
+        import torch
+
+        from translator.data.batching import pad_sequences
+
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+        src_ids = self._encode(sources)
+        limit = self.model.max_positions - 1
+        tgt_ids = [ids[:limit] for ids in self._encode_targets(targets)]
+        if self.cfg.model.right_to_left:
+            tgt_ids = [ids[::-1] for ids in tgt_ids]
+        order = sorted(range(len(src_ids)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
+        scores = [0.0] * len(src_ids)
+        pad, eos = self.tgt_vocab.pad_id, self.tgt_vocab.eos_id
+        device = next(self.model.parameters()).device
+        with self._decoding(self.options, len(order)), torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                src = self._tensor([src_ids[i] for i in rows])
+                tgt = pad_sequences([tgt_ids[i] for i in rows], pad, self.tgt_vocab.sos_id, eos)
+                tgt = torch.from_numpy(tgt).to(device)
+                memory, src_pad_mask = self.model.encode(src)
+                logits = self.model.decode(tgt[:, :-1], memory, src_pad_mask).float()
+                logits[..., [pad, self.tgt_vocab.sos_id]] = -math.inf  # as the search does
+                gold = tgt[:, 1:]
+                lprobs = logits.log_softmax(-1).gather(-1, gold[..., None])[..., 0]
+                totals = lprobs.masked_fill(gold == pad, 0.0).sum(-1).tolist()
+                for i, total in zip(rows, totals, strict=True):
+                    scores[i] = total
+        return scores, [len(ids) + 1 for ids in tgt_ids]
+
+    def _encode_targets(self, texts: Sequence[str]) -> list[list[int]]:
+        """Target-language text as this run's target ids (its tokenizer and BPE)."""
+        from translator.data.tokenization import Tokenizer
+
+        if self._target_tokenizer is None:
+            self._target_tokenizer = Tokenizer(self.cfg.data.tgt_lang, self.cfg.data.lowercase)
+        tokens = self._target_tokenizer.tokenize(texts)
+        bpe = self.tgt_subword or self.subword
+        return [self.tgt_vocab.encode(t) for t in (tokens if bpe is None else bpe.segment(tokens))]
 
     def _specials(self) -> dict:
         return dict(sos_id=self.tgt_vocab.sos_id, eos_id=self.tgt_vocab.eos_id)

@@ -1,0 +1,139 @@
+"""`translator tune-rerank`: weights for n-best reranking, tuned on a split, tested on others."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from translator.cli.app import (
+    AlphaOpt,
+    EnsembleOpt,
+    RunOpt,
+    ShortlistOpt,
+    WeightsOpt,
+    _fail,
+    app,
+    user_errors,
+)
+
+
+@app.command(
+    "tune-rerank",
+    epilog="Example: `translator tune-rerank --run runs/a --right-to-left runs/a-r2l "
+    "--channel runs/a-deen --test test2016`, then `translator evaluate --run runs/a "
+    "--rerank runs/a/rerank.json`.",
+)
+@user_errors
+def tune_rerank(
+    run: RunOpt = None,
+    ensemble: EnsembleOpt = None,
+    weights: WeightsOpt = None,
+    right_to_left: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--right-to-left",
+            help="A run trained with model.right_to_left=true on the same languages "
+            "(repeatable: an ensemble).",
+        ),
+    ] = None,
+    channel: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A run translating the other way (e.g. DE->EN), scoring how well each "
+            "candidate explains the source (repeatable: an ensemble). Any vocabulary."
+        ),
+    ] = None,
+    nbest: Annotated[int, typer.Option(help="Candidates per sentence (the beam size).")] = 10,
+    split: Annotated[str, typer.Option(help="The split the weights are tuned on.")] = "valid",
+    test: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Then score this split with and without reranking, with paired tests (repeatable)."
+        ),
+    ] = None,
+    alpha: AlphaOpt = None,
+    shortlist: ShortlistOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to save the weights [default: RUN/rerank.json].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Tune n-best reranking: the beam's `--nbest` candidates, rescored by the run's own model,
+    a right-to-left model, a reverse-direction (channel) model and length, weighted for the
+    best corpus BLEU on `--split`. The weights file is what `--rerank` takes.
+    """
+    from translator.data.sources import read_split_texts, resolve_split
+    from translator.decoding.rerank import FILE, Reranker, RerankSetup, tune
+    from translator.decoding.scoring import references_for
+    from translator.decoding.translator import Translator
+
+    if not right_to_left and not channel:
+        raise _fail("give --right-to-left RUN and/or --channel RUN: the models that rescore", 2)
+    if nbest < 2:
+        raise _fail(f"--nbest must be at least 2, got {nbest}", 2)
+    translator = Translator.load(run, weights=weights, ensemble=ensemble or ())
+    translator.options = translator.options.override(length_penalty=alpha, shortlist=shortlist)
+    setup = RerankSetup(nbest, tuple(map(str, right_to_left or ())), tuple(map(str, channel or ())))
+    reranker = Reranker(translator, setup, Translator.load)
+    cfg = translator.cfg
+
+    def texts(name: str) -> tuple[list[str], list[str], str]:
+        sources, refs = read_split_texts(cfg, name)
+        return sources, references_for(refs, cfg.data.lowercase), resolve_split(cfg, name)
+
+    sources, refs, tuned_on = texts(split)
+    tuned = tune(reranker, sources, refs, cfg.data.tgt_lang, progress=not as_json)
+    tuned.tuned.update(split=tuned_on, ensemble=[str(p) for p in ensemble or ()])
+    report = {"weights": tuned.weights, "tuned": tuned.tuned, "tests": {}}
+    for name in test or ():
+        sources, refs, resolved = texts(name)
+        report["tests"][resolved] = _test(reranker, tuned.weights, sources, refs, cfg)
+    tuned.tuned["tests"] = report["tests"]
+    path = out or translator.run_dir / FILE
+    tuned.save(path)
+    report["file"] = str(path)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    shown = ", ".join(f"{k} {v:g}" for k, v in tuned.weights.items())
+    typer.echo(f"weights ({tuned_on}, {tuned.tuned['sentences']} sentences): {shown}")
+    typer.echo(
+        f"{tuned_on}: BLEU {tuned.tuned['beam_bleu']:.2f} (beam {nbest}) -> "
+        f"{tuned.tuned['bleu']:.2f} reranked (tuned on it: optimistic)"
+    )
+    for name, row in report["tests"].items():
+        typer.echo(
+            f"{name}: BLEU {row['beam']['bleu']:.2f} -> {row['reranked']['bleu']:.2f} "
+            f"(p {row['p_bootstrap']:.3f} paired bootstrap, {row['p_ar']:.3f} AR), chrF "
+            f"{row['beam']['chrf']:.2f} -> {row['reranked']['chrf']:.2f}, papers' tok-lc "
+            f"{row['beam']['bleu_tok_lc']:.2f} -> {row['reranked']['bleu_tok_lc']:.2f}"
+        )
+    typer.echo(f"saved to {path}: use it with --rerank {path}")
+
+
+def _test(reranker, weights: dict, sources: list[str], refs: list[str], cfg) -> dict:
+    """Beam (the n-best's first) against reranked on one split: scores and paired tests."""
+    from translator.decoding.compare import compare_systems
+    from translator.decoding.rerank import choose
+    from translator.decoding.scoring import score
+
+    lists, features = reranker.candidates(sources)
+    chosen = choose(features, weights)
+    beam = [hyps[0][0] if hyps else "" for hyps in lists]
+    reranked = [hyps[k][0] if hyps else "" for hyps, k in zip(lists, chosen, strict=True)]
+    tgt = cfg.data.tgt_lang
+    report = compare_systems({"beam": beam, "reranked": reranked}, sources, refs, tgt, None, 0)
+    row = report["systems"][1]
+    keys = ("bleu", "chrf", "bleu_tok_lc")
+    return {
+        "beam": {k: v for k, v in score(beam, refs, tgt).items() if k in keys},
+        "reranked": {k: v for k, v in score(reranked, refs, tgt).items() if k in keys},
+        "p_bootstrap": row["bleu_p_bootstrap"],
+        "p_ar": row["bleu_p_ar"],
+        "bleu_ci95": row["bleu_ci95"],
+        "changed": sum(k > 0 for k in chosen.tolist()),
+        "sentences": len(sources),
+    }
