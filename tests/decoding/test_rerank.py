@@ -35,6 +35,10 @@ def test_log_likelihoods_are_the_scores_the_search_gives(toy_data, tmp_path):
     scores, lengths = translator.log_likelihoods([f[0] for f in flat], [f[1] for f in flat])
     assert scores == pytest.approx([f[2] for f in flat], abs=1e-3)
     assert all(n >= 2 for n in lengths)  # tokens and <eos>
+    # an ensemble scores with its members' mean probabilities: a model with itself, as alone
+    pair = Translator.load(translator.run_dir, ensemble=[translator.run_dir])
+    twice, _ = pair.log_likelihoods([f[0] for f in flat], [f[1] for f in flat])
+    assert twice == pytest.approx(scores, abs=1e-4)
 
 
 def test_a_right_to_left_run_learns_reversed_targets_and_writes_in_reading_order(
@@ -150,3 +154,6 @@ def test_tune_rerank_then_evaluate_and_translate_with_the_weights(toy_data, tmp_
         invoke("tune-rerank", "--run", forward, "--right-to-left", deen), 1, "not a right-to-left"
     )
     assert_one_line_error(invoke("tune-rerank", "--run", forward), 2, "--right-to-left RUN")
+    assert_one_line_error(
+        invoke("translate", "A dog.", "--run", forward, "--ensemble", r2l), 1, "opposite directions"
+    )

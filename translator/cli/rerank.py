@@ -101,12 +101,14 @@ def tune_rerank(
     shown = ", ".join(f"{k} {v:g}" for k, v in tuned.weights.items())
     typer.echo(f"weights ({tuned_on}, {tuned.tuned['sentences']} sentences): {shown}")
     typer.echo(
-        f"{tuned_on}: BLEU {tuned.tuned['beam_bleu']:.2f} (beam {nbest}) -> "
+        f"{tuned_on}: BLEU {tuned.tuned['beam_bleu']:.2f} (the first of a beam {nbest}) -> "
         f"{tuned.tuned['bleu']:.2f} reranked (tuned on it: optimistic)"
     )
+    beam = translator.options.beam_size
     for name, row in report["tests"].items():
         typer.echo(
-            f"{name}: BLEU {row['beam']['bleu']:.2f} -> {row['reranked']['bleu']:.2f} "
+            f"{name}: BLEU {row['beam']['bleu']:.2f} (beam {beam}) -> "
+            f"{row['reranked']['bleu']:.2f} reranked "
             f"(p {row['p_bootstrap']:.3f} paired bootstrap, {row['p_ar']:.3f} AR), chrF "
             f"{row['beam']['chrf']:.2f} -> {row['reranked']['chrf']:.2f}, papers' tok-lc "
             f"{row['beam']['bleu_tok_lc']:.2f} -> {row['reranked']['bleu_tok_lc']:.2f}"
@@ -115,14 +117,15 @@ def tune_rerank(
 
 
 def _test(reranker, weights: dict, sources: list[str], refs: list[str], cfg) -> dict:
-    """Beam (the n-best's first) against reranked on one split: scores and paired tests."""
+    """The run's own decoding (its beam, without reranking) against reranked on one split:
+    scores and paired tests."""
     from translator.decoding.compare import compare_systems
     from translator.decoding.rerank import choose
     from translator.decoding.scoring import score
 
+    beam = reranker.translator.translate(sources)
     lists, features = reranker.candidates(sources)
     chosen = choose(features, weights)
-    beam = [hyps[0][0] if hyps else "" for hyps in lists]
     reranked = [hyps[k][0] if hyps else "" for hyps, k in zip(lists, chosen, strict=True)]
     tgt = cfg.data.tgt_lang
     report = compare_systems({"beam": beam, "reranked": reranked}, sources, refs, tgt, None, 0)
@@ -134,6 +137,6 @@ def _test(reranker, weights: dict, sources: list[str], refs: list[str], cfg) -> 
         "p_bootstrap": row["bleu_p_bootstrap"],
         "p_ar": row["bleu_p_ar"],
         "bleu_ci95": row["bleu_ci95"],
-        "changed": sum(k > 0 for k in chosen.tolist()),
+        "changed": sum(a != b for a, b in zip(beam, reranked, strict=True)),
         "sentences": len(sources),
     }
