@@ -120,4 +120,25 @@ plant "BiT never switches to one direction" translator/training/trainer.py \
 plant "a resumed BiT run forgets it switched" translator/training/trainer.py \
   's/        if self.state.forward_only and self.data.both_directions:  # BiT.s second phase/        if False:/' \
   tests/training/test_trainer.py::test_bidirectional_training_reads_each_pair_both_ways_for_its_share_of_the_budget
+plant "R-Drop starts at once whatever train.rdrop_from says" translator/training/trainer.py \
+  's/            rdrop=self.cfg.train.rdrop if state.rdrop_on else 0.0,/            rdrop=self.cfg.train.rdrop,/' \
+  tests/training/test_trainer.py::test_rdrop_from_starts_r_drop_once_its_share_of_the_budget_is_used
+plant "a right-to-left run trains on targets in reading order" translator/data/batching.py \
+  's/    step = -1 if right_to_left else 1/    step = 1/' \
+  tests/data/test_batching.py::test_make_batch_shifts_the_target_and_pads
+plant "a right-to-left run's output is printed backwards" translator/decoding/pipeline.py \
+  's/            ids = ids\[::-1\]/            pass/' \
+  tests/decoding/test_rerank.py::test_a_right_to_left_run_learns_reversed_targets_and_writes_in_reading_order
+plant "a right-to-left model scores a target read from its start" translator/decoding/translator.py \
+  's/            tgt_ids = \[ids\[::-1\] for ids in tgt_ids\]/            pass/' \
+  tests/decoding/test_rerank.py::test_a_right_to_left_run_learns_reversed_targets_and_writes_in_reading_order
+plant "teacher-forced scores differ from the search's" translator/decoding/translator.py \
+  's/                logits\[..., \[pad, self.tgt_vocab.sos_id\]\] = -math.inf  # as the search does/                pass/' \
+  tests/decoding/test_rerank.py::test_log_likelihoods_are_the_scores_the_search_gives
+plant "reranking may pick a candidate that is not there" translator/decoding/rerank.py \
+  's/    present = np.isfinite(features).all(-1)/    present = np.ones(features.shape[:-1], bool)/' \
+  tests/decoding/test_rerank.py::test_choose_takes_the_best_weighted_sum_and_never_a_missing_candidate
+plant "tuning never weighs length" translator/decoding/rerank.py \
+  's/        name: GRID\[name\] if name == "length" or name in reranker.scorers else np.zeros(1)/        name: GRID[name] if name in reranker.scorers else np.zeros(1)/' \
+  tests/decoding/test_rerank.py::test_tuning_finds_the_weights_that_raise_bleu
 exit $missed
