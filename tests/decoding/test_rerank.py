@@ -1,6 +1,7 @@
 """n-best reranking: teacher-forced scores, right-to-left and channel models, tuned weights."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -50,6 +51,15 @@ def test_a_right_to_left_run_learns_reversed_targets_and_writes_in_reading_order
         "Ein Hund läuft im Park.",
         "Die Katze wartet am Strand.",
     ]
+    # Its heatmap is in reading order too: the generation's rows reversed, <eos> still last.
+    _, out, weights = translator.attention("A dog runs in the park.")
+    assert out[:2] == ["Ein", "Hund"] and out[-1] == "<eos>" and weights.shape[-2] == len(out)
+    raw = Translator.load(run)  # the same model, its rows as generated
+    raw.cfg = replace(raw.cfg, model=replace(raw.cfg.model, right_to_left=False))
+    _, generated, raw_weights = raw.attention("A dog runs in the park.")
+    assert out[:-1] == generated[-2::-1]
+    assert np.allclose(weights[:, 0], raw_weights[:, -2])
+    assert np.allclose(weights[:, -1], raw_weights[:, -1])
     # It prefers the correct sentence to its reversal, which a left-to-right reading of
     # reversed targets would not.
     right, _ = translator.log_likelihoods(["A dog runs."], ["Ein Hund läuft."])

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from translator.config import Config, DecodeConfig
 from translator.data.subword import Subword
 from translator.data.tokenization import Tokenizer, detokenize
@@ -113,7 +115,11 @@ class Pipeline:
                 continue
             src_ids, hyps, weights = result
             src_tokens = [self.src_vocab.itos[i] for i in src_ids] + ["<eos>"]
-            out_tokens = [self.tgt_vocab.itos[i] for i in hyps[0][0]] + ["<eos>"]
+            out_ids = hyps[0][0]
+            if self.cfg.model.right_to_left:  # rows in reading order, <eos> still last
+                out_ids = out_ids[::-1]
+                weights = np.concatenate([weights[:, -2::-1], weights[:, -1:]], axis=1)
+            out_tokens = [self.tgt_vocab.itos[i] for i in out_ids] + ["<eos>"]
             heatmap = (src_tokens[: weights.shape[-1]], out_tokens[: weights.shape[-2]], weights)
             out.append(([(self._detokenize(ids), score) for ids, score in hyps], heatmap))
         return out
