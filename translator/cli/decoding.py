@@ -376,12 +376,17 @@ def _what_decodes(translator) -> str:
         others += f", {translator.engine} {translator.quantization}"
     origin = read_init_from(translator.run_dir)
     others += f", fine-tuned from {origin['run']}" if origin else ""
-    search = "greedy" if opts.beam_size == 1 else f"beam {opts.beam_size}"
-    search += f", alpha {opts.length_penalty:g}" if opts.beam_size > 1 else ""
+    beam = opts.beam_size
+    if opts.rerank:  # the n-best comes from a beam as wide as it
+        from translator.decoding.rerank import RerankWeights
+
+        beam = RerankWeights.load(Path(opts.rerank)).setup.nbest
+    search = "greedy" if beam == 1 else f"beam {beam}"
+    search += f", alpha {opts.length_penalty:g}" if beam > 1 else ""
     search += f", at most {opts.max_len} tokens" if opts.max_len else ""
     search += ", shortlist" if opts.shortlist and translator.has_shortlist else ""
     search += f", MBR by {opts.mbr}" if opts.mbr else ""
-    search += f", reranked by {opts.rerank}" if opts.rerank else ""
+    search += f", its {beam}-best reranked by {opts.rerank}" if opts.rerank else ""
     return f"run {translator.run_dir} ({translator.weights}){others}: {search}"
 
 

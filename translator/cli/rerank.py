@@ -86,7 +86,12 @@ def tune_rerank(
 
     sources, refs, tuned_on = texts(split)
     tuned = tune(reranker, sources, refs, cfg.data.tgt_lang, progress=not as_json)
-    tuned.tuned.update(split=tuned_on, ensemble=[str(p) for p in ensemble or ()])
+    tuned.tuned.update(
+        split=tuned_on,
+        ensemble=[str(p) for p in ensemble or ()],
+        alpha=translator.options.length_penalty,
+        shortlist=translator.options.shortlist,
+    )
     report = {"weights": tuned.weights, "tuned": tuned.tuned, "tests": {}}
     for name in test or ():
         sources, refs, resolved = texts(name)
