@@ -121,7 +121,7 @@ plant "a resumed BiT run forgets it switched" translator/training/trainer.py \
   's/        if self.state.forward_only and self.data.both_directions:  # BiT.s second phase/        if False:/' \
   tests/training/test_trainer.py::test_bidirectional_training_reads_each_pair_both_ways_for_its_share_of_the_budget
 plant "R-Drop starts at once whatever train.rdrop_from says" translator/training/trainer.py \
-  's/            rdrop=self.cfg.train.rdrop if state.rdrop_on else 0.0,/            rdrop=self.cfg.train.rdrop,/' \
+  's/            rdrop=self.cfg.train.rdrop if state.rdrop_on or not self.cfg.train.rdrop_from else 0,/            rdrop=self.cfg.train.rdrop,/' \
   tests/training/test_trainer.py::test_rdrop_from_starts_r_drop_once_its_share_of_the_budget_is_used
 plant "a right-to-left run trains on targets in reading order" translator/data/batching.py \
   's/    step = -1 if right_to_left else 1/    step = 1/' \

@@ -12,8 +12,8 @@ from translator.decoding.rerank import (
     RerankSetup,
     RerankWeights,
     _bleu_statistics,
-    _corpus_bleu,
     choose,
+    corpus_bleu,
     tune,
 )
 from translator.decoding.translator import Translator
@@ -78,7 +78,16 @@ def test_corpus_bleu_from_sentence_statistics_is_sacrebleus():
     for chosen in ([0, 0, 0], [1, 1, 0], [0, 1, 0]):
         outputs = [lists[i][k][0] for i, k in enumerate(chosen)]
         expected = sacrebleu.BLEU(trg_lang="de").corpus_score(outputs, [refs]).score
-        assert _corpus_bleu(stats, np.array(chosen)) == pytest.approx(expected)
+        assert corpus_bleu(stats, np.array(chosen)) == pytest.approx(expected)
+    # no 4-gram in common: sacreBLEU smooths, it is not 0
+    lists = [[("Ein Hund läuft schnell weg", 0.0)], [("Die Katze", 0.0)]]
+    refs = ["Ein Hund läuft weg", "Die Katze wartet"]
+    expected = sacrebleu.BLEU(trg_lang="de").corpus_score([h[0][0] for h in lists], [refs]).score
+    assert (
+        0
+        < corpus_bleu(_bleu_statistics(lists, refs, "de"), np.array([0, 0]))
+        == (pytest.approx(expected))
+    )
 
 
 def test_choose_takes_the_best_weighted_sum_and_never_a_missing_candidate():
@@ -94,23 +103,25 @@ def test_choose_takes_the_best_weighted_sum_and_never_a_missing_candidate():
 
 
 class FakeReranker:
-    """Candidates whose length feature tells the right one: tuning must find that."""
+    """Candidates whose length feature tells the right one: tuning must find that. The last
+    text has one candidate only."""
 
     setup = RerankSetup(nbest=2, right_to_left=("r2l",))
     scorers = {"right_to_left": None}
 
-    def candidates(self, texts, progress=False, **options):
+    def candidates(self, texts, progress=False):
         lists = [[("Ein Hund.", -1.0), ("Ein Hund läuft im Park.", -1.5)] for _ in texts]
-        features = np.array([[[-1.0, -5.0, 0.0, 3.0], [-1.5, -5.0, 0.0, 7.0]]] * len(texts))
+        features = np.array([[[-1.0, -5.0, 0.0, 2.0], [-1.5, -5.0, 0.0, 5.0]]] * len(texts))
+        lists[-1], features[-1, 1] = lists[-1][:1], -np.inf
         return lists, features
 
 
 def test_tuning_finds_the_weights_that_raise_bleu():
-    refs = ["Ein Hund läuft im Park."] * 4
+    refs = ["Ein Hund läuft im Park."] * 3 + ["Ein Hund."]
     tuned = tune(FakeReranker(), ["A dog runs in the park."] * 4, refs)
     assert tuned.tuned["beam_bleu"] < tuned.tuned["bleu"] == 100.0
-    assert tuned.weights["length"] > 0.5 / 4 and tuned.weights["channel"] == 0  # no model
-    assert tuned.weights["forward"] == 1.0
+    assert tuned.weights["length"] > 0.5 / 3 and tuned.weights["channel"] == 0  # no model
+    assert tuned.weights["forward"] == 1.0 and tuned.weights["right_to_left"] == 0  # no help
 
 
 def test_tune_rerank_then_evaluate_and_translate_with_the_weights(toy_data, tmp_path):
@@ -127,6 +138,7 @@ def test_tune_rerank_then_evaluate_and_translate_with_the_weights(toy_data, tmp_
     assert report["weights"] == saved.weights and saved.setup.nbest == 4
     assert saved.setup.right_to_left == (str(r2l),) and saved.setup.channel == (str(deen),)
     assert saved.tuned["bleu"] >= saved.tuned["beam_bleu"]  # the grid holds the beam's choice
+    assert (saved.setup.alpha, saved.setup.shortlist) == (0.6, True)  # configs/tiny.yaml's
     (test,) = report["tests"].values()
     assert 0 <= test["p_bootstrap"] <= 1 and test["sentences"] == 40
     assert {"bleu", "chrf", "bleu_tok_lc"} <= set(test["reranked"])
@@ -161,9 +173,21 @@ def test_tune_rerank_then_evaluate_and_translate_with_the_weights(toy_data, tmp_
         invoke("tune-rerank", "--run", forward, "--channel", r2l), 1, "not de->en"
     )
     assert_one_line_error(
-        invoke("tune-rerank", "--run", forward, "--right-to-left", deen), 1, "not a right-to-left"
+        invoke("tune-rerank", "--run", forward, "--right-to-left", deen), 1, "de->en, not en->de"
+    )
+    assert_one_line_error(
+        invoke("tune-rerank", "--run", forward, "--right-to-left", forward), 1, "is not a right-"
     )
     assert_one_line_error(invoke("tune-rerank", "--run", forward), 2, "--right-to-left RUN")
+    assert_one_line_error(
+        invoke("evaluate", "--run", forward, "--rerank", forward / "rerank.json", "--beam", 3),
+        2, "tuned with: drop --beam",
+    )  # fmt: skip
+    assert_one_line_error(
+        invoke("translate", "A dog.", "--run", forward, "--rerank", forward / "rerank.json",
+               "--nbest", 2),
+        2, "--nbest shows the beam's",
+    )  # fmt: skip
     assert_one_line_error(
         invoke("translate", "A dog.", "--run", forward, "--ensemble", r2l), 1, "opposite directions"
     )

@@ -89,8 +89,6 @@ def translate(
         raise _fail("give sentences or --input, not both", 2)
     if greedy and nbest > 1:
         raise _fail("--nbest needs beam search; drop --greedy", 2)
-    if rerank and nbest > 1:
-        raise _fail("--rerank picks one translation per input; drop --nbest", 2)
     if ensemble and plot_attention is not None:
         raise _fail("--plot-attention shows one model's attention; drop --ensemble", 2)
     lines = list(text) if text else _read_input(input_)
@@ -104,6 +102,9 @@ def translate(
     _apply_decoding(
         translator, beam, greedy, alpha, max_len, batch_size, shortlist, nbest, mbr, rerank
     )
+    if translator.options.rerank and (nbest > 1 or plot_attention is not None):
+        flag = "--nbest" if nbest > 1 else "--plot-attention"
+        raise _fail(f"reranking picks one translation per input; {flag} shows the beam's", 2)
     typer.echo(_what_decodes(translator), err=True)
     _warn_if_undertrained(translator)
     if plot_attention is not None:
@@ -341,6 +342,14 @@ def _apply_decoding(
         from translator.decoding.rerank import RerankWeights
 
         RerankWeights.load(Path(translator.options.rerank))
+        given = {"--beam": beam, "--greedy": greedy or None, "--alpha": alpha,
+                 "--shortlist/--no-shortlist": shortlist}  # fmt: skip
+        clash = [flag for flag, value in given.items() if value is not None]
+        if clash:
+            raise _fail(
+                f"reranking decodes the n-best its weights file was tuned with: drop {clash[0]}",
+                2,
+            )
     return translator.options
 
 
@@ -376,15 +385,16 @@ def _what_decodes(translator) -> str:
         others += f", {translator.engine} {translator.quantization}"
     origin = read_init_from(translator.run_dir)
     others += f", fine-tuned from {origin['run']}" if origin else ""
-    beam = opts.beam_size
-    if opts.rerank:  # the n-best comes from a beam as wide as it
+    beam, alpha, shortlist = opts.beam_size, opts.length_penalty, opts.shortlist
+    if opts.rerank:  # its weights file's n-best: the beam, alpha and shortlist it was tuned on
         from translator.decoding.rerank import RerankWeights
 
-        beam = RerankWeights.load(Path(opts.rerank)).setup.nbest
+        setup = RerankWeights.load(Path(opts.rerank)).setup
+        beam, alpha, shortlist = setup.nbest, setup.alpha, setup.shortlist
     search = "greedy" if beam == 1 else f"beam {beam}"
-    search += f", alpha {opts.length_penalty:g}" if beam > 1 else ""
+    search += f", alpha {alpha:g}" if beam > 1 else ""
     search += f", at most {opts.max_len} tokens" if opts.max_len else ""
-    search += ", shortlist" if opts.shortlist and translator.has_shortlist else ""
+    search += ", shortlist" if shortlist and translator.has_shortlist else ""
     search += f", MBR by {opts.mbr}" if opts.mbr else ""
     search += f", its {beam}-best reranked by {opts.rerank}" if opts.rerank else ""
     return f"run {translator.run_dir} ({translator.weights}){others}: {search}"

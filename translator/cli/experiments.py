@@ -15,7 +15,6 @@ from translator.cli.app import (
     GreedyOpt,
     MaxLenOpt,
     MbrOpt,
-    RerankOpt,
     ShortlistOpt,
     _fail,
     app,
@@ -129,7 +128,6 @@ def compare(
     batch_size: BatchSizeOpt = None,
     shortlist: ShortlistOpt = None,
     mbr: MbrOpt = None,
-    rerank: RerankOpt = None,
     examples: Annotated[
         int, typer.Option(help="Sentences shown whose sentence-BLEU differs most.")
     ] = 5,
@@ -167,7 +165,6 @@ def compare(
         "batch_size": batch_size,
         "shortlist": shortlist,
         "mbr": mbr,
-        "rerank": rerank,
     }
     outputs = inputs.outputs_of(paths, cfgs, sources, references, name, flags, no_cache, as_json)
     counts = inputs.train_word_counts(paths[0], cfgs[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -75,8 +76,17 @@ def tune_rerank(
     if nbest < 2:
         raise _fail(f"--nbest must be at least 2, got {nbest}", 2)
     translator = Translator.load(run, weights=weights, ensemble=ensemble or ())
-    translator.options = translator.options.override(length_penalty=alpha, shortlist=shortlist)
-    setup = RerankSetup(nbest, tuple(map(str, right_to_left or ())), tuple(map(str, channel or ())))
+    # the run's own decoding, the baseline: its beam (no reranking or MBR of its config)
+    translator.options = dataclasses.replace(
+        translator.options.override(length_penalty=alpha, shortlist=shortlist),
+        rerank=None,
+        mbr=None,
+    )
+    opts = translator.options
+    setup = RerankSetup(
+        nbest, opts.length_penalty, opts.shortlist,
+        tuple(map(str, right_to_left or ())), tuple(map(str, channel or ())),
+    )  # fmt: skip
     reranker = Reranker(translator, setup, Translator.load)
     cfg = translator.cfg
 
@@ -85,21 +95,19 @@ def tune_rerank(
         return sources, references_for(refs, cfg.data.lowercase), resolve_split(cfg, name)
 
     sources, refs, tuned_on = texts(split)
+    tests = {resolved: (s, r) for s, r, resolved in map(texts, test or ())}  # bad names: now
     tuned = tune(reranker, sources, refs, cfg.data.tgt_lang, progress=not as_json)
     tuned.tuned.update(
-        split=tuned_on,
-        ensemble=[str(p) for p in ensemble or ()],
-        alpha=translator.options.length_penalty,
-        shortlist=translator.options.shortlist,
+        split=tuned_on, run=str(translator.run_dir), ensemble=[str(p) for p in ensemble or ()]
     )
-    report = {"weights": tuned.weights, "tuned": tuned.tuned, "tests": {}}
-    for name in test or ():
-        sources, refs, resolved = texts(name)
-        report["tests"][resolved] = _test(reranker, tuned.weights, sources, refs, cfg)
-    tuned.tuned["tests"] = report["tests"]
     path = out or translator.run_dir / FILE
-    tuned.save(path)
-    report["file"] = str(path)
+    tuned.save(path)  # before the tests: they cannot lose it
+    report = {"weights": tuned.weights, "tuned": tuned.tuned, "tests": {}, "file": str(path)}
+    for name, (sources, refs) in tests.items():
+        report["tests"][name] = _test(reranker, tuned.weights, sources, refs, cfg)
+    if tests:
+        tuned.tuned["tests"] = report["tests"]
+        tuned.save(path)
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -109,7 +117,7 @@ def tune_rerank(
         f"{tuned_on}: BLEU {tuned.tuned['beam_bleu']:.2f} (the first of a beam {nbest}) -> "
         f"{tuned.tuned['bleu']:.2f} reranked (tuned on it: optimistic)"
     )
-    beam = translator.options.beam_size
+    beam = opts.beam_size
     for name, row in report["tests"].items():
         typer.echo(
             f"{name}: BLEU {row['beam']['bleu']:.2f} (beam {beam}) -> "

@@ -59,7 +59,7 @@ def key_of(models: list[str], engine: str, sources: Sequence[str], opts: DecodeC
     """The key of the outputs of these models (weights sha256) on this engine."""
     decode = {k: v for k, v in dataclasses.asdict(opts).items() if k != "threads"}
     identity = {
-        "rerank": _file_sha256(opts.rerank),  # the weights file's content, not just its name
+        "rerank": _rerank_identity(opts.rerank),
         "sources": text_sha256(sources),
         "decode": decode,
         "engine": engine,
@@ -68,13 +68,29 @@ def key_of(models: list[str], engine: str, sources: Sequence[str], opts: DecodeC
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _file_sha256(path: str | None) -> str | None:
+def _rerank_identity(path: str | None) -> list[str] | None:
+    """decode.rerank's weights file (its content, not just its name) and its models' weights."""
     if path is None:
         return None
+    from translator.decoding.rerank import RerankWeights
+    from translator.run_dir import BEST
+
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None  # decoding says what is wrong with it
+        runs = RerankWeights.load(Path(path)).setup.runs
+        identity = [hashlib.sha256(Path(path).read_bytes()).hexdigest()]
+        return identity + [weights_sha256(Path(run) / BEST) for run in runs]
+    except (OSError, ValueError):
+        return None  # decoding says what is wrong with them
+
+
+def _search_of(opts: DecodeConfig) -> dict:
+    """The beam and alpha decoding used (with decode.rerank: its weights file's)."""
+    if opts.rerank:
+        from translator.decoding.rerank import RerankWeights
+
+        setup = RerankWeights.load(Path(opts.rerank)).setup
+        return {"beam": setup.nbest, "alpha": setup.alpha}
+    return {"beam": opts.beam_size, "alpha": opts.length_penalty}
 
 
 def describe(translator, opts: DecodeConfig, split: str, requested: str, seconds: float) -> dict:
@@ -84,8 +100,7 @@ def describe(translator, opts: DecodeConfig, split: str, requested: str, seconds
         "seconds": round(seconds, 2),
         "split": split,
         "requested": requested,  # as asked: `test` is the run's own test split
-        "beam": opts.beam_size,
-        "alpha": opts.length_penalty,
+        **_search_of(opts),
         "decode": dataclasses.asdict(opts),
         "shortlist": opts.shortlist and translator.has_shortlist,  # whether it was used
         "engine": translator.engine,

@@ -74,7 +74,7 @@ class Pipeline:
         return [mbr_choice(hyps, opts.mbr) if hyps else "" for hyps in nbest]
 
     def _translate_rerank(self, texts: Sequence[str], opts: DecodeConfig, progress: bool):
-        """decode.rerank: the n-best rescored (the torch engine's)."""
+        """decode.rerank: the torch engine's alone (decoding/translator.py)."""
         raise InputError(f"the {self.engine} engine cannot rerank: use the torch engine")
 
     def translate_nbest(

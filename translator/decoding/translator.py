@@ -144,8 +144,7 @@ class Translator(Pipeline):
         weights = RerankWeights.load(Path(opts.rerank))
         if self._reranker is None or self._reranker.setup != weights.setup:
             self._reranker = Reranker(self, weights.setup, Translator.load)
-        options = {k: v for k, v in vars(opts).items() if k not in ("rerank", "threads")}
-        return self._reranker.translate(texts, weights.weights, progress, **options)
+        return self._reranker.translate(texts, weights.weights, progress)
 
     def log_likelihoods(
         self, sources: Sequence[str], targets: Sequence[str], batch_size: int = 64

@@ -272,7 +272,7 @@ class Trainer:
         stepper = OptimizerStep(
             self.cfg, self.model, self.forward, self.optimizer, self.scaler, self.ddp, self.dist,
             self.device, self.amp_dtype, self.data.tgt_vocab,
-            rdrop=self.cfg.train.rdrop if state.rdrop_on else 0.0,
+            rdrop=self.cfg.train.rdrop if state.rdrop_on or not self.cfg.train.rdrop_from else 0,
         )  # fmt: skip
         result = stepper(self.data.train_pairs, group, lr)
         self.grad_norm = result.grad_norm  # before clipping; logged as grad_norm and clipped
@@ -293,7 +293,7 @@ class Trainer:
         """Whether R-Drop starts at this epoch (train.rdrop_from's share of the budget is used),
         on any rank: all start at the same epoch."""
         t = self.cfg.train
-        if not t.rdrop or self.state.rdrop_on:
+        if not (t.rdrop and t.rdrop_from) or self.state.rdrop_on:
             return False
         return self.dist.any(schedule.budget_used(t, self.state) >= t.rdrop_from, self.device)
 
