@@ -1,7 +1,7 @@
 """n-best reranking: the beam's candidates rescored by a right-to-left model, a reverse-direction
 (channel) model and length, with weights tuned on a validation set.
 
-    setup = RerankSetup(nbest=10, alpha=1.5, right_to_left=("runs/r2l",), channel=("runs/deen",))
+    setup = RerankSetup(nbest=20, alpha=1.5, right_to_left=("runs/r2l",), channel=("runs/deen",))
     tuned = tune(Reranker(translator, setup, Translator.load), sources, references)
     tuned.save("runs/a/rerank.json")
     file = RerankWeights.load("runs/a/rerank.json")
@@ -48,7 +48,7 @@ class RerankSetup:
     """What reranking decodes and rescores with: the n-best size (the beam), the search's
     length penalty and shortlist, and the runs that score the candidates."""
 
-    nbest: int = 10
+    nbest: int = 20
     alpha: float = 1.5
     shortlist: bool = True
     right_to_left: tuple[str, ...] = ()  # runs of model.right_to_left (several: one ensemble)
