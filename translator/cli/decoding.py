@@ -385,12 +385,9 @@ def _what_decodes(translator) -> str:
         others += f", {translator.engine} {translator.quantization}"
     origin = read_init_from(translator.run_dir)
     others += f", fine-tuned from {origin['run']}" if origin else ""
-    beam, alpha, shortlist = opts.beam_size, opts.length_penalty, opts.shortlist
-    if opts.rerank:  # its weights file's n-best: the beam, alpha and shortlist it was tuned on
-        from translator.decoding.rerank import RerankWeights
+    from translator.decoding.rerank import searched_with
 
-        setup = RerankWeights.load(Path(opts.rerank)).setup
-        beam, alpha, shortlist = setup.nbest, setup.alpha, setup.shortlist
+    beam, alpha, shortlist = searched_with(opts)  # with --rerank: its weights file's n-best
     search = "greedy" if beam == 1 else f"beam {beam}"
     search += f", alpha {alpha:g}" if beam > 1 else ""
     search += f", at most {opts.max_len} tokens" if opts.max_len else ""

@@ -138,13 +138,11 @@ def _test(reranker, weights: dict, sources: list[str], refs: list[str], cfg) -> 
     """The run's own decoding (its beam, without reranking) against reranked on one split:
     scores and paired tests."""
     from translator.decoding.compare import compare_systems
-    from translator.decoding.rerank import choose
+    from translator.decoding.rerank import chosen_texts
     from translator.decoding.scoring import score
 
     beam = reranker.translator.translate(sources)
-    lists, features = reranker.candidates(sources)
-    chosen = choose(features, weights)
-    reranked = [hyps[k][0] if hyps else "" for hyps, k in zip(lists, chosen, strict=True)]
+    reranked = chosen_texts(*reranker.candidates(sources), weights)
     tgt = cfg.data.tgt_lang
     report = compare_systems({"beam": beam, "reranked": reranked}, sources, refs, tgt, None, 0)
     row = report["systems"][1]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from translator.config import DecodeConfig
 from translator.data.multi30k import sha256_of
+from translator.decoding.rerank import searched_with
 from translator.run_dir import write_evaluation
 
 log = logging.getLogger("translator")
@@ -83,24 +84,16 @@ def _rerank_identity(path: str | None) -> list[str] | None:
         return None  # decoding says what is wrong with them
 
 
-def _search_of(opts: DecodeConfig) -> dict:
-    """The beam and alpha decoding used (with decode.rerank: its weights file's)."""
-    if opts.rerank:
-        from translator.decoding.rerank import RerankWeights
-
-        setup = RerankWeights.load(Path(opts.rerank)).setup
-        return {"beam": setup.nbest, "alpha": setup.alpha}
-    return {"beam": opts.beam_size, "alpha": opts.length_penalty}
-
-
 def describe(translator, opts: DecodeConfig, split: str, requested: str, seconds: float) -> dict:
     """What a record says of a request besides its scores: the split, how and with what it was
     decoded, and how long that took."""
+    beam, alpha, _ = searched_with(opts)  # with decode.rerank: its weights file's
     return {
         "seconds": round(seconds, 2),
         "split": split,
         "requested": requested,  # as asked: `test` is the run's own test split
-        **_search_of(opts),
+        "beam": beam,
+        "alpha": alpha,
         "decode": dataclasses.asdict(opts),
         "shortlist": opts.shortlist and translator.has_shortlist,  # whether it was used
         "engine": translator.engine,

@@ -161,9 +161,7 @@ class Reranker:
 
     def translate(self, texts: Sequence[str], weights: dict[str, float], progress=False):
         """The best candidate of each text under `weights`."""
-        lists, features = self.candidates(texts, progress)
-        best = choose(features, weights)
-        return [hyps[k][0] if hyps else "" for hyps, k in zip(lists, best, strict=True)]
+        return chosen_texts(*self.candidates(texts, progress), weights)
 
 
 def choose(features: np.ndarray, weights: dict[str, float]) -> np.ndarray:
@@ -173,6 +171,21 @@ def choose(features: np.ndarray, weights: dict[str, float]) -> np.ndarray:
     present = np.isfinite(features).all(-1)
     scores = np.where(present, np.nan_to_num(features, neginf=0.0) @ vector, -np.inf)
     return scores.argmax(-1)
+
+
+def chosen_texts(lists: list, features: np.ndarray, weights: dict[str, float]) -> list[str]:
+    """Each text's candidate of highest weighted score ("" for an empty text)."""
+    best = choose(features, weights)
+    return [hyps[k][0] if hyps else "" for hyps, k in zip(lists, best, strict=True)]
+
+
+def searched_with(opts) -> tuple[int, float, bool]:
+    """The beam, alpha and shortlist decoding with `opts` (a DecodeConfig) uses: with
+    decode.rerank, those its weights file was tuned with."""
+    if opts.rerank:
+        setup = RerankWeights.load(Path(opts.rerank)).setup
+        return setup.nbest, setup.alpha, setup.shortlist
+    return opts.beam_size, opts.length_penalty, opts.shortlist
 
 
 def tune(
