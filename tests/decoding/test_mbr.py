@@ -1,9 +1,11 @@
 """Minimum Bayes risk decoding: the hypothesis the rest of the n-best agrees with most."""
 
+import numpy as np
 import pytest
+import sacrebleu
 from conftest import assert_one_line_error, invoke, tiny
 
-from translator.decoding.mbr import mbr_choice
+from translator.decoding.mbr import expected_utilities, mbr_choice
 from translator.decoding.translator import Translator
 from translator.training.trainer import Trainer
 
@@ -24,6 +26,17 @@ def test_mbr_picks_what_the_others_agree_with_not_the_top_score(utility):
     assert mbr_choice(NBEST[:1], utility) == NBEST[0][0]
     with pytest.raises(ValueError, match="unknown MBR utility"):
         mbr_choice(NBEST, "ter")
+
+
+def test_expected_chrf_is_sacrebleus_sentence_chrf_weighted_by_the_model():
+    hyps = [("Zwei Hunde spielen im Schnee.", -0.5), ("Zwei Hunde rennen im Schnee.", -0.6)]
+    hyps += [("Zwei Hunde rennen durch Schnee.", -0.7), ("", -0.9)]  # an empty one scores 0
+    chrf = sacrebleu.CHRF()
+    p = np.exp([s for _, s in hyps]) / np.exp([s for _, s in hyps]).sum()
+    expected = [
+        sum(w * chrf.sentence_score(h, [r]).score for (r, _), w in zip(hyps, p)) for h, _ in hyps
+    ]
+    assert expected_utilities(hyps, "chrf") == pytest.approx(expected, abs=1e-9)
 
 
 def test_translate_and_evaluate_take_mbr(toy_data, tmp_path):
