@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,6 +101,24 @@ def test_choose_takes_the_best_weighted_sum_and_never_a_missing_candidate():
     forward = dict(forward=1.0, right_to_left=0.0, channel=0.0, length=0.0)
     assert choose(features, forward).tolist() == [0, 0]
     assert choose(features, {**forward, "right_to_left": 1.0}).tolist() == [1, 0]
+
+
+def test_a_weights_file_finds_its_runs_from_any_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "runs" / "r2l").mkdir(parents=True)
+    (tmp_path / "runs" / "deen").mkdir()
+    monkeypatch.chdir(tmp_path)
+    setup = RerankSetup(nbest=4, right_to_left=("runs/r2l",), channel=("runs/deen",))
+    weights = dict(forward=1.0, right_to_left=0.5, channel=0.3, length=0.1)
+    RerankWeights(setup, weights).save(Path("runs/a/rerank.json"))
+    saved = json.loads((tmp_path / "runs/a/rerank.json").read_text())["setup"]
+    assert saved["right_to_left"] == ["../r2l"] and saved["channel"] == ["../deen"]
+    monkeypatch.chdir(tmp_path / "runs")  # elsewhere, and by another spelling of the file
+    loaded = RerankWeights.load(Path("a/rerank.json"))
+    assert [Path(run).resolve() for run in loaded.setup.runs] == [
+        tmp_path / "runs/r2l",
+        tmp_path / "runs/deen",
+    ]
+    assert loaded.weights == weights and loaded.setup.nbest == 4
 
 
 class FakeReranker:

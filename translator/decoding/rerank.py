@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,7 +70,14 @@ class RerankWeights:
     tuned: dict = field(default_factory=dict)  # where and how well: split, BLEU with and without
 
     def save(self, path: Path) -> None:
-        atomic_write_text(Path(path), json.dumps(asdict(self), indent=2) + "\n")
+        """Saved with the scoring runs' paths relative to the file's folder: it works from any
+        working directory, and moves with the runs."""
+        saved, folder = asdict(self), Path(path).absolute().parent
+        for key in ("right_to_left", "channel"):
+            runs = saved["setup"][key]
+            saved["setup"][key] = [os.path.relpath(Path(run).absolute(), folder) for run in runs]
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(path), json.dumps(saved, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> RerankWeights:
@@ -81,8 +89,8 @@ class RerankWeights:
                 int(s["nbest"]),
                 float(s["alpha"]),
                 bool(s["shortlist"]),
-                tuple(s["right_to_left"]),
-                tuple(s["channel"]),
+                tuple(_run_path(run, path.parent) for run in s["right_to_left"]),
+                tuple(_run_path(run, path.parent) for run in s["channel"]),
             )
             weights = {name: float(saved["weights"][name]) for name in FEATURES}
             return cls(setup, weights, saved.get("tuned", {}))
@@ -92,6 +100,13 @@ class RerankWeights:
             ) from None
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise InputError(f"{path} is not a reranking weights file: {err}") from None
+
+
+def _run_path(run: str, folder: Path) -> str:
+    """A scoring run of a weights file in `folder`: relative to it (files saved before
+    2026-12-07 kept paths relative to where tune-rerank ran: those still load from there)."""
+    beside = folder / run
+    return os.path.normpath(beside) if beside.exists() or not Path(run).exists() else run
 
 
 class Reranker:
