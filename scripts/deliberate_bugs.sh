@@ -144,4 +144,7 @@ plant "tuning never weighs length" translator/decoding/rerank.py \
 plant "MBR's fast chrF scores each pair one way only" translator/decoding/mbr.py \
   's/        for hyp, ref in ((i, j), (j, i)):/        for hyp, ref in ((i, j), (i, j)):/' \
   tests/decoding/test_mbr.py::test_expected_chrf_is_sacrebleus_sentence_chrf_weighted_by_the_model
+plant "a weights file's runs are found from the working directory only" translator/decoding/rerank.py \
+  's/    return os.path.normpath(beside) if beside.exists() or not Path(run).exists() else run/    return run/' \
+  tests/decoding/test_rerank.py::test_a_weights_file_finds_its_runs_from_any_working_directory
 exit $missed
