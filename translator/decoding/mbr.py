@@ -7,7 +7,7 @@ in for references, weighted by the model's probabilities (a softmax of the n-bes
 sum_j p_j * utility(h_i, h_j). The utility is sacreBLEU's sentence chrF or BLEU. Beam search
 picks the single most probable output; MBR picks the one closest to where the probability mass
 lies, which corrects some of beam search's bias towards short or odd outputs (Eikema & Aziz,
-2020; Freitag et al., 2022). Reranking uses the expected chrF as one of its features.
+2020; Freitag et al., 2022).
 """
 
 from __future__ import annotations

@@ -72,12 +72,13 @@ class RerankWeights:
     def save(self, path: Path) -> None:
         """Saved with the scoring runs' paths relative to the file's folder: it works from any
         working directory, and moves with the runs."""
-        saved, folder = asdict(self), Path(path).absolute().parent
+        path = Path(path)
+        saved, folder = asdict(self), path.absolute().parent
         for key in ("right_to_left", "channel"):
             runs = saved["setup"][key]
             saved["setup"][key] = [os.path.relpath(Path(run).absolute(), folder) for run in runs]
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(path), json.dumps(saved, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(saved, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> RerankWeights:
@@ -103,8 +104,8 @@ class RerankWeights:
 
 
 def _run_path(run: str, folder: Path) -> str:
-    """A scoring run of a weights file in `folder`: relative to it (files saved before
-    2026-12-07 kept paths relative to where tune-rerank ran: those still load from there)."""
+    """A scoring run of a weights file in `folder`: relative to it (older files kept paths
+    relative to where tune-rerank ran: those still load from there)."""
     beside = folder / run
     return os.path.normpath(beside) if beside.exists() or not Path(run).exists() else run
 
@@ -229,9 +230,9 @@ def tune(
     grid = np.array([(1.0, *point) for point in itertools.product(*axes.values())])
     best_bleu, best = -1.0, None
     for start in range(0, len(grid), 512):  # 512 points at a time, vectorized
-        chosen = _choose_each(features, grid[start : start + 512])
-        totals = stats[np.arange(len(stats))[:, None], chosen].sum(0)
-        for point, total in zip(grid[start : start + 512], totals, strict=True):
+        points = grid[start : start + 512]
+        totals = stats[np.arange(len(stats))[:, None], _choose_each(features, points)].sum(0)
+        for point, total in zip(points, totals, strict=True):
             bleu = _bleu_of(total)
             if bleu > best_bleu + 1e-9:
                 best_bleu, best = bleu, dict(zip(FEATURES, point, strict=True))
