@@ -132,8 +132,8 @@ class TrainConfig:
     schedule: str = "linear"
     label_smoothing: float = 0.1  # (0.2: val beam BLEU -0.3 to -0.7; 0.05: level)
     rdrop: float = 0.0  # weight of R-Drop's KL between two dropout passes; 0: off (on: ~2.5x/step)
-    # R-Drop only once this share of the budget is used (0: from the start), decided at an
-    # epoch's start: most steps at full speed, R-Drop where it helped, on a trained model
+    # R-Drop only once this share of the budget is used (0: from the start), checked before
+    # each step: most steps at full speed, R-Drop where it helped, on a trained model
     rdrop_from: float = 0.0
     clip_norm: float | None = 1.0  # max gradient norm; None: no clipping
     accumulate: int = 1  # batches per optimizer step

@@ -579,3 +579,26 @@ def test_rdrop_from_starts_r_drop_once_its_share_of_the_budget_is_used(
     assert resumed.state.rdrop_on
     with pytest.raises(ConfigError, match="train.rdrop_from says when R-Drop starts"):
         tiny(toy_data, "train.rdrop_from=0.5")
+
+
+def test_rdrop_from_starts_within_an_epoch_when_the_budget_ends_in_it(
+    toy_data, tmp_path, monkeypatch
+):
+    """A budget of one epoch's steps with train.rdrop_from 0.5: R-Drop takes the second half
+    of the steps, not never (the start is not left to the next epoch's beginning)."""
+    from translator.training import trainer as trainer_module
+
+    weights, original = [], trainer_module.OptimizerStep
+
+    def recorded(*args, **kwargs):
+        weights.append(kwargs.get("rdrop", 0.0))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "OptimizerStep", recorded)
+    steps = 6
+    sets = ["model.dropout=0.1", "train.rdrop=2", "train.rdrop_from=0.5", "data.max_sentences=4",
+            f"train.max_steps={steps}", "train.max_epochs=null"]  # fmt: skip
+    trainer = Trainer(tiny(toy_data, *sets), run_dir=tmp_path / "rdrop", progress=False)
+    trainer.train()
+    assert trainer._epoch_batches > steps  # the whole budget lies inside the first epoch
+    assert weights == [0.0] * (steps // 2) + [2.0] * (steps // 2)

@@ -188,11 +188,6 @@ class Trainer:
                 log.info("data.bidirectional %g: %.0f%% of the budget used at this epoch's end; "
                          "from epoch %d on, the pairs in their own direction only",
                          self.cfg.data.bidirectional, 100 * used, state.epoch + 1)  # fmt: skip
-            if state.batch_in_epoch == 0 and self._rdrop_starts():
-                state.rdrop_on = True
-                log.info("train.rdrop_from %g: %.0f%% of the budget used; R-Drop (train.rdrop %g) "
-                         "from epoch %d on", t.rdrop_from, 100 * schedule.budget_used(t, state),
-                         t.rdrop, state.epoch + 1)  # fmt: skip
             if self.cfg.vocab.bpe_dropout:
                 self.data.resample_segmentation()
             batches = self.data.sampler.epoch(state.epoch)
@@ -202,6 +197,12 @@ class Trainer:
                 self.planned_steps = schedule.planned_steps(t, state, len(batches), state.elapsed_s)
                 bar.plan(self.planned_steps, state.step)
             while state.batch_in_epoch < len(batches) and stop_reason is None:
+                if self._rdrop_starts():
+                    state.rdrop_on = True
+                    used = schedule.budget_used(t, state)
+                    log.info("train.rdrop_from %g: %.0f%% of the budget used; R-Drop (train.rdrop "
+                             "%g) from step %d on", t.rdrop_from, 100 * used, t.rdrop,
+                             state.step + 1)  # fmt: skip
                 group = batches[state.batch_in_epoch : state.batch_in_epoch + t.accumulate]
                 state.batch_in_epoch += len(group)
                 window.add(*self.train_step(group), self.grad_norm)
@@ -290,8 +291,8 @@ class Trainer:
         return self.dist.any(over, self.device)
 
     def _rdrop_starts(self) -> bool:
-        """Whether R-Drop starts at this epoch (train.rdrop_from's share of the budget is used),
-        on any rank: all start at the same epoch."""
+        """Whether R-Drop starts with the next step (train.rdrop_from's share of the budget is
+        used), on any rank: all start at the same step."""
         t = self.cfg.train
         if not (t.rdrop and t.rdrop_from) or self.state.rdrop_on:
             return False
