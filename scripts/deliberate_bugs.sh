@@ -147,4 +147,16 @@ plant "MBR's fast chrF scores each pair one way only" translator/decoding/mbr.py
 plant "a weights file's runs are found from the working directory only" translator/decoding/rerank.py \
   's/    return os.path.normpath(beside) if beside.exists() or not Path(run).exists() else run/    return run/' \
   tests/decoding/test_rerank.py::test_a_weights_file_finds_its_runs_from_any_working_directory
+plant "R-Drop waits for an epoch's start" translator/training/trainer.py \
+  's/^                if self._rdrop_starts():$/                if state.batch_in_epoch == 0 and self._rdrop_starts():/' \
+  tests/training/test_trainer.py::test_rdrop_from_starts_within_an_epoch_when_the_budget_ends_in_it
+plant "data.extra_train is read but not joined" translator/data/sources.py \
+  's/    tables = \[train, \*(ds.cast(train.features) for ds in extras.values())\]/    tables = [train]/' \
+  tests/data/test_corpus.py::test_extra_training_pairs_join_the_training_split_only
+plant "a changed extra training file reuses the old cache" translator/data/corpus.py \
+  's/        "extra_train": \[fingerprint(as_files(cfg), path) for path in d.extra_train\],/        "extra_train": list(d.extra_train),/' \
+  tests/data/test_corpus.py::test_extra_training_pairs_join_the_training_split_only
+plant "synthesize writes the translations beside the wrong language" translator/cli/decoding.py \
+  's/    for path, lines in zip(paths, (sources, translations)):/    for path, lines in zip(paths, (translations, sources)):/' \
+  tests/cli/test_cli.py::test_synthesize_writes_a_corpus_that_training_can_add
 exit $missed

@@ -67,6 +67,10 @@ class DataConfig:
     # whichever ends first) trains on the pairs and their reverse (DE->EN) together, the rest on
     # the pairs alone; switched at the end of the epoch that reaches it. Needs vocab.joint
     bidirectional: float = 0.0
+    # More training pairs, joined to the training split before cleaning and the vocabulary:
+    # files read as for source files (a table, or a prefix P of P.<lang> text files, .gz too),
+    # whatever data.source is; e.g. the synthetic corpora of `translator synthesize`
+    extra_train: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -338,6 +342,7 @@ def _resolve_splits(d: DataConfig, source: str) -> DataConfig:
         if d.source == "files":
             value = str(Path(value).expanduser().absolute())
         values[key] = value if value is not None else default
+    values["extra_train"] = tuple(str(Path(p).expanduser().absolute()) for p in d.extra_train)
     return dataclasses.replace(d, **values)
 
 

@@ -122,6 +122,7 @@ def config_problems(cfg) -> list[str]:
     if d.bidirectional and not v.joint:
         problems.append("data.bidirectional trains both directions on one vocabulary: it needs "
                         "vocab.joint: true")  # fmt: skip
+    problems += [f"data.extra_train: {e!r} names no file" for e in d.extra_train if not e.strip()]
     if d.replay and not t.init_from:
         problems.append("data.replay draws from the parent run's data: it needs train.init_from")
     if any(e.startswith("parent:") for e in t.keep_eval) and not t.init_from:

@@ -409,3 +409,29 @@ def test_prepare_check_names_the_files_that_differ(tmp_path, monkeypatch, capsys
     assert stopped.value.exit_code == 1
     error = capsys.readouterr().err.strip()
     assert error == "error: not reproducible: two fresh prepares differ in subword.json"
+
+
+def test_synthesize_writes_a_corpus_that_training_can_add(toy_data, tmp_path):
+    """`synthesize` translates the run's training split into OUT.en.gz (its sentences) and
+    OUT.de.gz (their translations); `data.extra_train=OUT` adds those pairs to training."""
+    import gzip
+
+    from translator.data.multi30k import read_lines
+
+    result = invoke("train", "-c", "configs/tiny.yaml", *sets(toy_data, "train.max_steps=3"))
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "synthetic" / "forward"
+    result = invoke("synthesize", "--out", str(out), "--greedy", "--max-len", "5")
+    assert result.exit_code == 0, result.output
+    sources = gzip.decompress((tmp_path / "synthetic/forward.en.gz").read_bytes()).decode()
+    translations = read_lines(tmp_path / "synthetic/forward.de.gz")
+    assert sources.splitlines() == read_lines(toy_data / "train.en.gz")
+    assert len(translations) == 400 and all(len(t.split()) <= 5 for t in translations)
+    assert "wrote 400 pairs" in result.stderr and "greedy" in result.stderr
+
+    result = invoke("prepare", "-c", "configs/tiny.yaml",
+                    *sets(toy_data, f"data.extra_train={out}"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "of which 400 from data.extra_train" in result.output
+
+    assert_one_line_error(invoke("synthesize", "--out", str(out), "--split", "nope"), 2, "nope")

@@ -86,3 +86,40 @@ def test_prepare_on_real_multi30k():
     )
     assert 5000 < len(words.src_vocab) < 8000 and 6000 < len(words.tgt_vocab) < 10000
     assert words.stats["splits"]["val"]["tgt_oov"] < 0.06
+
+
+def test_extra_training_pairs_join_the_training_split_only(toy_data, tmp_path, fresh_cache):
+    """data.extra_train: a text-file prefix and a table add their pairs to train (words only
+    they hold enter the vocabulary); val and test stay as they were; the cache knows the files."""
+    import os
+
+    from conftest import write_split
+
+    write_split(tmp_path, "extra", [("A zebra sleeps.", "Ein Zebra schläft.")] * 3)
+    table = tmp_path / "more.tsv"
+    table.write_text("en\tde\nA yak runs.\tEin Yak rennt.\nA yak sits.\tEin Yak sitzt.\n")
+    base = prepare(load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data)))
+    sets = toy_overrides(toy_data, f"data.extra_train=[{tmp_path / 'extra'}, {table}]")
+    joined = prepare(load_config(CONFIGS / "tiny.yaml", sets))
+
+    assert joined.path != base.path
+    assert len(joined.splits["train"]) == len(base.splits["train"]) + 5
+    assert [len(joined.splits[s]) for s in ("val", "test2016")] == [40, 40]
+    assert joined.stats["extra_train"] == {str(tmp_path / "extra"): 3, str(table): 2}
+    assert "zebra" in joined.src_vocab.stoi and "Yak" in joined.tgt_vocab.stoi
+    assert "zebra" not in base.src_vocab.stoi
+
+    os.utime(table, ns=(0, 0))  # a changed extra file is a new corpus, not a stale cache hit
+    assert prepare(load_config(CONFIGS / "tiny.yaml", sets)).path != joined.path
+
+
+def test_extra_training_files_must_exist(toy_data):
+    import pytest
+
+    from translator.config import ConfigError
+
+    cfg = load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data, "data.extra_train=nowhere"))
+    with pytest.raises(ConfigError, match="no such file: .*nowhere"):
+        prepare(cfg)
+    with pytest.raises(ConfigError, match="data.extra_train: '' names no file"):
+        load_config(CONFIGS / "tiny.yaml", toy_overrides(toy_data, "data.extra_train=['']"))

@@ -42,7 +42,7 @@ from translator.data.preparation import (
     split_stems,
 )
 from translator.data.shortlist import Shortlist
-from translator.data.sources import ensure_available, fingerprint
+from translator.data.sources import as_files, ensure_available, fingerprint
 from translator.data.subword import Subword
 from translator.data.vocab import Vocab
 from translator.run_dir import SHORTLIST, TGT_SUBWORD, RunError
@@ -216,6 +216,7 @@ def _cache_key(cfg: Config, given=None) -> str:
         "spacy": _version("spacy"),
         "source": d.source,
         "splits": {name: fingerprint(cfg, name) for name in split_stems(cfg)},
+        "extra_train": [fingerprint(as_files(cfg), path) for path in d.extra_train],
         "roles": [d.train_split, d.valid_split, d.test_split],
         "langs": [d.src_lang, d.tgt_lang],
         "columns": d.columns,

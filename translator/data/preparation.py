@@ -49,7 +49,7 @@ from translator.data.arrow_passes import (
 )
 from translator.data.multi30k import DataError
 from translator.data.shortlist import learn_shortlist
-from translator.data.sources import describe, load_split
+from translator.data.sources import describe, load_split, load_train_split
 from translator.data.tokenization import BOM, check_language, clean
 from translator.data.vocab_learning import LearnedVocab
 from translator.files import atomic_folder, atomic_write_text
@@ -92,9 +92,13 @@ def build(cfg: Config, folder: Path, log=lambda message: None, given=None) -> No
         work = tmp / "work"  # datasets' Arrow files and our intermediate ids, removed at the end
         stems = split_stems(cfg)
         with _timed(seconds, "read"):
-            raw = {name: load_split(cfg, name, work) for name in stems}
+            train, extra = load_train_split(cfg, work)
+            raw = {n: train if n == d.train_split else load_split(cfg, n, work) for n in stems}
+        read = ", ".join(f"{stems[n]} {len(raw[n]):,}" for n in stems)
+        if extra:
+            read += f" (of which {sum(extra.values()):,} from data.extra_train)"
         log(
-            f"read {', '.join(f'{stems[n]} {len(ds):,}' for n, ds in raw.items())} pairs; "
+            f"read {read} pairs; "
             f"tokenizing with {worker_count(len(raw[d.train_split]), num_proc)} processes"
         )
         with _timed(seconds, "tokenize"):
@@ -140,6 +144,7 @@ def build(cfg: Config, folder: Path, log=lambda message: None, given=None) -> No
             "source": describe(cfg),
             "splits": splits,
             "train_dropped": counts,
+            **({"extra_train": extra} if extra else {}),
             "vocab_pairs": int(len(sample)),
             **({"vocab_from": str(given.path), "unseen_chars": learned.unseen} if given else {}),
             "seconds": {k: round(s, 2) for k, s in seconds.items()},

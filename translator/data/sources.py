@@ -21,6 +21,7 @@ DataError (exit 1), naming the file and, for bad text, the line.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -179,6 +180,23 @@ def load_split(cfg: Config, split: str, workdir: Path):
             [src.rename_column("text", "src"), tgt.rename_column("text", "tgt")], axis=1
         )
     return _select_columns(_read(paths[0], kind, workdir), cfg, str(paths[0]))
+
+
+def as_files(cfg: Config) -> Config:
+    """`cfg` reading its splits as files: data.extra_train is read so whatever data.source is."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="files"))
+
+
+def load_train_split(cfg: Config, workdir: Path):
+    """The training split with data.extra_train's pairs after it, and how many pairs each
+    extra file gave ({path: count})."""
+    train = load_split(cfg, cfg.data.train_split, workdir)
+    extras = {path: load_split(as_files(cfg), path, workdir) for path in cfg.data.extra_train}
+    if not extras:
+        return train, {}
+    tables = [train, *(ds.cast(train.features) for ds in extras.values())]
+    joined = _quiet_datasets().concatenate_datasets(tables)
+    return joined, {path: len(ds) for path, ds in extras.items()}
 
 
 def _read(path: Path, kind: str, workdir: Path):
