@@ -432,6 +432,6 @@ def test_synthesize_writes_a_corpus_that_training_can_add(toy_data, tmp_path):
     result = invoke("prepare", "-c", "configs/tiny.yaml",
                     *sets(toy_data, f"data.extra_train={out}"))  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "of which 400 from data.extra_train" in result.output
+    assert "read 800 pairs (400 of them from data.extra_train: forward 400)" in result.output
 
     assert_one_line_error(invoke("synthesize", "--out", str(out), "--split", "nope"), 2, "nope")

@@ -168,7 +168,8 @@ def _print_summary(cfg, corpus, batches: str, padding: float) -> None:
     lines = [
         f"vocabulary: {src} {len(corpus.src_vocab):,}, {tgt} {len(corpus.tgt_vocab):,} "
         f"({'joint ' if v.joint else ''}{how}, {learned})",
-        f"train: read {train['read']:,} pairs, dropped {dropped['empty']:,} with an empty side, "
+        f"train: read {train['read']:,} pairs{_extra_read(meta)}, dropped {dropped['empty']:,} "
+        "with an empty side, "
         f"{dropped['duplicates']:,} duplicates"
         + ("" if d.dedup else " (data.dedup off)")
         + f", {dropped['too_long']:,} over {d.max_len} tokens"
@@ -201,3 +202,12 @@ def _print_summary(cfg, corpus, batches: str, padding: float) -> None:
     console.print(table)
     for line in lines:
         console.print(line, markup=False, highlight=False)
+
+
+def _extra_read(meta: dict) -> str:
+    """' (1,000 of them from data.extra_train: a 600, b 400)', or '' without extra files."""
+    extra = meta.get("extra_train")
+    if not extra:
+        return ""
+    files = ", ".join(f"{Path(path).name} {count:,}" for path, count in extra.items())
+    return f" ({sum(extra.values()):,} of them from data.extra_train: {files})"
