@@ -136,8 +136,8 @@ def synthesize(
         typer.Option(
             "--out",
             "-o",
-            help="Prefix of the corpus to write: OUT.<source language>.gz holds the split's "
-            "sentences, OUT.<target language>.gz their translations.",
+            help="Prefix of the corpus to write: OUT.SRC.gz holds the split's sentences and "
+            "OUT.TGT.gz their translations (SRC, TGT: the run's languages, e.g. en and de).",
         ),
     ],
     run: RunOpt = None,
