@@ -47,7 +47,7 @@ def prepare(
     pairs, tokens, out-of-vocabulary rates, what cleaning dropped or changed, how many val and
     test pairs also occur in train, and batch padding. With --init-from RUN the corpus is
     numbered with RUN's vocabulary (as `train --init-from` will): the OOV columns are then the
-    share of <unk> under it, and characters RUN never saw are listed.
+    share of unknown tokens (unk) under it, and characters RUN never saw are listed.
     """
     from translator.data.corpus import prepare as prepare_corpus
     from translator.training.finetune import training_config
