@@ -331,3 +331,35 @@ def test_a_shortlist_decodes_as_if_the_other_tokens_did_not_exist(allowed):
         assert [score for _, score in a] == pytest.approx([score for _, score in b], abs=1e-5)
     if len(allowed) == VOCAB - 1:
         assert short == beam_search(model, src, options, **specials)
+
+
+def test_each_sentence_keeps_to_its_own_shortlist_whatever_its_batch():
+    """With `own`, a sentence decoded in a batch gets what it gets decoded alone with its own
+    shortlist (outputs and scores): the batch's union of shortlists changes nothing."""
+    model, src = random_model(), random_src(LENGTHS)
+    own_ids = [sorted({EOS, *range(4 + i % 5, VOCAB, 2 + i % 3)}) for i in range(len(LENGTHS))]
+    union = torch.tensor(sorted({t for ids in own_ids for t in ids}))
+    own = torch.stack([torch.isin(union, torch.tensor(ids)) for ids in own_ids])
+    specials = dict(sos_id=SOS, eos_id=EOS)
+    options = DecodeConfig(beam_size=3, nbest=2, length_penalty=1.0)
+    for beam in (1, 3):
+        opts = replace(options, beam_size=beam, nbest=1)
+        batched = search(model, src, opts, **specials, vocab=union, own=own)
+        alone = [
+            search(model, src[i : i + 1], opts, **specials, vocab=torch.tensor(ids))[0]
+            for i, ids in enumerate(own_ids)
+        ]
+        assert batched == alone
+        assert all(set(out) <= set(ids) for out, ids in zip(batched, own_ids, strict=True))
+    batched = beam_search(model, src, options, **specials, vocab=union, own=own)
+    for i, ids in enumerate(own_ids):
+        [alone] = beam_search(model, src[i : i + 1], options, **specials, vocab=torch.tensor(ids))
+        assert [h for h, _ in batched[i]] == [h for h, _ in alone]
+        assert [s for _, s in batched[i]] == pytest.approx([s for _, s in alone], abs=1e-5)
+    # Without `own` the union lets some sentence output a token of another's shortlist.
+    unioned = search(model, src, replace(options, nbest=1), **specials, vocab=union)
+    assert unioned != batched_best(batched)
+
+
+def batched_best(nbest):
+    return [hyps[0][0] for hyps in nbest]

@@ -15,8 +15,10 @@ log-probs divided by GNMT's lp(Y) = ((5 + |Y|) / 6)^alpha (alpha: options.length
 counting the EOS; the log-probs are over the tokens that may be output (<pad> and <sos> never
 are). With `vocab` (a LongTensor of sorted target ids holding <eos>: a batch's shortlist), only
 those tokens may be output, and the log-probs are normalized over them; ids and scores keep
-their form. Every function runs under torch.inference_mode(); dropout must already be off.
-Text (vocab, detokenization) lives elsewhere.
+their form. With `own` too (a (B, len(vocab)) bool tensor), sentence b may output only the
+tokens `own[b]` marks, normalized over those: its output is then the same whatever other
+sentences share its batch (and its shortlist). Every function runs under
+torch.inference_mode(); dropout must already be off. Text (vocab, detokenization) lives elsewhere.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ def _greedy(
     sos_id: int,
     eos_id: int,
     vocab: Tensor | None = None,
+    own: Tensor | None = None,
 ) -> list[list[int]]:
     """Batched greedy decoding with the key/value cache; finished rows leave the batch."""
     batch, device = memory.size(0), memory.device
@@ -120,9 +123,14 @@ def _greedy(
     limits = torch.tensor(max_lens, device=device)  # (N,) of live rows
     tok = torch.full((batch, 1), sos_id, dtype=torch.long, device=device)
     cache = model.new_cache()
+    outside = None  # per live row: the tokens its sentence may not output (own)
     for t in range(out.size(1)):
         logits = model.decode(tok, memory, src_pad_mask, cache, vocab)[:, -1]  # (N, V)
         logits[:, banned] = float("-inf")
+        if own is not None:
+            if outside is None or outside.size(0) != logits.size(0):
+                outside = ~own[rows]  # when the rows change (finished ones leave)
+            logits.masked_fill_(outside, float("-inf"))
         nxt = logits.argmax(dim=-1)  # (N,)
         if vocab is not None:
             nxt = vocab[nxt]
@@ -169,6 +177,7 @@ def beam_search(
     sos_id: int,
     eos_id: int,
     vocab: Tensor | None = None,
+    own: Tensor | None = None,
 ) -> list[list[tuple[list[int], float]]]:
     """Batched beam search; per sentence the `options.nbest` (ids, score) pairs, best first."""
     k, nbest = options.beam_size, options.nbest
@@ -176,7 +185,7 @@ def beam_search(
     memory, src_pad_mask = model.encode(src)
     max_lens = max_output_lengths(model, src_pad_mask, options)
     alpha = options.length_penalty
-    return _beam(model, memory, src_pad_mask, max_lens, k, sos_id, eos_id, alpha, nbest, vocab)
+    return _beam(model, memory, src_pad_mask, max_lens, k, sos_id, eos_id, alpha, nbest, vocab, own)
 
 
 def _beam(
@@ -190,6 +199,7 @@ def _beam(
     alpha: float,
     nbest: int,
     vocab: Tensor | None = None,
+    own: Tensor | None = None,
 ) -> list[list[tuple[list[int], float]]]:
     batch, device = memory.size(0), memory.device
     banned = _banned_ids(model, sos_id, vocab)
@@ -203,11 +213,16 @@ def _beam(
     tok = torch.full((batch, 1), sos_id, dtype=torch.long, device=device)
     cache = model.new_cache()
     b = 1  # the first step runs once per sentence; its top candidates then fill the k beams
+    outside = None  # per row of the logits: the tokens its sentence may not output (own)
     for t in range(max(max_lens, default=0) + 1):
         n = active.size(0)
         logits = model.decode(tok, memory, src_pad_mask, cache, vocab)[:, -1]  # (N*b, V)
         logits = logits.float()
         logits[:, banned] = float("-inf")  # before the softmax, as CTranslate2 suppresses them
+        if own is not None:  # each beam row to its sentence's own shortlist
+            if outside is None or outside.size(0) != logits.size(0):
+                outside = ~own[active].repeat_interleave(b, dim=0)  # when the rows change
+            logits.masked_fill_(outside, float("-inf"))
         lprobs = logits.log_softmax(dim=-1)
         lprobs = lprobs.view(n, b, -1)  # (N, b, V)
         at_limit = limits == t  # these sentences may only end now
@@ -260,6 +275,7 @@ def search(
     sos_id: int,
     eos_id: int,
     vocab: Tensor | None = None,
+    own: Tensor | None = None,
 ) -> list[list[int]]:
     """Encode once, then greedy (beam_size 1) or beam search; the best ids per sentence."""
     k = options.beam_size
@@ -267,7 +283,7 @@ def search(
     memory, src_pad_mask = model.encode(src)
     max_lens = max_output_lengths(model, src_pad_mask, options)
     if k == 1:
-        return _greedy(model, memory, src_pad_mask, max_lens, sos_id, eos_id, vocab)
+        return _greedy(model, memory, src_pad_mask, max_lens, sos_id, eos_id, vocab, own)
     alpha = options.length_penalty
-    nbest = _beam(model, memory, src_pad_mask, max_lens, k, sos_id, eos_id, alpha, 1, vocab)
+    nbest = _beam(model, memory, src_pad_mask, max_lens, k, sos_id, eos_id, alpha, 1, vocab, own)
     return [hyps[0][0] for hyps in nbest]

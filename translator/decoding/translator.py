@@ -102,16 +102,18 @@ class Translator(Pipeline):
         """The best output ids of each source (ids without <eos>)."""
         from translator.decoding.search import search
 
-        vocab = self._shortlist(batch, opts)
-        return search(self.model, self._tensor(batch), opts, **self._specials(), vocab=vocab)
+        vocab, own = self._shortlist(batch, opts)
+        src = self._tensor(batch)
+        return search(self.model, src, opts, **self._specials(), vocab=vocab, own=own)
 
     def _search_nbest(
         self, batch: list[list[int]], opts: DecodeConfig
     ) -> list[list[tuple[list[int], float]]]:
         from translator.decoding.search import beam_search
 
-        vocab = self._shortlist(batch, opts)
-        return beam_search(self.model, self._tensor(batch), opts, **self._specials(), vocab=vocab)
+        vocab, own = self._shortlist(batch, opts)
+        src = self._tensor(batch)
+        return beam_search(self.model, src, opts, **self._specials(), vocab=vocab, own=own)
 
     def _search_attention(self, batch: list[list[int]], opts: DecodeConfig):
         """The search's outputs, then the cross-attention over the best ones in one batched
@@ -199,13 +201,16 @@ class Translator(Pipeline):
         return dict(sos_id=self.tgt_vocab.sos_id, eos_id=self.tgt_vocab.eos_id)
 
     def _shortlist(self, batch: list[list[int]], opts: DecodeConfig):
-        """The target ids this batch may output (decode.shortlist), else None: all of them."""
+        """(the target ids this batch may output, which of them each sentence may output) for
+        decode.shortlist, else (None, None): every token, for every sentence."""
         if not opts.shortlist or self.shortlist is None:
-            return None
+            return None, None
         import torch
 
         device = next(self.model.parameters()).device
-        return torch.from_numpy(self.shortlist.targets(batch)).to(device, torch.long)
+        union = self.shortlist.targets(batch)
+        own = self.shortlist.own_targets(batch, union)
+        return torch.from_numpy(union).to(device, torch.long), torch.from_numpy(own).to(device)
 
     @contextmanager
     def _decoding(self, opts: DecodeConfig, n_sentences: int):
