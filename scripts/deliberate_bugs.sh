@@ -162,4 +162,7 @@ plant "synthesize writes the translations beside the wrong language" translator/
 plant "a sentence may output any token of its batch's shortlist" translator/decoding/search.py \
   's/                outside = ~own\[active\].repeat_interleave(b, dim=0)  # when the rows change/                outside = ~own[active].repeat_interleave(b, dim=0) \& False/' \
   tests/decoding/test_search.py::test_each_sentence_keeps_to_its_own_shortlist_whatever_its_batch
+plant "outputs of an older search are reused" translator/decoding/evaluations.py \
+  's/        "search": search.OUTPUTS_VERSION,//' \
+  tests/cli/test_experiments.py::test_evaluate_records_what_it_scored_and_reuses_it
 exit $missed

@@ -211,6 +211,15 @@ def test_evaluate_records_what_it_scored_and_reuses_it(runs, tmp_path, monkeypat
     assert other["reused"] is False  # other decoding options: other outputs
     assert len(rd.evaluation_records(run)) == 2
 
+    # A search whose outputs changed (its version bumped) never reuses an older one's outputs.
+    from translator.decoding import search
+
+    version = search.OUTPUTS_VERSION
+    monkeypatch.setattr(search, "OUTPUTS_VERSION", version + 1)
+    newer = json.loads(invoke("evaluate", "--run", run, "--json", "--beam", "2").stdout)
+    assert newer["reused"] is False
+    monkeypatch.setattr(search, "OUTPUTS_VERSION", version)
+
     # New weights (e.g. `translator average` into the best file) never reuse the old outputs.
     (run / rd.BEST).write_bytes((runs / "b1" / rd.BEST).read_bytes())
     changed = json.loads(invoke("evaluate", "--run", run, "--json", "--beam", "2").stdout)

@@ -5,8 +5,9 @@
     record(path, key, {**scores, **describe(translator, opts, ...)}, hypotheses)
 
 The key covers everything that decides the outputs: the source sentences, the decoding options
-(threads aside), the engine and its quantization, and the sha256 of every model's weights, so a
-retrained or averaged model never reuses another's outputs. `evaluate` and `compare` both read
+(threads aside), the engine and its quantization, the sha256 of every model's weights (a
+retrained or averaged model never reuses another's outputs) and the search's outputs version (a
+changed search never reuses an older one's). `evaluate` and `compare` both read
 and write here; `translator runs` shows the latest test score.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from translator.config import DecodeConfig
 from translator.data.multi30k import sha256_of
+from translator.decoding import search
 from translator.decoding.rerank import searched_with
 from translator.run_dir import write_evaluation
 
@@ -65,6 +67,7 @@ def key_of(models: list[str], engine: str, sources: Sequence[str], opts: DecodeC
         "decode": decode,
         "engine": engine,
         "models": models,
+        "search": search.OUTPUTS_VERSION,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -46,6 +46,9 @@ class Searchable(Protocol):
 
 
 NO_SCORE = float("-inf")  # of the empty output given when no hypothesis could be scored
+# Bump when the searches' outputs change for the same model and options, so that outputs
+# recorded by an older search are not reused (evaluations.key_of). 2: one shortlist per sentence
+OUTPUTS_VERSION = 2
 
 
 def length_penalty(length: int, alpha: float) -> float:
