@@ -60,3 +60,15 @@ def test_a_large_corpus_is_learned_from_a_sample(monkeypatch):
     tgt = (src + 10).astype(np.int32)
     shortlist = learn_shortlist(src, offsets, tgt, offsets, 30, 40, (1, 3))
     assert all(shortlist.candidates[t][0] == t + 10 for t in range(4, 30))
+
+
+def test_each_sentence_of_a_batch_keeps_its_own_candidates():
+    """own_targets: the batch's union, and per sentence the candidates it has decoded alone."""
+    candidates = np.array([[5, 7, -1], [6, -1, -1], [8, 9, 5]], dtype=np.int32)
+    shortlist = Shortlist(candidates, always=np.array([1, 3], dtype=np.int32))
+    batch = [[0, 1], [2], [1, 1]]
+    union, own = shortlist.own_targets(batch)
+    assert list(union) == list(shortlist.targets(batch)) == [1, 3, 5, 6, 7, 8, 9]
+    for row, ids in enumerate(batch):
+        assert list(union[own[row]]) == list(shortlist.targets([ids]))
+    assert [list(union[row]) for row in own] == [[1, 3, 5, 6, 7], [1, 3, 5, 8, 9], [1, 3, 6]]

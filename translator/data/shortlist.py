@@ -2,7 +2,7 @@
 
     shortlist = learn_shortlist(src_ids, src_offsets, tgt_ids, tgt_offsets, src_size, tgt_size)
     shortlist.targets([[12, 845, 7], [12, 99]])    # sorted target ids a batch may output
-    shortlist.own_targets(batch, union)             # which of them each sentence may output
+    shortlist.own_targets(batch)                   # the same, and which each sentence may output
     shortlist.to_file(path); Shortlist.from_file(path)
     shortlist.vmap_lines(src_itos, tgt_itos)      # CTranslate2's vocabulary map
 
@@ -40,20 +40,24 @@ class Shortlist:
 
     def targets(self, batch: list[list[int]]) -> np.ndarray:
         """Sorted target ids that decoding `batch` (source id lists) may output."""
-        sources = np.fromiter((i for ids in batch for i in ids), dtype=np.int64)
-        picked = self.candidates[sources].ravel()
-        return np.union1d(picked[picked >= 0], self.always)
+        return self.own_targets(batch)[0]
 
-    def own_targets(self, batch: list[list[int]], union: np.ndarray) -> np.ndarray:
-        """Which of `union` (`targets(batch)`) each sentence may output itself: a
-        (len(batch), len(union)) bool array. A search that keeps each sentence to its own
+    def own_targets(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """`targets(batch)`, and which of them each sentence may output itself: a
+        (len(batch), len(targets)) bool array. A search that keeps each sentence to its own
         candidates gives it the same output whatever else its batch holds."""
+        sources = np.fromiter((i for ids in batch for i in ids), dtype=np.int64)
+        picked = self.candidates[sources]  # (source tokens, PER_SOURCE)
+        found = picked >= 0
+        union = np.union1d(picked[found], self.always)
+        rows = np.repeat(np.arange(len(batch)), [len(ids) for ids in batch])  # of each source
         own = np.zeros((len(batch), len(union)), dtype=bool)
         own[:, np.searchsorted(union, self.always)] = True
-        for row, ids in enumerate(batch):
-            picked = self.candidates[np.asarray(ids, dtype=np.int64)].ravel()
-            own[row, np.searchsorted(union, picked[picked >= 0])] = True
-        return own
+        own[
+            np.broadcast_to(rows[:, None], picked.shape)[found],
+            np.searchsorted(union, picked[found]),
+        ] = True
+        return union, own
 
     def vmap_lines(self, src_itos: list[str], tgt_itos: list[str]) -> list[str]:
         """CTranslate2's vocabulary map: `source<TAB>targets`; the empty source's targets are

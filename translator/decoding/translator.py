@@ -208,8 +208,7 @@ class Translator(Pipeline):
         import torch
 
         device = next(self.model.parameters()).device
-        union = self.shortlist.targets(batch)
-        own = self.shortlist.own_targets(batch, union)
+        union, own = self.shortlist.own_targets(batch)
         return torch.from_numpy(union).to(device, torch.long), torch.from_numpy(own).to(device)
 
     @contextmanager
