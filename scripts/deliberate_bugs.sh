@@ -165,4 +165,7 @@ plant "a sentence may output any token of its batch's shortlist" translator/deco
 plant "outputs of an older search are reused" translator/decoding/evaluations.py \
   's/        "search": search.OUTPUTS_VERSION,//' \
   tests/cli/test_experiments.py::test_evaluate_records_what_it_scored_and_reuses_it
+plant "one sentence pays for a mask that changes nothing" translator/decoding/translator.py \
+  's/        if own.all():  # one sentence/        if False:  # one sentence/' \
+  tests/cli/test_cli.py::test_a_run_decodes_with_its_shortlist_unless_told_not_to
 exit $missed

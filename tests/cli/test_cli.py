@@ -316,6 +316,19 @@ def test_a_run_decodes_with_its_shortlist_unless_told_not_to(toy_data):
     stoi = translator.tgt_vocab.stoi
     always = np.array(sorted(stoi[t] for t in few if t in stoi), dtype=np.int32)
     translator.shortlist = Shortlist(np.full_like(shortlist.candidates, -1), always)
+    # One sentence alone may say the whole union: no per-sentence mask to pay for at each step.
+    from translator.config import DecodeConfig
+
+    (other,) = translator._encode(["Two women sit on a red bench in the park."])
+    mine = next(i for i in ids if i not in other)
+    candidates = np.full_like(shortlist.candidates, -1)
+    candidates[mine, 0] = next(t for t in range(len(stoi)) if t not in always)  # its own only
+    translator.shortlist = Shortlist(candidates, always)
+    assert translator._shortlist([ids], DecodeConfig())[1] is None
+    own = translator._shortlist([ids, other], DecodeConfig())[1]
+    assert own is not None and own[0].all() and not own[1].all()
+
+    translator.shortlist = Shortlist(np.full_like(shortlist.candidates, -1), always)
     for beam in (1, 3):
         (short,) = translator.translate(["A dog runs."], beam_size=beam)
         assert set(short.replace(".", " ").split()) <= {"Ein", "und", "im"}

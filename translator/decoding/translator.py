@@ -209,7 +209,10 @@ class Translator(Pipeline):
 
         device = next(self.model.parameters()).device
         union, own = self.shortlist.own_targets(batch)
-        return torch.from_numpy(union).to(device, torch.long), torch.from_numpy(own).to(device)
+        union = torch.from_numpy(union).to(device, torch.long)
+        if own.all():  # one sentence (or all alike): the mask would change nothing; skip its cost
+            return union, None
+        return union, torch.from_numpy(own).to(device)
 
     @contextmanager
     def _decoding(self, opts: DecodeConfig, n_sentences: int):
