@@ -315,7 +315,6 @@ def test_a_run_decodes_with_its_shortlist_unless_told_not_to(toy_data):
     few = ["<unk>", "<eos>", "￭.", "Ein", "und", "im"]
     stoi = translator.tgt_vocab.stoi
     always = np.array(sorted(stoi[t] for t in few if t in stoi), dtype=np.int32)
-    translator.shortlist = Shortlist(np.full_like(shortlist.candidates, -1), always)
     # One sentence alone may say the whole union: no per-sentence mask to pay for at each step.
     from translator.config import DecodeConfig
 
