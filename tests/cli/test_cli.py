@@ -307,17 +307,15 @@ def test_a_run_decodes_with_its_shortlist_unless_told_not_to(toy_data):
     (ids,) = translator._encode(["A dog runs."])
     allowed = {translator.tgt_vocab.itos[i] for i in shortlist.targets([ids])}
     assert set(on.stdout.replace(".", " .").split()) <= allowed  # a barely trained model
-    # A shortlist of a few tokens is all either search may say; without it, the model's words.
     import numpy as np
 
+    from translator.config import DecodeConfig
     from translator.data.shortlist import Shortlist
 
     few = ["<unk>", "<eos>", "￭.", "Ein", "und", "im"]
     stoi = translator.tgt_vocab.stoi
     always = np.array(sorted(stoi[t] for t in few if t in stoi), dtype=np.int32)
     # One sentence alone may say the whole union: no per-sentence mask to pay for at each step.
-    from translator.config import DecodeConfig
-
     (other,) = translator._encode(["Two women sit on a red bench in the park."])
     mine = next(i for i in ids if i not in other)
     candidates = np.full_like(shortlist.candidates, -1)
@@ -327,6 +325,7 @@ def test_a_run_decodes_with_its_shortlist_unless_told_not_to(toy_data):
     own = translator._shortlist([ids, other], DecodeConfig())[1]
     assert own is not None and own[0].all() and not own[1].all()
 
+    # A shortlist of a few tokens is all either search may say; without it, the model's words.
     translator.shortlist = Shortlist(np.full_like(shortlist.candidates, -1), always)
     for beam in (1, 3):
         (short,) = translator.translate(["A dog runs."], beam_size=beam)
