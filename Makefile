@@ -26,11 +26,14 @@ browser:
 	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
 	  echo "chromium not installed: the page test will be skipped"
 
+# One pytest worker per core; a file's tests stay on one worker, so they share its fixtures.
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadfile
+
 test: install browser
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-all: install browser
-	$(BIN)/python -m pytest -q -m ""
+	$(PYTEST) -m ""
 
 train: install
 	$(BIN)/translator train $(ARGS)
