@@ -102,10 +102,9 @@ class ModelConfig:
     activation_dropout: float | None = 0.0
     positions: str = "sinusoidal"  # sinusoidal | learned
     max_positions: int = 256  # longest sequence the model accepts (tokens incl. <sos>/<eos>)
-    # post (the paper's) | pre (LayerNorm first). Pre at equal time, two comparisons: chrF
-    # +0.5-1.1 on val and test2016 (p < 0.05 each), beam BLEU +0.1-0.8 (not significant); not
-    # the default while four tests fail with it (docs/results.md)
-    norm: str = "post"
+    # pre (LayerNorm first) | post (the paper's). Pre at equal time, two comparisons: chrF
+    # +0.5-1.1 on val and test2016 (p < 0.05 each), beam BLEU +0.1-0.8 (not significant)
+    norm: str = "pre"
     tie_target_embeddings: bool = True  # target embedding = output projection
     share_all_embeddings: bool = True  # source embedding too (needs vocab.joint)
     # Training-time noise (off until measured to help; decoding never sees it):

@@ -277,7 +277,7 @@ def test_train_translate_and_evaluate_german_to_english_from_files(tmp_path):
     write_text(tmp_path / "dev.en", [p[0] for p in PAIRS[:12]], compress=True)
     write_table(tmp_path / "test.jsonl", toy_pairs(15, seed=9))
     splits = {"train_split": "train.parquet", "valid_split": "dev", "test_split": "test.jsonl"}
-    settings = ["data.source=files", "data.src_lang=de", "data.tgt_lang=en", "train.max_steps=30"]
+    settings = ["data.source=files", "data.src_lang=de", "data.tgt_lang=en", "train.max_steps=60"]
     settings += [f"data.{key}={tmp_path / name}" for key, name in splits.items()]
     sets = [x for s in settings for x in ("--set", s)]
     result = invoke("train", "-c", CONFIGS / "tiny.yaml", "--no-progress", *sets)

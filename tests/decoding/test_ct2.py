@@ -31,8 +31,9 @@ def train(data, run_dir, *extra):
 @pytest.mark.parametrize(
     "layout",
     [
-        (),  # word vocabularies, post-norm, sinusoidal positions, tied target embeddings
-        TOY_BPE,  # joint BPE, all embeddings shared: the default config's scheme
+        # word vocabularies, post-norm, sinusoidal positions, tied target embeddings
+        ("model.norm=post",),
+        TOY_BPE,  # joint BPE, all embeddings shared, pre-norm: the default config's scheme
         ("model.norm=pre", "model.positions=learned", "model.tie_target_embeddings=false"),
     ],
     ids=["words-post-norm", "joint-bpe-shared", "pre-norm-learned-untied"],
@@ -52,13 +53,13 @@ def test_the_float32_export_translates_exactly_as_ours(toy_data, tmp_path, layou
     # hypothesis cut by its length limit ends with the <eos> our search forces there. The same
     # hypothesis gets the same score (to float32 noise, and to the little probability this
     # barely trained model gives <pad>/<sos>, which the engines leave out at different points:
-    # up to 0.006 seen on a truncated source); the searches stop by slightly different
+    # up to 0.011 seen, CTranslate2's the lower); the searches stop by slightly different
     # rules (ours at k finished hypotheses), so nearly all best outputs agree.
     # A cut hypothesis is scored by CTranslate2's score_batch, which cannot leave out <pad> and
     # <sos> as the searches do: this barely trained model gives them a few percent (a trained
     # one, nothing). Without its <eos>, or with |Y|^alpha, the score would be far off.
     for options, tolerance in (
-        (dict(length_penalty=1.5), dict(abs=1e-2)),  # GNMT vs |Y|^alpha: 0.1 to 0.3 apart
+        (dict(length_penalty=1.5), dict(abs=2e-2)),  # GNMT vs |Y|^alpha: 0.1 to 0.3 apart
         (dict(max_len=3, length_penalty=0.6), dict(rel=5e-2)),
     ):
         ranked = [
