@@ -135,6 +135,9 @@ plant "a right-to-left model scores a target read from its start" translator/dec
 plant "teacher-forced scores differ from the search's" translator/decoding/translator.py \
   's/                logits\[..., \[pad, self.tgt_vocab.sos_id\]\] = -math.inf  # as the search does/                pass/' \
   tests/decoding/test_rerank.py::test_log_likelihoods_are_the_scores_the_search_gives
+plant "/v1/info names the last validation, not the best" translator/run_dir.py \
+  's/    best = max(valid, key=lambda r: r\["val_bleu"\], default=None)  # the first of equals/    best = valid[-1] if valid else None/' \
+  tests/serving/test_serve.py::test_health_info_and_languages
 plant "reranking may pick a candidate that is not there" translator/decoding/rerank.py \
   's/    present = np.isfinite(features).all(-1)/    present = np.ones(features.shape[:-1], bool)/' \
   tests/decoding/test_rerank.py::test_choose_takes_the_best_weighted_sum_and_never_a_missing_candidate
